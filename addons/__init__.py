@@ -1,0 +1,1 @@
+"""What sees flows: provider parsers, classification, grouping and the recorder addon."""

@@ -1,0 +1,38 @@
+"""One HTTP try of an LLM call, as the recorder saw it: plain data, no mitmproxy types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from addons.capture import Capture
+from addons.providers.base import Api, Call
+
+
+@dataclass(slots=True)
+class Exchange:
+    flow_id: str
+    api: Api
+    provider: str
+    call: Call
+    url: str  # as sent, before redaction
+    started_at: float  # epoch seconds, request start
+    request_headers: list[tuple[str, str]]
+    request_body: bytes  # as sent (maybe compressed)
+    hints: dict[str, str] = field(default_factory=dict)  # X-Chatdebug-* headers, lower-case names
+    status: int | None = None
+    response_headers: list[tuple[str, str]] | None = None
+    capture: Capture | None = None
+    finished_at: float | None = None
+    error: str | None = None  # mitmproxy's flow error message: disconnects, resets, timeouts
+
+    @property
+    def request_encoding(self) -> str:
+        return _header(self.request_headers, "content-encoding")
+
+    @property
+    def response_content_type(self) -> str:
+        return _header(self.response_headers or [], "content-type")
+
+
+def _header(items: list[tuple[str, str]], name: str) -> str:
+    return next((v for k, v in items if k.lower() == name), "")

@@ -1,0 +1,125 @@
+"""The provider-neutral shape of one LLM call: what every parser produces and storage keeps."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error", "other"]
+ErrorClass = Literal[
+    "rate_limited",
+    "overloaded",
+    "server_error",
+    "auth_error",
+    "client_error",
+    "timeout",
+    "connection_error",
+    "stream_error",
+    "canceled",
+    "proxy_error",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(_Model):
+    type: Literal["text"] = "text"
+    text: str
+    original_length: int | None = None
+
+
+class ReasoningPart(_Model):
+    type: Literal["reasoning"] = "reasoning"
+    text: str
+    original_length: int | None = None
+    redacted: bool | None = None
+
+
+class ToolCallPart(_Model):
+    type: Literal["tool_call"] = "tool_call"
+    id: str | None = None
+    name: str
+    arguments: Any = None
+    server: bool | None = None  # run by the provider itself (Anthropic server tools)
+
+
+class ToolResultPart(_Model):
+    type: Literal["tool_result"] = "tool_result"
+    id: str | None = None
+    name: str | None = None
+    result: Any = None
+    is_error: bool | None = None
+
+
+class MediaPart(_Model):
+    type: Literal["media"] = "media"
+    media_type: str
+    size: int
+
+
+Part = Annotated[
+    TextPart | ReasoningPart | ToolCallPart | ToolResultPart | MediaPart,
+    Field(discriminator="type"),
+]
+
+
+class Message(_Model):
+    role: Role
+    parts: list[Part]
+
+
+class Tool(_Model):
+    name: str
+    description: str | None = None
+    parameters: Any = None
+    type: str | None = None  # set for provider built-ins (web_search, code_interpreter, ...)
+
+
+class Usage(_Model):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(**{k: getattr(self, k) + getattr(other, k) for k in Usage.model_fields})
+
+
+class Error(_Model):
+    """What went wrong with an attempt: `class` is the contract's `error.class` enum."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    error_class: ErrorClass = Field(alias="class")
+    message: str
+    type: str | None = None  # the provider's own error type, e.g. "overloaded_error"
+    code: str | None = None
+
+
+class Request(_Model):
+    api: str
+    model: str | None = None
+    system: str | None = None
+    messages: list[Message] = []
+    tools: list[Tool] = []
+    tool_choice: Any = None
+    options: dict[str, Any] = {}
+    stream: bool = False
+
+
+class Response(_Model):
+    id: str | None = None
+    model: str | None = None
+    content: list[Part] = []
+    finish_reason: FinishReason | None = None
+    raw_finish_reason: str | None = None
+    usage: Usage | None = None
+    warnings: list[str] = []
+    error: Error | None = None  # an error the body itself reported (error JSON, error event)
+    complete: bool = True  # False for a stream that ended without its terminal event

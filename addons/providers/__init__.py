@@ -1,0 +1,1 @@
+"""Provider API parsers: one module per wire format, chosen through `registry`."""

@@ -1,0 +1,278 @@
+"""Anthropic Messages (`/v1/messages`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from addons.normalized import (
+    FinishReason,
+    Message,
+    Part,
+    ReasoningPart,
+    Request,
+    Response,
+    TextPart,
+    Tool,
+    ToolCallPart,
+    ToolResultPart,
+    Usage,
+)
+from addons.providers.base import (
+    Call,
+    JsonBodyParser,
+    ParseError,
+    ResponseParser,
+    TextBuffer,
+    as_int,
+    finish,
+    loads,
+    media_part,
+    parse_arguments,
+    reasoning_part,
+    stream_error,
+    text_part,
+    usage,
+)
+from addons.providers.framing import SseDecoder
+
+FINISH: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "pause_turn": "other",
+}
+OPTIONS = ("temperature", "top_p", "top_k", "thinking", "service_tier")
+
+
+class AnthropicMessages:
+    name = "anthropic.messages"
+    vendor = "anthropic"
+
+    def matches(self, method: str, path: str) -> bool:
+        return method == "POST" and path.endswith("/v1/messages")
+
+    def parse_request(self, body: Any, call: Call) -> Request:
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            raise ParseError("a messages request needs a `messages` list")
+        limit = call.text_limit
+        messages = []
+        for raw in body["messages"]:
+            if not isinstance(raw, dict) or raw.get("role") not in ("user", "assistant"):
+                raise ParseError("a message needs role user or assistant")
+            messages.extend(_messages(raw["role"], raw.get("content"), limit))
+        options = {k: body[k] for k in OPTIONS if body.get(k) is not None}
+        if body.get("max_tokens") is not None:
+            options["max_output_tokens"] = body["max_tokens"]
+        if body.get("stop_sequences"):
+            options["stop"] = body["stop_sequences"]
+        return Request(
+            api=self.name,
+            model=body.get("model"),
+            system=_system(body.get("system")),
+            messages=messages,
+            tools=[_tool(t) for t in body.get("tools") or [] if isinstance(t, dict)],
+            tool_choice=body.get("tool_choice"),
+            options=options,
+            stream=bool(body.get("stream")),
+        )
+
+    def response_parser(self, call: Call, content_type: str, status: int) -> ResponseParser:
+        if "text/event-stream" in content_type:
+            return MessagesStream(call.text_limit)
+        return JsonBodyParser(lambda body: parse_response(body, call.text_limit), status, call.capture_limit)
+
+
+def _system(system: Any) -> str | None:
+    if isinstance(system, str):
+        return system or None
+    if isinstance(system, list):
+        return "\n\n".join(b.get("text", "") for b in system if isinstance(b, dict)) or None
+    return None
+
+
+def _tool(tool: dict[str, Any]) -> Tool:
+    builtin = tool.get("type") not in (None, "custom")
+    return Tool(
+        name=tool.get("name") or tool.get("type", ""),
+        description=tool.get("description"),
+        parameters=tool.get("input_schema"),
+        type=tool.get("type") if builtin else None,
+    )
+
+
+def _messages(role: str, content: Any, limit: int) -> list[Message]:
+    """One wire message; tool results become their own `tool` message, as in the other APIs."""
+    if isinstance(content, str):
+        return [Message(role=role, parts=[text_part(content, limit)])]  # type: ignore[arg-type]
+    if not isinstance(content, list):
+        raise ParseError("message content must be a string or a list of blocks")
+    parts: list[Part] = []
+    results: list[Part] = []
+    for block in content:
+        part = block_part(block, limit)
+        if part is not None:
+            (results if isinstance(part, ToolResultPart) else parts).append(part)
+    out = [Message(role="tool", parts=results)] if results else []
+    if parts or not results:
+        out.append(Message(role=role, parts=parts))  # type: ignore[arg-type]
+    return out
+
+
+def block_part(block: Any, limit: int) -> Part | None:
+    if not isinstance(block, dict):
+        raise ParseError("a content block must be an object")
+    kind = block.get("type")
+    if kind == "text":
+        return text_part(str(block.get("text", "")), limit)
+    if kind == "thinking":
+        return reasoning_part(str(block.get("thinking", "")), limit)
+    if kind == "redacted_thinking":
+        return ReasoningPart(text="", redacted=True)
+    if kind in ("tool_use", "server_tool_use", "mcp_tool_use"):
+        return ToolCallPart(
+            id=block.get("id"),
+            name=block.get("name", ""),
+            arguments=block.get("input"),
+            server=True if kind != "tool_use" else None,
+        )
+    if kind == "tool_result" or (isinstance(kind, str) and kind.endswith("_tool_result")):
+        content = block.get("content")
+        if isinstance(content, list):
+            content = [_result_block(b, limit) for b in content]
+        return ToolResultPart(
+            id=block.get("tool_use_id"), result=content, is_error=block.get("is_error") or None
+        )
+    if kind in ("image", "document"):
+        source = block.get("source") or {}
+        return media_part(source.get("media_type") or kind, source.get("data"))
+    return None  # containers, citations-only blocks and future types carry nothing to show
+
+
+def _result_block(block: Any, limit: int) -> Any:
+    if isinstance(block, dict) and block.get("type") in ("text", "image", "document"):
+        part = block_part(block, limit)
+        return part.model_dump(exclude_none=True) if part else None
+    return block
+
+
+def parse_usage(raw: Any) -> Usage | None:
+    """Anthropic's `input_tokens` excludes cached tokens; the contract's includes them."""
+    if not isinstance(raw, dict):
+        return None
+    read = as_int(raw.get("cache_read_input_tokens"))
+    write = as_int(raw.get("cache_creation_input_tokens"))
+    return usage(as_int(raw.get("input_tokens")) + read + write, as_int(raw.get("output_tokens")),
+                 cache_read=read, cache_write=write)  # fmt: skip
+
+
+def parse_response(body: Any, limit: int) -> Response:
+    if not isinstance(body, dict):
+        raise ParseError("a message must be an object")
+    if body.get("type") == "error":
+        err = body.get("error") or {}
+        return Response(error=stream_error(str(err.get("message")), err.get("type")), finish_reason="error")
+    parts = [p for b in body.get("content") or [] if (p := block_part(b, limit)) is not None]
+    reason, raw = finish(body.get("stop_reason"), FINISH)
+    return Response(
+        id=body.get("id"),
+        model=body.get("model"),
+        content=parts,
+        finish_reason=reason,
+        raw_finish_reason=raw,
+        usage=parse_usage(body.get("usage")),
+    )
+
+
+class MessagesStream:
+    """Reassembles `message_start` ... `message_stop`; blocks are kept by their index."""
+
+    def __init__(self, limit: int) -> None:
+        self._sse = SseDecoder()
+        self._limit = limit
+        self._blocks: dict[int, dict[str, Any]] = {}
+        self._usage: dict[str, Any] = {}
+        self._response = Response(complete=False)
+
+    def feed(self, data: bytes) -> None:
+        for event in self._sse.feed(data):
+            self._event(event.data)
+
+    def finish(self) -> Response:
+        for event in self._sse.close():
+            self._event(event.data)
+        r = self._response
+        r.content = [p for _, b in sorted(self._blocks.items()) if (p := self._part(b)) is not None]
+        r.usage = parse_usage(self._usage) if self._usage else None
+        return r
+
+    def _event(self, data: str) -> None:
+        try:
+            event = loads(data)
+        except ParseError:
+            self._response.warnings.append(f"unparseable event: {data[:200]}")
+            return
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
+        r = self._response
+        if kind == "message_start":
+            message = event.get("message") or {}
+            r.id, r.model = message.get("id"), message.get("model")
+            self._merge_usage(message.get("usage"))
+        elif kind == "content_block_start":
+            block = dict(event.get("content_block") or {})
+            block["_text"] = TextBuffer(self._limit)
+            block["_json"] = []
+            self._blocks[event.get("index", len(self._blocks))] = block
+        elif kind == "content_block_delta":
+            self._delta(self._blocks.get(event.get("index", -1)), event.get("delta") or {})
+        elif kind == "message_delta":
+            delta = event.get("delta") or {}
+            if delta.get("stop_reason"):
+                r.finish_reason, r.raw_finish_reason = finish(delta["stop_reason"], FINISH)
+            self._merge_usage(event.get("usage"))
+        elif kind == "message_stop":
+            r.complete = True
+        elif kind == "error":
+            err = event.get("error") or {}
+            r.error = stream_error(str(err.get("message", "stream error")), err.get("type"))
+            r.finish_reason = "error"
+
+    def _merge_usage(self, raw: Any) -> None:
+        if isinstance(raw, dict):
+            self._usage.update({k: v for k, v in raw.items() if v is not None})
+
+    @staticmethod
+    def _delta(block: dict[str, Any] | None, delta: dict[str, Any]) -> None:
+        if block is None:
+            return
+        kind = delta.get("type")
+        if kind == "text_delta":
+            block["_text"].add(delta.get("text", ""))
+        elif kind == "thinking_delta":
+            block["_text"].add(delta.get("thinking", ""))
+        elif kind == "input_json_delta":
+            block["_json"].append(delta.get("partial_json", ""))
+        elif kind == "citations_delta":
+            block.setdefault("citations", []).append(delta.get("citation"))
+
+    def _part(self, block: dict[str, Any]) -> Part | None:
+        kind = block.get("type")
+        buffer: TextBuffer = block["_text"]
+        if kind == "text":
+            return buffer.text_part() if buffer else TextPart(text=block.get("text", ""))
+        if kind == "thinking":
+            return buffer.reasoning_part()
+        if kind in ("tool_use", "server_tool_use", "mcp_tool_use"):
+            raw = "".join(block["_json"])
+            arguments = parse_arguments(raw) if raw else block.get("input")
+            return ToolCallPart(id=block.get("id"), name=block.get("name", ""), arguments=arguments,
+                                server=True if kind != "tool_use" else None)  # fmt: skip
+        clean = {k: v for k, v in block.items() if not k.startswith("_")}
+        return block_part(clean, self._limit)
+
+
+API = AnthropicMessages()

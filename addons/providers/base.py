@@ -1,0 +1,272 @@
+"""What a provider API module provides, and the small helpers they share.
+
+One module per API implements `Api`; `registry.py` picks one by method and path. A module
+knows nothing of mitmproxy: it gets bytes, decoded JSON and a `Call` (where the call went).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from addons.normalized import (
+    Error,
+    FinishReason,
+    MediaPart,
+    Message,
+    Part,
+    ReasoningPart,
+    Request,
+    Response,
+    TextPart,
+    Usage,
+)
+
+DEFAULT_TEXT_LIMIT = 10_000
+DEFAULT_CAPTURE_LIMIT = 1 << 20
+
+
+@dataclass(slots=True)
+class Call:
+    """Where a call went, as the parsers need it."""
+
+    method: str
+    host: str
+    path: str  # without the query string
+    query: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    text_limit: int = DEFAULT_TEXT_LIMIT
+    capture_limit: int = DEFAULT_CAPTURE_LIMIT  # bytes of a whole (non-streamed) body kept
+
+
+class ResponseParser(Protocol):
+    """Fed the (decoded) response body chunk by chunk; `finish` reassembles it."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    def finish(self) -> Response: ...
+
+
+class Api(Protocol):
+    name: str  # the contract's `api` value, e.g. "openai.chat_completions"
+    vendor: str  # provider family, used for unknown hosts: "<vendor>_compatible"
+
+    def matches(self, method: str, path: str) -> bool: ...
+
+    def parse_request(self, body: Any, call: Call) -> Request: ...
+
+    def response_parser(self, call: Call, content_type: str, status: int) -> ResponseParser: ...
+
+
+class ParseError(ValueError):
+    """The body is not what the API's wire format says it should be."""
+
+
+# ---- text ---------------------------------------------------------------------------------
+
+
+class TextBuffer:
+    """Accumulates streamed text up to a limit, counting what it drops."""
+
+    __slots__ = ("_chunks", "_kept", "length", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.length = 0
+        self._kept = 0
+        self._chunks: list[str] = []
+
+    def add(self, text: str) -> None:
+        self.length += len(text)
+        if self._kept < self.limit:
+            piece = text[: self.limit - self._kept]
+            self._chunks.append(piece)
+            self._kept += len(piece)
+
+    def __bool__(self) -> bool:
+        return self.length > 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self._chunks)
+
+    def text_part(self) -> TextPart:
+        return TextPart(text=self.text, original_length=self._original())
+
+    def reasoning_part(self, **extra: Any) -> ReasoningPart:
+        return ReasoningPart(text=self.text, original_length=self._original(), **extra)
+
+    def _original(self) -> int | None:
+        return self.length if self.length > self._kept else None
+
+
+def text_part(text: str, limit: int) -> TextPart:
+    if len(text) > limit:
+        return TextPart(text=text[:limit], original_length=len(text))
+    return TextPart(text=text)
+
+
+def reasoning_part(text: str, limit: int, **extra: Any) -> ReasoningPart:
+    if len(text) > limit:
+        return ReasoningPart(text=text[:limit], original_length=len(text), **extra)
+    return ReasoningPart(text=text, **extra)
+
+
+def media_part(media_type: str | None, data: str | bytes | None) -> MediaPart:
+    """Media are never stored: base64 payloads count as their decoded size."""
+    if isinstance(data, str):
+        size = len(data) * 3 // 4 - data[-2:].count("=") if data else 0
+    else:
+        size = len(data or b"")
+    return MediaPart(media_type=media_type or "application/octet-stream", size=size)
+
+
+def parse_arguments(raw: Any) -> Any:
+    """Tool-call arguments as parsed JSON where valid, else the raw string."""
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+
+
+def loads(data: bytes | str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise ParseError(f"invalid JSON: {e}") from None
+
+
+def join_text(parts: list[Part]) -> str | None:
+    texts = [p.text for p in parts if isinstance(p, TextPart)]
+    return "\n".join(texts) if texts else None
+
+
+def as_int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def usage(
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    reasoning: int = 0,
+    total: int | None = None,
+) -> Usage:
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total_tokens=total if total else input_tokens + output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=reasoning,
+    )
+
+
+def finish(raw: str | None, table: dict[str, FinishReason]) -> tuple[FinishReason | None, str | None]:
+    if raw is None:
+        return None, None
+    return table.get(raw, "other"), raw
+
+
+# ---- errors --------------------------------------------------------------------------------
+
+
+def error_class_for_status(status: int, error_type: str | None = None) -> str:
+    if status == 429:
+        return "rate_limited"
+    if status == 529 or error_type == "overloaded_error":
+        return "overloaded"
+    if status in (401, 403):
+        return "auth_error"
+    if status == 408:
+        return "timeout"
+    if status >= 500:
+        return "server_error"
+    return "client_error"
+
+
+def error_from_body(body: Any, status: int) -> Error:
+    """The error of a non-2xx response, from the usual `{"error": {...}}` shapes or plain text."""
+    err: Any = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(err, dict):
+        message = str(err.get("message") or err.get("msg") or orjson.dumps(err).decode())
+        etype = err.get("type") or err.get("status")
+        code = err.get("code")
+    else:
+        message, etype, code = str(err) if err is not None else f"HTTP {status}", None, None
+    etype = str(etype) if etype is not None else None
+    return Error.model_validate(
+        {
+            "class": error_class_for_status(status, etype),
+            "message": message[:2000],
+            "type": etype,
+            "code": str(code) if code is not None else None,
+        }
+    )
+
+
+def stream_error(message: str, etype: str | None = None, code: Any = None) -> Error:
+    overloaded = etype is not None and "overload" in etype
+    return Error.model_validate(
+        {
+            "class": "overloaded" if overloaded else "stream_error",
+            "message": message[:2000],
+            "type": etype,
+            "code": str(code) if code is not None else None,
+        }
+    )
+
+
+# ---- non-streamed bodies ------------------------------------------------------------------
+
+
+class JsonBodyParser:
+    """Buffers a whole JSON body (bounded) and hands it to `parse` at the end."""
+
+    def __init__(self, parse: Callable[[Any], Response], status: int, limit: int) -> None:
+        self._parse = parse
+        self._status = status
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def feed(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size <= self._limit:
+            self._chunks.append(data)
+
+    def finish(self) -> Response:
+        if self._size > self._limit:
+            return Response(warnings=[f"body of {self._size} bytes exceeds the capture limit"])
+        raw = b"".join(self._chunks)
+        if self._status >= 400:
+            try:
+                body: Any = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                body = raw.decode("utf-8", "replace").strip() or None
+            return Response(error=error_from_body(body, self._status), finish_reason="error")
+        return self._parse(loads(raw))
+
+
+def messages_from_system(system: str | None) -> list[Message]:
+    return [Message(role="system", parts=[TextPart(text=system)])] if system else []
+
+
+def cap_request_texts(request: Request, limit: int) -> Request:
+    """Cut every text part of a request to `limit` characters (a request arrives whole)."""
+    for message in request.messages:
+        for i, part in enumerate(message.parts):
+            if isinstance(part, TextPart | ReasoningPart) and len(part.text) > limit:
+                message.parts[i] = part.model_copy(
+                    update={"text": part.text[:limit], "original_length": len(part.text)}
+                )
+    if request.system and len(request.system) > limit:
+        request.system = request.system[:limit]
+    return request

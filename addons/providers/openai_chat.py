@@ -1,0 +1,332 @@
+"""OpenAI Chat Completions (`/v1/chat/completions`), also spoken by most OpenAI-compatible servers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from addons.normalized import (
+    FinishReason,
+    Message,
+    Part,
+    Request,
+    Response,
+    TextPart,
+    Tool,
+    ToolCallPart,
+    ToolResultPart,
+    Usage,
+)
+from addons.providers.base import (
+    Call,
+    JsonBodyParser,
+    ParseError,
+    ResponseParser,
+    TextBuffer,
+    as_int,
+    finish,
+    loads,
+    media_part,
+    parse_arguments,
+    reasoning_part,
+    stream_error,
+    text_part,
+    usage,
+)
+from addons.providers.framing import SseDecoder
+
+FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+OPTIONS = (
+    "temperature", "top_p", "top_k", "stop", "n", "seed", "presence_penalty", "frequency_penalty",
+    "reasoning_effort", "parallel_tool_calls", "logprobs", "top_logprobs", "service_tier",
+    "verbosity", "modalities",
+)  # fmt: skip
+
+
+class OpenAIChat:
+    name = "openai.chat_completions"
+    vendor = "openai"
+
+    def matches(self, method: str, path: str) -> bool:
+        return method == "POST" and path.endswith("/chat/completions")
+
+    def parse_request(self, body: Any, call: Call) -> Request:
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            raise ParseError("a chat completion request needs a `messages` list")
+        limit = call.text_limit
+        system: list[str] = []
+        messages: list[Message] = []
+        for raw in body["messages"]:
+            message = _message(raw, limit)
+            if message.role == "system" and not messages:
+                system.extend(p.text for p in message.parts if isinstance(p, TextPart))
+            else:
+                messages.append(message)
+        options = {k: body[k] for k in OPTIONS if body.get(k) is not None}
+        cap = body.get("max_completion_tokens", body.get("max_tokens"))
+        if cap is not None:
+            options["max_output_tokens"] = cap
+        if isinstance(body.get("response_format"), dict):
+            options["response_format"] = body["response_format"].get("type")
+        return Request(
+            api=self.name,
+            model=body.get("model"),
+            system="\n\n".join(system) or None,
+            messages=messages,
+            tools=_tools(body),
+            tool_choice=body.get("tool_choice", body.get("function_call")),
+            options=options,
+            stream=bool(body.get("stream")),
+        )
+
+    def response_parser(self, call: Call, content_type: str, status: int) -> ResponseParser:
+        if "text/event-stream" in content_type:
+            return ChatStream(call.text_limit)
+        return JsonBodyParser(lambda body: parse_response(body, call.text_limit), status, call.capture_limit)
+
+
+def _message(raw: Any, limit: int) -> Message:
+    if not isinstance(raw, dict):
+        raise ParseError("a message must be an object")
+    role = raw.get("role")
+    content = raw.get("content")
+    if role in ("tool", "function"):
+        result = content if isinstance(content, str) else _parts(content, limit)
+        if isinstance(result, list):
+            result = [p.model_dump(exclude_none=True) for p in result]
+        call_id = raw.get("tool_call_id")
+        return Message(role="tool", parts=[ToolResultPart(id=call_id, name=raw.get("name"), result=result)])
+    parts: list[Part] = []
+    reasoning = raw.get("reasoning_content") or raw.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        parts.append(reasoning_part(reasoning, limit))
+    parts.extend(_parts(content, limit))
+    if isinstance(raw.get("refusal"), str):
+        parts.append(text_part(raw["refusal"], limit))
+    parts.extend(_tool_calls(raw))
+    return Message(role="system" if role in ("system", "developer") else _role(role), parts=parts)
+
+
+def _role(role: Any) -> Any:
+    if role not in ("user", "assistant"):
+        raise ParseError(f"unknown message role {role!r}")
+    return role
+
+
+def _parts(content: Any, limit: int) -> list[Part]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [text_part(content, limit)]
+    if not isinstance(content, list):
+        raise ParseError("message content must be a string or a list of parts")
+    parts: list[Part] = []
+    for item in content:
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind in ("text", "input_text", "output_text"):
+            parts.append(text_part(str(item.get("text", "")), limit))
+        elif kind == "refusal":
+            parts.append(text_part(str(item.get("refusal", "")), limit))
+        elif kind == "image_url":
+            url = (item.get("image_url") or {}).get("url", "")
+            parts.append(_data_url(url, "image"))
+        elif kind == "input_audio":
+            audio = item.get("input_audio") or {}
+            parts.append(media_part(f"audio/{audio.get('format', 'wav')}", audio.get("data")))
+        elif kind == "file":
+            file = item.get("file") or {}
+            parts.append(_data_url(file.get("file_data") or "", "application/pdf"))
+        elif isinstance(item, str):
+            parts.append(text_part(item, limit))
+        else:
+            raise ParseError(f"unknown content part {kind!r}")
+    return parts
+
+
+def _data_url(url: str, fallback: str) -> Part:
+    """`data:image/png;base64,...` counts its decoded size; a remote URL counts as 0 bytes."""
+    if url.startswith("data:"):
+        header, _, data = url.partition(",")
+        return media_part(header[5:].split(";")[0] or fallback, data)
+    return media_part(fallback if "/" in fallback else f"{fallback}/url", b"")
+
+
+def _tool_calls(raw: dict[str, Any]) -> list[Part]:
+    calls: list[Part] = []
+    for call in raw.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        calls.append(
+            ToolCallPart(
+                id=call.get("id"),
+                name=fn.get("name") or "",
+                arguments=parse_arguments(fn.get("arguments")),
+            )
+        )
+    if isinstance(raw.get("function_call"), dict):
+        fn = raw["function_call"]
+        calls.append(ToolCallPart(name=fn.get("name") or "", arguments=parse_arguments(fn.get("arguments"))))
+    return calls
+
+
+def _tools(body: dict[str, Any]) -> list[Tool]:
+    tools = []
+    for tool in body.get("tools") or []:
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(fn, dict):
+            tools.append(
+                Tool(
+                    name=fn.get("name", ""),
+                    description=fn.get("description"),
+                    parameters=fn.get("parameters"),
+                )
+            )
+        elif isinstance(tool, dict):
+            tools.append(Tool(name=tool.get("name") or tool.get("type", ""), type=tool.get("type")))
+    for fn in body.get("functions") or []:
+        tools.append(
+            Tool(
+                name=fn.get("name", ""),
+                description=fn.get("description"),
+                parameters=fn.get("parameters"),
+            )
+        )
+    return tools
+
+
+def parse_usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    prompt = raw.get("prompt_tokens_details") or {}
+    completion = raw.get("completion_tokens_details") or {}
+    return usage(
+        as_int(raw.get("prompt_tokens")),
+        as_int(raw.get("completion_tokens")),
+        total=as_int(raw.get("total_tokens")),
+        cache_read=as_int(prompt.get("cached_tokens")) or as_int(raw.get("prompt_cache_hit_tokens")),
+        reasoning=as_int(completion.get("reasoning_tokens")),
+    )
+
+
+def parse_response(body: Any, limit: int) -> Response:
+    if not isinstance(body, dict):
+        raise ParseError("a chat completion must be an object")
+    if "error" in body or body.get("object") == "error":
+        return Response(error=stream_error(_error_message(body)), finish_reason="error")
+    choices = body.get("choices") or []
+    warnings = [f"{len(choices)} choices returned; content shows the first"] if len(choices) > 1 else []
+    content: list[Part] = []
+    raw_finish = None
+    if choices:
+        message = choices[0].get("message") or {}
+        content = _message({**message, "role": "assistant"}, limit).parts
+        raw_finish = choices[0].get("finish_reason")
+    reason, raw = finish(raw_finish, FINISH)
+    return Response(
+        id=body.get("id"),
+        model=body.get("model"),
+        content=content,
+        finish_reason=reason,
+        raw_finish_reason=raw,
+        usage=parse_usage(body.get("usage")),
+        warnings=warnings,
+    )
+
+
+def _error_message(body: dict[str, Any]) -> str:
+    err = body.get("error", body)
+    return str(err.get("message", err)) if isinstance(err, dict) else str(err)
+
+
+class ChatStream:
+    """Reassembles `chat.completion.chunk` events; tool-call arguments are joined by index."""
+
+    def __init__(self, limit: int) -> None:
+        self._sse = SseDecoder()
+        self._limit = limit
+        self._text = TextBuffer(limit)
+        self._reasoning = TextBuffer(limit)
+        self._calls: dict[int, dict[str, Any]] = {}
+        self._response = Response(complete=False)
+        self._choices = 0
+
+    def feed(self, data: bytes) -> None:
+        for event in self._sse.feed(data):
+            self._event(event.data)
+
+    def finish(self) -> Response:
+        for event in self._sse.close():
+            self._event(event.data)
+        r = self._response
+        parts: list[Part] = []
+        if self._reasoning:
+            parts.append(self._reasoning.reasoning_part())
+        if self._text:
+            parts.append(self._text.text_part())
+        for _, call in sorted(self._calls.items()):
+            args = "".join(call["arguments"])
+            parts.append(ToolCallPart(id=call["id"], name=call["name"], arguments=parse_arguments(args)))
+        r.content = parts
+        if self._choices > 1:
+            r.warnings.append(f"{self._choices} choices streamed; content shows the first")
+        if not r.complete and r.finish_reason is not None:
+            r.complete = True  # some compatible servers end after the finish chunk without [DONE]
+        return r
+
+    def _event(self, data: str) -> None:
+        if data == "[DONE]":
+            self._response.complete = True
+            return
+        try:
+            chunk = loads(data)
+        except ParseError:
+            self._response.warnings.append(f"unparseable event: {data[:200]}")
+            return
+        if not isinstance(chunk, dict):
+            return
+        r = self._response
+        if "error" in chunk or chunk.get("object") == "error":
+            err = chunk.get("error") if isinstance(chunk.get("error"), dict) else chunk
+            r.error = stream_error(_error_message(chunk), err.get("type"), err.get("code"))
+            r.finish_reason = "error"
+            return
+        r.id = r.id or chunk.get("id")
+        r.model = r.model or chunk.get("model")
+        if chunk.get("usage"):
+            r.usage = parse_usage(chunk["usage"])
+        for choice in chunk.get("choices") or []:
+            index = choice.get("index", 0)
+            self._choices = max(self._choices, index + 1)
+            if index == 0:
+                self._delta(choice.get("delta") or {})
+                if choice.get("finish_reason"):
+                    r.finish_reason, r.raw_finish_reason = finish(choice["finish_reason"], FINISH)
+
+    def _delta(self, delta: dict[str, Any]) -> None:
+        if isinstance(delta.get("content"), str):
+            self._text.add(delta["content"])
+        if isinstance(delta.get("refusal"), str):
+            self._text.add(delta["refusal"])
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str):
+            self._reasoning.add(reasoning)
+        for tc in delta.get("tool_calls") or []:
+            call = self._calls.setdefault(tc.get("index", 0), {"id": None, "name": "", "arguments": []})
+            call["id"] = call["id"] or tc.get("id")
+            fn = tc.get("function") or {}
+            call["name"] += fn.get("name") or ""
+            if fn.get("arguments"):
+                call["arguments"].append(fn["arguments"])
+        if isinstance(delta.get("function_call"), dict):
+            fn = delta["function_call"]
+            call = self._calls.setdefault(0, {"id": None, "name": "", "arguments": []})
+            call["name"] += fn.get("name") or ""
+            if fn.get("arguments"):
+                call["arguments"].append(fn["arguments"])
+
+
+API = OpenAIChat()

@@ -1,0 +1,143 @@
+"""The mitmproxy addon: picks LLM calls off flows and hands them on. Hooks only.
+
+Every hook is guarded: recording must never fail, stall or alter a flow. The stream tap is
+installed in `responseheaders`, so responses are forwarded chunk by chunk as they arrive.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from mitmproxy import http
+
+from addons.capture import Capture
+from addons.exchange import Exchange
+from addons.hosts import provider_for_host
+from addons.providers.base import DEFAULT_CAPTURE_LIMIT, DEFAULT_TEXT_LIMIT, Call
+from addons.providers.registry import find_api
+
+log = logging.getLogger(__name__)
+
+HINT_PREFIX = "x-chatdebug-"
+_KEY = "chatdebug"
+
+
+class Sink(Protocol):
+    def started(self, exchange: Exchange) -> None: ...
+
+    def finished(self, exchange: Exchange) -> None: ...
+
+    def hook_failed(self, hook: str, error: Exception) -> None: ...
+
+
+def _guarded(
+    hook: Callable[[Recorder, http.HTTPFlow], None],
+) -> Callable[[Recorder, http.HTTPFlow], None]:
+    @functools.wraps(hook)
+    def wrapper(self: Recorder, flow: http.HTTPFlow) -> None:
+        try:
+            hook(self, flow)
+        except Exception as e:
+            log.exception("recorder hook %s failed", hook.__name__)
+            self.sink.hook_failed(hook.__name__, e)
+
+    return wrapper
+
+
+class Recorder:
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        text_limit: int = DEFAULT_TEXT_LIMIT,
+        capture_limit: int = DEFAULT_CAPTURE_LIMIT,
+    ) -> None:
+        self.sink = sink
+        self.text_limit = text_limit
+        self.capture_limit = capture_limit
+
+    @_guarded
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        request = flow.request
+        hints = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith(HINT_PREFIX)}
+        for name in hints:
+            del request.headers[name]  # ours alone: the provider never sees them
+        path = request.path.split("?", 1)[0]
+        api = find_api(request.method, path)
+        if api is not None:
+            flow.metadata[_KEY] = (api, path, hints)
+
+    @_guarded
+    def request(self, flow: http.HTTPFlow) -> None:
+        picked = flow.metadata.get(_KEY)
+        if picked is None:
+            return
+        api, path, hints = picked
+        request = flow.request
+        host = request.pretty_host
+        call = Call(
+            method=request.method,
+            host=host,
+            path=path,
+            query=dict(request.query.items()),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            text_limit=self.text_limit,
+            capture_limit=self.capture_limit,
+        )
+        exchange = Exchange(
+            flow_id=flow.id,
+            api=api,
+            provider=provider_for_host(host) or _compatible(api.vendor),
+            call=call,
+            url=request.pretty_url,
+            started_at=request.timestamp_start,
+            request_headers=list(request.headers.items(multi=True)),
+            request_body=request.raw_content or b"",
+            hints=hints,
+        )
+        flow.metadata[_KEY] = exchange
+        self.sink.started(exchange)
+
+    @_guarded
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        exchange = _exchange(flow)
+        if exchange is None or flow.response is None:
+            return
+        response = flow.response
+        exchange.status = response.status_code
+        exchange.response_headers = list(response.headers.items(multi=True))
+        parser = exchange.api.response_parser(
+            exchange.call, exchange.response_content_type.lower(), response.status_code
+        )
+        capture = Capture(parser, response.headers.get("content-encoding", ""), self.capture_limit)
+        exchange.capture = capture
+        response.stream = capture.tap
+
+    @_guarded
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow, None)
+
+    @_guarded
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow, flow.error.msg if flow.error else "unknown error")
+
+    def _finish(self, flow: http.HTTPFlow, error: str | None) -> None:
+        exchange = _exchange(flow)
+        if exchange is None or exchange.finished_at is not None:
+            return
+        exchange.finished_at = time.time()
+        exchange.error = error
+        self.sink.finished(exchange)
+
+
+def _exchange(flow: http.HTTPFlow) -> Exchange | None:
+    value: Any = flow.metadata.get(_KEY)
+    return value if isinstance(value, Exchange) else None
+
+
+def _compatible(vendor: str) -> str:
+    return vendor if vendor == "ollama" else f"{vendor}_compatible"

@@ -1,0 +1,1 @@
+"""The chatdebug process: CLI, settings, embedded mitmproxy and the query API."""

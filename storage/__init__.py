@@ -1,0 +1,1 @@
+"""What persists and queries runs, steps and attempts."""

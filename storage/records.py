@@ -1,0 +1,142 @@
+"""Rows as the recorder hands them to storage: full snapshots, the newest one wins.
+
+Plain dataclasses (no validation on the hot path); JSON columns hold orjson-ready values.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_id(prefix: str) -> str:
+    """A time-ordered opaque id: 48 bits of milliseconds and 80 random bits, base32."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_CROCKFORD[digit])
+    return prefix + "".join(reversed(chars))
+
+
+def timestamp(epoch: float) -> str:
+    """RFC 3339 in UTC with milliseconds, e.g. 2026-11-26T13:50:52.123Z (sorts as text)."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now() -> str:
+    return timestamp(time.time())
+
+
+USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+
+
+@dataclass(slots=True)
+class Row:
+    table: ClassVar[str]
+    json_columns: ClassVar[tuple[str, ...]] = ()
+
+    id: str
+
+    def columns(self) -> list[str]:
+        return [f.name for f in fields(self)]
+
+
+@dataclass(slots=True)
+class RunRow(Row):
+    table: ClassVar[str] = "runs"
+    json_columns: ClassVar[tuple[str, ...]] = ("usage", "error")
+
+    conversation_id: str | None = None
+    kind: str = "unknown"
+    classification_source: str = "default"
+    classification_reason: str = ""
+    status: str = "in_progress"
+    provider: str | None = None
+    api: str | None = None
+    model: str | None = None
+    endpoint: str | None = None
+    first_message: str | None = None
+    started_at: str = ""
+    updated_at: str = ""
+    finished_at: str | None = None
+    step_count: int = 0
+    attempt_count: int = 0
+    usage: dict[str, int] | None = None
+    error_class: str | None = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class StepRow(Row):
+    table: ClassVar[str] = "steps"
+    json_columns: ClassVar[tuple[str, ...]] = ("request", "response", "usage", "error")
+
+    run_id: str = ""
+    number: int = 1
+    status: str = "in_progress"
+    started_at: str = ""
+    finished_at: str | None = None
+    request: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
+    usage: dict[str, int] | None = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class AttemptRow(Row):
+    table: ClassVar[str] = "attempts"
+    json_columns: ClassVar[tuple[str, ...]] = (
+        "error",
+        "request_headers",
+        "response_headers",
+        "response",
+    )
+
+    step_id: str = ""
+    run_id: str = ""
+    number: int = 1
+    status: str = "in_progress"
+    method: str = "POST"
+    url: str = ""
+    http_status: int | None = None
+    error_class: str | None = None
+    error: dict[str, Any] | None = None
+    started_at: str = ""
+    finished_at: str | None = None
+    ttfb_ms: float | None = None
+    duration_ms: float | None = None
+    streamed: bool = False
+    request_bytes: int = 0
+    response_bytes: int = 0
+    request_headers: dict[str, str] = field(default_factory=dict)
+    response_headers: dict[str, str] | None = None
+    retry_signal: str | None = None
+    response: dict[str, Any] | None = None  # this attempt's own normalized response
+
+
+@dataclass(slots=True)
+class BodyRow(Row):
+    """The raw (redacted, capped) bodies of an attempt, kept apart so lists never read them."""
+
+    table: ClassVar[str] = "attempt_bodies"
+
+    request_body: str | None = None
+    response_body: str | None = None
+    request_truncated: bool = False
+    response_truncated: bool = False
+
+
+WRITE_ORDER = {"runs": 0, "steps": 1, "attempts": 2, "attempt_bodies": 3}
