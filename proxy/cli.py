@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from proxy.app import serve
 from proxy.mitm import ProxyStartError
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(sys.argv[1:] if argv is None else argv)
     except ValidationError as e:
         print(describe(e), file=sys.stderr)
+        return 2
+    except SettingsError as e:
+        print(f"chatdebug: invalid setting: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),

@@ -24,7 +24,7 @@ def parse_addr(value: Any) -> tuple[str, int]:
     return host, int(port)
 
 
-Addr = Annotated[tuple[str, int], Field()]
+Addr = Annotated[tuple[str, int], NoDecode]
 
 
 class ReverseTarget(BaseModel):

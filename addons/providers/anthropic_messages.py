@@ -142,20 +142,44 @@ def block_part(block: Any, limit: int) -> Part | None:
         content = block.get("content")
         if isinstance(content, list):
             content = [_result_block(b, limit) for b in content]
+        elif isinstance(content, dict):
+            content = _opaque_dropped(content)
         return ToolResultPart(
-            id=block.get("tool_use_id"), result=content, is_error=block.get("is_error") or None
+            id=block.get("tool_use_id"), result=content, is_error=block.get("is_error") or _failed(content)
         )
     if kind in ("image", "document"):
-        source = block.get("source") or {}
-        return media_part(source.get("media_type") or kind, source.get("data"))
+        return _media(block)
     return None  # containers, citations-only blocks and future types carry nothing to show
+
+
+def _media(block: dict[str, Any]) -> Part:
+    """Only a `base64` source holds base64; a `text` source is plain text; url/file sources count 0."""
+    source = block.get("source") or {}
+    media_type = source.get("media_type") or block["type"]
+    data = source.get("data")
+    if source.get("type") == "base64":
+        return media_part(media_type, data)
+    if source.get("type") == "text" and isinstance(data, str):
+        return media_part(media_type, data.encode())
+    return media_part(media_type, b"")
+
+
+def _failed(content: Any) -> bool | None:
+    """Server tools report failure as a `*_tool_result_error` content object, not `is_error`."""
+    kind = content.get("type") if isinstance(content, dict) else None
+    return True if isinstance(kind, str) and kind.endswith("_error") else None
+
+
+def _opaque_dropped(block: dict[str, Any]) -> dict[str, Any]:
+    """Web search results carry `encrypted_content` (kilobytes, meaningless to a reader)."""
+    return {k: v for k, v in block.items() if not k.startswith("encrypted_")}
 
 
 def _result_block(block: Any, limit: int) -> Any:
     if isinstance(block, dict) and block.get("type") in ("text", "image", "document"):
         part = block_part(block, limit)
         return part.model_dump(exclude_none=True) if part else None
-    return block
+    return _opaque_dropped(block) if isinstance(block, dict) else block
 
 
 def parse_usage(raw: Any) -> Usage | None:
@@ -164,8 +188,10 @@ def parse_usage(raw: Any) -> Usage | None:
         return None
     read = as_int(raw.get("cache_read_input_tokens"))
     write = as_int(raw.get("cache_creation_input_tokens"))
+    details = raw.get("output_tokens_details")
+    thinking = as_int(details.get("thinking_tokens")) if isinstance(details, dict) else 0
     return usage(as_int(raw.get("input_tokens")) + read + write, as_int(raw.get("output_tokens")),
-                 cache_read=read, cache_write=write)  # fmt: skip
+                 cache_read=read, cache_write=write, reasoning=thinking)  # fmt: skip
 
 
 def parse_response(body: Any, limit: int) -> Response:
@@ -198,17 +224,17 @@ class MessagesStream:
 
     def feed(self, data: bytes) -> None:
         for event in self._sse.feed(data):
-            self._event(event.data)
+            self._event(event.data, event.event)
 
     def finish(self) -> Response:
         for event in self._sse.close():
-            self._event(event.data)
+            self._event(event.data, event.event)
         r = self._response
         r.content = [p for _, b in sorted(self._blocks.items()) if (p := self._part(b)) is not None]
         r.usage = parse_usage(self._usage) if self._usage else None
         return r
 
-    def _event(self, data: str) -> None:
+    def _event(self, data: str, name: str | None) -> None:
         try:
             event = loads(data)
         except ParseError:
@@ -216,7 +242,7 @@ class MessagesStream:
             return
         if not isinstance(event, dict):
             return
-        kind = event.get("type")
+        kind = event.get("type") or name  # the data's `type` repeats the SSE event name
         r = self._response
         if kind == "message_start":
             message = event.get("message") or {}

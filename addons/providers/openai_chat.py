@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from addons.normalized import (
+    Error,
     FinishReason,
     Message,
     Part,
@@ -68,7 +72,9 @@ class OpenAIChat:
             else:
                 messages.append(message)
         options = {k: body[k] for k in OPTIONS if body.get(k) is not None}
-        cap = body.get("max_completion_tokens", body.get("max_tokens"))
+        cap = body.get("max_completion_tokens")
+        if cap is None:
+            cap = body.get("max_tokens")
         if cap is not None:
             options["max_output_tokens"] = cap
         if isinstance(body.get("response_format"), dict):
@@ -215,17 +221,19 @@ def parse_usage(raw: Any) -> Usage | None:
 def parse_response(body: Any, limit: int) -> Response:
     if not isinstance(body, dict):
         raise ParseError("a chat completion must be an object")
-    if "error" in body or body.get("object") == "error":
-        return Response(error=stream_error(_error_message(body)), finish_reason="error")
+    if _is_error(body):
+        return Response(error=_body_error(body), finish_reason="error")
     choices = body.get("choices") or []
     warnings = [f"{len(choices)} choices returned; content shows the first"] if len(choices) > 1 else []
     content: list[Part] = []
     raw_finish = None
+    refused = False
     if choices:
         message = choices[0].get("message") or {}
         content = _message({**message, "role": "assistant"}, limit).parts
         raw_finish = choices[0].get("finish_reason")
-    reason, raw = finish(raw_finish, FINISH)
+        refused = isinstance(message.get("refusal"), str)
+    reason, raw = _finish(raw_finish, refused)
     return Response(
         id=body.get("id"),
         model=body.get("model"),
@@ -237,9 +245,27 @@ def parse_response(body: Any, limit: int) -> Response:
     )
 
 
-def _error_message(body: dict[str, Any]) -> str:
-    err = body.get("error", body)
-    return str(err.get("message", err)) if isinstance(err, dict) else str(err)
+def _finish(raw: str | None, refused: bool) -> tuple[FinishReason | None, str | None]:
+    """A refusal ends with a plain `stop`; normalized, the model declined (as Anthropic's `refusal`)."""
+    reason, raw = finish(raw, FINISH)
+    return ("content_filter" if refused and reason == "stop" else reason), raw
+
+
+def _is_error(body: dict[str, Any]) -> bool:
+    """`{"error": {...}}` (OpenAI, most servers) or vLLM's `{"object": "error", ...}`."""
+    return bool(body.get("error")) or body.get("object") == "error"
+
+
+def _body_error(body: dict[str, Any]) -> Error:
+    err = body["error"] if body.get("error") else body
+    if not isinstance(err, dict):
+        return stream_error(str(err))
+    message = err.get("message")
+    return stream_error(str(message) if message else "stream error", _str(err.get("type")), err.get("code"))
+
+
+def _str(value: Any) -> str | None:
+    return str(value) if value is not None else None
 
 
 class ChatStream:
@@ -250,9 +276,11 @@ class ChatStream:
         self._limit = limit
         self._text = TextBuffer(limit)
         self._reasoning = TextBuffer(limit)
-        self._calls: dict[int, dict[str, Any]] = {}
+        self._calls: list[_StreamedCall] = []
+        self._slots: dict[int, _StreamedCall] = {}  # a tool-call delta's `index` -> its call
         self._response = Response(complete=False)
         self._choices = 0
+        self._refused = False
 
     def feed(self, data: bytes) -> None:
         for event in self._sse.feed(data):
@@ -267,18 +295,20 @@ class ChatStream:
             parts.append(self._reasoning.reasoning_part())
         if self._text:
             parts.append(self._text.text_part())
-        for _, call in sorted(self._calls.items()):
-            args = "".join(call["arguments"])
-            parts.append(ToolCallPart(id=call["id"], name=call["name"], arguments=parse_arguments(args)))
+        for call in self._calls:
+            args = "".join(call.arguments)
+            parts.append(ToolCallPart(id=call.id, name=call.name, arguments=parse_arguments(args)))
         r.content = parts
+        if self._refused and r.finish_reason == "stop":
+            r.finish_reason = "content_filter"
         if self._choices > 1:
             r.warnings.append(f"{self._choices} choices streamed; content shows the first")
-        if not r.complete and r.finish_reason is not None:
+        if not r.complete and r.error is None and r.finish_reason is not None:
             r.complete = True  # some compatible servers end after the finish chunk without [DONE]
         return r
 
     def _event(self, data: str) -> None:
-        if data == "[DONE]":
+        if data.startswith("[DONE]"):
             self._response.complete = True
             return
         try:
@@ -289,9 +319,8 @@ class ChatStream:
         if not isinstance(chunk, dict):
             return
         r = self._response
-        if "error" in chunk or chunk.get("object") == "error":
-            err = chunk.get("error") if isinstance(chunk.get("error"), dict) else chunk
-            r.error = stream_error(_error_message(chunk), err.get("type"), err.get("code"))
+        if _is_error(chunk):
+            r.error = _body_error(chunk)
             r.finish_reason = "error"
             return
         r.id = r.id or chunk.get("id")
@@ -299,7 +328,9 @@ class ChatStream:
         if chunk.get("usage"):
             r.usage = parse_usage(chunk["usage"])
         for choice in chunk.get("choices") or []:
-            index = choice.get("index", 0)
+            if not isinstance(choice, dict):
+                continue
+            index = as_int(choice.get("index"))
             self._choices = max(self._choices, index + 1)
             if index == 0:
                 self._delta(choice.get("delta") or {})
@@ -311,22 +342,39 @@ class ChatStream:
             self._text.add(delta["content"])
         if isinstance(delta.get("refusal"), str):
             self._text.add(delta["refusal"])
+            self._refused = True
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str):
             self._reasoning.add(reasoning)
         for tc in delta.get("tool_calls") or []:
-            call = self._calls.setdefault(tc.get("index", 0), {"id": None, "name": "", "arguments": []})
-            call["id"] = call["id"] or tc.get("id")
-            fn = tc.get("function") or {}
-            call["name"] += fn.get("name") or ""
-            if fn.get("arguments"):
-                call["arguments"].append(fn["arguments"])
+            if isinstance(tc, dict):
+                self._call(as_int(tc.get("index")), tc.get("id"), tc.get("function"))
         if isinstance(delta.get("function_call"), dict):
-            fn = delta["function_call"]
-            call = self._calls.setdefault(0, {"id": None, "name": "", "arguments": []})
-            call["name"] += fn.get("name") or ""
-            if fn.get("arguments"):
-                call["arguments"].append(fn["arguments"])
+            self._call(0, None, delta["function_call"])
+
+    def _call(self, index: int, call_id: Any, fn: Any) -> None:
+        """Fragments join by `index`; a new `id` at a used index is a new call (servers that omit it)."""
+        call = self._slots.get(index)
+        if call is None or (call_id and call.id and call_id != call.id):
+            call = self._slots[index] = _StreamedCall()
+            self._calls.append(call)
+        call.id = call.id or (str(call_id) if call_id else None)
+        fn = fn if isinstance(fn, dict) else {}
+        name = fn.get("name")
+        if isinstance(name, str) and name != call.name:  # some servers repeat the whole name
+            call.name += name
+        arguments = fn.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            call.arguments.append(arguments)
+        elif isinstance(arguments, dict):  # a few servers send the arguments as an object
+            call.arguments.append(orjson.dumps(arguments).decode())
+
+
+@dataclass(slots=True)
+class _StreamedCall:
+    id: str | None = None
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
 
 
 API = OpenAIChat()

@@ -1,0 +1,31 @@
+# chatdebug-proxy: the recording sidecar, on its embedded SQLite.
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY proxy ./proxy
+COPY addons ./addons
+COPY storage ./storage
+RUN pip install . \
+ && useradd --system --uid 10001 --home-dir /data --create-home chatdebug
+
+USER chatdebug
+# /data holds the database; /data/conf the CA (clients trust /data/conf/ca.pem; the key stays 0600).
+VOLUME ["/data"]
+ENV CHATDEBUG_PROXY_ADDR=0.0.0.0:8080 \
+    CHATDEBUG_API_ADDR=0.0.0.0:8081 \
+    CHATDEBUG_DATABASE=sqlite:////data/chatdebug.db \
+    CHATDEBUG_CONFDIR=/data/conf
+EXPOSE 8080 8081
+
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8081/healthz', timeout=2)"]
+
+# The API listens beyond loopback here: set CHATDEBUG_API_TOKEN (or CHATDEBUG_API_ALLOW_ANONYMOUS=1).
+ENTRYPOINT ["chatdebug"]
+CMD ["run"]
