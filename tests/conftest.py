@@ -117,9 +117,9 @@ class Sidecar:
         while time.monotonic() < deadline:
             runs = self.runs(**params)
             enough = len(runs) >= count
-            if enough and (not settled or all(r["status"] != "in_progress" for r in runs)):
-                if check is None or check(runs):
-                    return runs
+            done = not settled or all(r["status"] != "in_progress" for r in runs)
+            if enough and done and (check is None or check(runs)):
+                return runs
             time.sleep(0.05)
         raise AssertionError(f"expected {count} settled runs for {params}, got {runs}\n{self.log()[-3000:]}")
 

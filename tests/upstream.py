@@ -150,7 +150,7 @@ class Upstream:
         for chunk in reply.chunks:
             if isinstance(chunk, Gate):
                 deadline = time.monotonic() + chunk.timeout
-                while not chunk.event.is_set() and time.monotonic() < deadline:
+                while not chunk.event.is_set() and time.monotonic() < deadline:  # noqa: ASYNC110 (a thread's event)
                     await asyncio.sleep(0.005)
             elif isinstance(chunk, Close):
                 assert request.transport is not None

@@ -19,8 +19,13 @@ def _compact(obj: Any) -> str:
 # ---- OpenAI Chat Completions ------------------------------------------------------------------
 
 
-def openai_chunk(cid: str, model: str, delta: dict[str, Any] | None, finish: str | None = None,
-                 usage: dict[str, Any] | None = None) -> bytes:  # fmt: skip
+def openai_chunk(
+    cid: str,
+    model: str,
+    delta: dict[str, Any] | None,
+    finish: str | None = None,
+    usage: dict[str, Any] | None = None,
+) -> bytes:
     choices = (
         [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
     )
@@ -156,13 +161,25 @@ def anthropic_stream(
         "output_tokens": 1,
         "service_tier": "standard",
     }
-    message = {"id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
-               "stop_reason": None, "stop_sequence": None, "usage": usage}  # fmt: skip
+    message = {
+        "id": mid,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": usage,
+    }
     events = [_event("message_start", {"type": "message_start", "message": message})]
     index = 0
     if text:
-        events.append(_event("content_block_start", {"type": "content_block_start", "index": 0,
-                                                     "content_block": {"type": "text", "text": ""}}))  # fmt: skip
+        events.append(
+            _event(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            )
+        )
         events.append(_event("ping", {"type": "ping"}))
         for piece in text:
             delta = {"type": "text_delta", "text": piece}
@@ -189,9 +206,16 @@ def anthropic_stream(
         return events
     final_usage = {"output_tokens": output_tokens}
     reason = "tool_use" if tool_use else "end_turn"
-    events.append(_event("message_delta", {"type": "message_delta",
-                                           "delta": {"stop_reason": reason, "stop_sequence": None},
-                                           "usage": final_usage}))  # fmt: skip
+    events.append(
+        _event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": reason, "stop_sequence": None},
+                "usage": final_usage,
+            },
+        )
+    )
     events.append(_event("message_stop", {"type": "message_stop"}))
     return events
 
