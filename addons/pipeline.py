@@ -11,12 +11,13 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mitmproxy.net.encoding import decode as decode_body
 
 from addons import redact
-from addons.classify import classify
+from addons.classify import Classifier
 from addons.exchange import Exchange
 from addons.grouping import Grouper
 from addons.normalized import Request, Response
@@ -56,8 +57,10 @@ class Pipeline:
         stale_after: float = 300.0,
         max_queue: int = 10_000,
         tick_seconds: float = 1.0,
+        profiles: list[Path] | tuple[Path, ...] = (),
     ) -> None:
         self.submit = submit
+        self.classifier = Classifier(profiles)
         self.tracker = Tracker(submit, retry_window=retry_window, stale_after=stale_after)
         self.grouper = Grouper(retry_window=retry_window)
         self.counters = Counters()
@@ -130,9 +133,9 @@ class Pipeline:
     def _start(self, ex: Exchange) -> None:
         secrets = redact.secret_values(ex.request_headers, ex.url)
         raw, body_text, truncated = _body_text(ex.request_body, ex.request_encoding, ex.call.capture_limit)
-        request, fault = _parse_request(ex, raw)
-        classification = classify(request, ex.hints)
-        placement, conversation_id = self.grouper.place(ex, request, classification)
+        body, request, fault = _parse_request(ex, raw)
+        classification = self.classifier.classify(request, body, ex.call.path, ex.call.headers, ex.hints)
+        placement, conversation_id = self.grouper.place(ex, request, body, classification)
         request_dump = _dump(cap_request_texts(request, ex.call.text_limit)) if request else None
         attempt = AttemptRow(
             id=f"att_{ex.flow_id.replace('-', '')}",
@@ -155,8 +158,7 @@ class Pipeline:
             started_at=ex.started_at,
             run_id=ex.hints.get("x-chatdebug-run"),
         )
-        if request is not None:
-            self.grouper.started(ex, request, run, step)
+        self.grouper.started(ex, run, step)
         body = BodyRow(
             id=attempt.id, request_body=redact.text(body_text, secrets), request_truncated=truncated
         )
@@ -220,13 +222,16 @@ def _binary(data: bytes) -> str:
     return f"[{len(data)} bytes of binary data, not stored]"
 
 
-def _parse_request(ex: Exchange, raw: bytes) -> tuple[Request | None, str | None]:
+def _parse_request(ex: Exchange, raw: bytes) -> tuple[Any, Request | None, str | None]:
+    """The decoded JSON body and the normalized request (uncut: grouping hashes whole texts)."""
+    body: Any = None
     try:
-        return ex.api.parse_request(loads(raw), dataclasses.replace(ex.call, text_limit=_UNLIMITED)), None
+        body = loads(raw)
+        return body, ex.api.parse_request(body, dataclasses.replace(ex.call, text_limit=_UNLIMITED)), None
     except ParseError as e:
-        return None, f"could not parse the {ex.api.name} request: {e}"
+        return body, None, f"could not parse the {ex.api.name} request: {e}"
     except Exception as e:
-        return None, f"could not parse the {ex.api.name} request: {type(e).__name__}: {e}"
+        return body, None, f"could not parse the {ex.api.name} request: {type(e).__name__}: {e}"
 
 
 def _result(ex: Exchange) -> tuple[Response | None, str | None]:

@@ -118,8 +118,6 @@ class Tracker:
         step.attempts.append(attempt)
         run.in_flight += 1
         run.last_activity = started_at
-        if run.row.status in FINAL_RUN and step.row.status != "completed":
-            run.row.status, run.row.finished_at, run.row.error = "in_progress", None, None
         run.row.step_count = len(run.steps)
         run.row.attempt_count = sum(len(s.attempts) for s in run.steps)
         run.row.updated_at = stamp

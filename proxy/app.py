@@ -42,7 +42,10 @@ class Sidecar:
         writer = Writer(store)
         writer.start()
         pipeline = Pipeline(
-            writer.submit, retry_window=settings.retry_window, stale_after=settings.stale_after
+            writer.submit,
+            retry_window=settings.retry_window,
+            stale_after=settings.stale_after,
+            profiles=settings.profiles,
         )
         pipeline.start()
         recorder = Recorder(pipeline, text_limit=settings.text_limit, capture_limit=settings.capture_limit)

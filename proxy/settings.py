@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from addons.classify import ProfileFile
+
 
 def parse_addr(value: Any) -> tuple[str, int]:
     if isinstance(value, tuple):
@@ -78,6 +80,7 @@ class Settings(BaseSettings):
     retry_window: float = Field(30.0, gt=0)
     stale_after: float = Field(300.0, gt=0)
     log_level: str = "info"
+    profiles: Annotated[list[Path], NoDecode] = []
 
     @field_validator("proxy_addr", "api_addr", mode="before")
     @classmethod
@@ -97,6 +100,20 @@ class Settings(BaseSettings):
     @classmethod
     def _reverse(cls, value: Any) -> list[ReverseTarget]:
         return [ReverseTarget.parse(v) for v in _split(value)]
+
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _profiles(cls, value: Any) -> list[Path]:
+        paths = [Path(p).expanduser() for p in _split(value)]
+        for path in paths:
+            try:
+                ProfileFile.model_validate_json(path.read_bytes())
+            except OSError as e:
+                raise ValueError(f"cannot read {str(path)!r}: {e.strerror}") from None
+            except ValueError as e:
+                first = str(e).splitlines()[1:3]
+                raise ValueError(f"{str(path)!r} is not a profiles file: {' '.join(first)}") from None
+        return paths
 
     @field_validator("database")
     @classmethod
