@@ -229,11 +229,9 @@ def heuristic(f: Facts) -> Classification | None:
         return Classification(
             "compaction", "heuristic", "a long history ending with an instruction to summarise it"
         )
-    if long_history and _SUMMARY_ASK.search(f.system[:600]) and _OF_CONVERSATION.search(f.system[:600]):
-        if not f.tool_names:
-            return Classification(
-                "compaction", "heuristic", "a system prompt asking to summarise the history"
-            )
+    system = f.system[:600]
+    if long_history and not f.tool_names and _SUMMARY_ASK.search(system) and _OF_CONVERSATION.search(system):
+        return Classification("compaction", "heuristic", "a system prompt asking to summarise the history")
     return None
 
 
