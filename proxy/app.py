@@ -38,7 +38,7 @@ class Sidecar:
         await store.open()
         interrupted = await store.interrupt_open(now())
         if interrupted:
-            log.info("ended %d runs left open by a previous process as interrupted", interrupted)
+            log.info("ended %d open run(s) of a previous process as interrupted", interrupted)
         writer = Writer(store)
         writer.start()
         pipeline = Pipeline(

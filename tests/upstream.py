@@ -11,6 +11,7 @@ import queue
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,7 @@ class Upstream:
     def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
         self.ssl_context = ssl_context
         self.replies: queue.Queue[Reply] = queue.Queue()
+        self.responder: Callable[[Seen], Reply] | None = None  # answers when no reply is queued
         self.seen: list[Seen] = []
         self.sent_first = threading.Event()  # set once any reply has flushed its first chunk
         self.port = 0
@@ -87,6 +89,7 @@ class Upstream:
             self.replies.get_nowait()
         self.seen.clear()
         self.sent_first.clear()
+        self.responder = None
 
     @property
     def url(self) -> str:
@@ -131,13 +134,16 @@ class Upstream:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.seen.append(Seen(request.method, request.path_qs, dict(request.headers), body))
+        seen = Seen(request.method, request.path_qs, dict(request.headers), body)
+        self.seen.append(seen)
         if request.method == "GET" and request.path == "/ping":
             return web.Response(text="pong")
         try:
             reply = self.replies.get_nowait()
         except queue.Empty:
-            return web.json_response({"error": {"message": "no reply scripted"}}, status=500)
+            if self.responder is None:
+                return web.json_response({"error": {"message": "no reply scripted"}}, status=500)
+            reply = self.responder(seen)
         response = web.StreamResponse(status=reply.status, headers=reply.headers)
         if (
             len(reply.chunks) == 1

@@ -1,0 +1,225 @@
+"""Runs, steps and attempts from traffic alone, with the official SDKs through the real proxy."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from tests import wire
+from tests.conftest import Sidecar, unique
+from tests.test_e2e_record import WEATHER_TOOL, anthropic_client, openai_client
+from tests.upstream import Gate, Reply, Seen, Upstream
+
+
+def tool_loop_reply(seen: Seen) -> Reply:
+    """A model that calls a tool until this turn has two tool results, then answers."""
+    body = json.loads(seen.body)
+    last_user = max(i for i, m in enumerate(body["messages"]) if m["role"] == "user")
+    results = [m for m in body["messages"][last_user:] if m["role"] == "tool"]
+    marker = body["messages"][0]["content"].split()[0]
+    usage = wire.openai_usage(prompt=100 + 10 * len(results), completion=20)
+    if len(results) < 2:
+        call = (f"call_{marker}_{last_user}_{len(results)}", "get_weather", '{"city": "Paris"}')
+        return Reply.json(wire.openai_completion(tool_calls=[call], usage=usage))
+    return Reply.json(wire.openai_completion(f"Sunny twice, says {marker}.", usage=usage))
+
+
+def run_tool_loop(client: openai.OpenAI, messages: list[dict[str, Any]]) -> str:
+    """What a chat service does: call the model, run the tools it asks for, call it again."""
+    while True:
+        completion = client.chat.completions.create(model="gpt-4.1", messages=messages, tools=[WEATHER_TOOL])
+        message = completion.choices[0].message
+        if not message.tool_calls:
+            messages.append({"role": "assistant", "content": message.content})
+            return message.content or ""
+        messages.append(message.model_dump(exclude_none=True))
+        for call in message.tool_calls:
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'})
+
+
+def test_tool_loop_is_one_run_and_next_turn_a_new_run(sidecar: Sidecar, upstream: Upstream) -> None:
+    marker = unique("loop")
+    upstream.responder = tool_loop_reply
+    client = openai_client(sidecar, upstream)
+    messages: list[dict[str, Any]] = [{"role": "user", "content": f"{marker} weather twice please"}]
+    answer = run_tool_loop(client, messages)
+    assert answer == f"Sunny twice, says {marker}."
+
+    (run,) = sidecar.wait_runs(q=marker)
+    assert run["status"] == "completed"
+    assert run["kind"] == "chat_turn"
+    assert (run["step_count"], run["attempt_count"]) == (3, 3)
+    assert run["usage"]["input_tokens"] == 100 + 110 + 120
+    detail = sidecar.run(run["id"])
+    assert [s["number"] for s in detail["steps"]] == [1, 2, 3]
+    assert [s["status"] for s in detail["steps"]] == ["completed"] * 3
+    assert [s["response"]["finish_reason"] for s in detail["steps"]] == ["tool_calls", "tool_calls", "stop"]
+    assert len(detail["steps"][2]["request"]["messages"]) == 5
+
+    messages.append({"role": "user", "content": "and tomorrow?"})
+    run_tool_loop(client, messages)
+    runs = sidecar.wait_runs(2, q=marker)
+    assert runs[0]["id"] != run["id"]
+    assert runs[0]["conversation_id"] == run["conversation_id"] is not None
+    assert (runs[0]["step_count"], runs[0]["status"]) == (3, "completed")
+
+
+def test_rate_limit_retried_by_the_sdk_is_one_step_with_two_attempts(
+    sidecar: Sidecar, upstream: Upstream
+) -> None:
+    marker = unique("ratelimited")
+    upstream.push(
+        Reply.json(
+            wire.openai_error("Rate limit reached for gpt-4.1", "requests", "rate_limit_exceeded"),
+            status=429,
+            **{"retry-after-ms": "50"},
+        ),
+        Reply.json(wire.openai_completion("after the wait", usage=wire.openai_usage(9, 3))),
+    )
+    client = openai_client(sidecar, upstream, max_retries=2)
+    completion = client.chat.completions.create(
+        model="gpt-4.1", messages=[{"role": "user", "content": marker}]
+    )
+    assert completion.choices[0].message.content == "after the wait"
+
+    (run,) = sidecar.wait_runs(q=marker)
+    assert run["status"] == "completed"
+    assert (run["step_count"], run["attempt_count"]) == (1, 2)
+    (step,) = sidecar.run(run["id"])["steps"]
+    first, second = step["attempts"]
+    assert (first["status"], first["http_status"], first["error"]["class"]) == ("failed", 429, "rate_limited")
+    assert first["error"]["message"] == "Rate limit reached for gpt-4.1"
+    assert (second["status"], second["number"]) == ("completed", 2)
+    assert second["retry_signal"] == "x-stainless-retry-count=1"
+    assert step["status"] == "completed"
+    assert run["error"] is None
+
+
+def test_overload_mid_stream_then_application_resend(sidecar: Sidecar, upstream: Upstream) -> None:
+    marker = unique("overloaded")
+    started = wire.anthropic_stream(["Partial"], stop=False)
+    upstream.push(
+        Reply.events([*started, wire.anthropic_error_event("overloaded_error", "Overloaded")]),
+        Reply.events(wire.anthropic_stream(["Complete answer."], input_tokens=10, output_tokens=4)),
+    )
+    client = anthropic_client(sidecar, upstream, max_retries=0)
+    request: dict[str, Any] = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": f"{marker} explain"}],
+    }
+    with pytest.raises(anthropic.APIStatusError), client.messages.stream(**request) as stream:
+        for _ in stream.text_stream:
+            pass
+    with client.messages.stream(**request) as stream:  # the application tries again
+        assert "".join(stream.text_stream) == "Complete answer."
+
+    (run,) = sidecar.wait_runs(q=marker)
+    assert run["status"] == "completed"
+    (step,) = sidecar.run(run["id"])["steps"]
+    first, second = step["attempts"]
+    assert (first["status"], first["http_status"], first["error"]["class"]) == ("failed", 200, "overloaded")
+    assert first["response"]["content"] == [{"type": "text", "text": "Partial"}]
+    assert second["status"] == "completed"
+    assert second["retry_signal"] == "identical request after a overloaded attempt"
+    assert step["response"]["content"] == [{"type": "text", "text": "Complete answer."}]
+
+
+def test_client_disconnect_mid_stream_ends_interrupted(sidecar: Sidecar, upstream: Upstream) -> None:
+    marker = unique("disconnect")
+    events = wire.openai_stream(["one", " two", " three"])
+    never = threading.Event()
+    upstream.push(
+        Reply(200, {"Content-Type": "text/event-stream"}, [*events[:2], Gate(never, 8.0), *events[2:]])
+    )
+    client = openai_client(sidecar, upstream, max_retries=0)
+    stream = client.chat.completions.create(
+        model="gpt-4.1", messages=[{"role": "user", "content": marker}], stream=True
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content == "one":
+            break
+    stream.close()  # the user closed the tab
+
+    (run,) = sidecar.wait_runs(q=marker, timeout=20)
+    assert run["status"] == "interrupted"
+    (step,) = sidecar.run(run["id"])["steps"]
+    (attempt,) = step["attempts"]
+    assert attempt["status"] == "interrupted"
+    assert attempt["error"]["class"] == "canceled"
+    assert attempt["response"]["content"] == [{"type": "text", "text": "one"}]
+    assert step["status"] == "interrupted"
+
+
+def test_restart_ends_open_runs_interrupted(own_sidecar: Callable[..., Sidecar], upstream: Upstream) -> None:
+    marker = unique("restart")
+    first = own_sidecar()
+    never = threading.Event()
+    upstream.push(
+        Reply(
+            200, {"Content-Type": "text/event-stream"}, [wire.openai_stream(["held"])[0], Gate(never, 15.0)]
+        )
+    )
+    client = openai_client(first, upstream, max_retries=0)
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            for _ in client.chat.completions.create(
+                model="gpt-4.1", messages=[{"role": "user", "content": marker}], stream=True
+            ):
+                pass
+        except BaseException as e:  # the proxy dies under the client
+            outcome.append(e)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    (run,) = first.wait_runs(q=marker, settled=False)
+    assert run["status"] == "in_progress"
+    first.stop(signal.SIGKILL)
+    thread.join(10)
+
+    second = own_sidecar()
+    (after,) = second.wait_runs(q=marker)
+    assert after["id"] == run["id"]
+    assert after["status"] == "interrupted"
+    (step,) = second.run(run["id"])["steps"]
+    assert step["status"] == "interrupted"
+    assert step["attempts"][0]["status"] == "interrupted"
+    assert "ended 1 open run(s) of a previous process as interrupted" in second.log()
+    assert outcome  # the client saw its connection die
+
+
+def test_twenty_interleaved_conversations_stay_separate(sidecar: Sidecar, upstream: Upstream) -> None:
+    marker = unique("many")
+    upstream.responder = tool_loop_reply
+    client = openai_client(sidecar, upstream, max_retries=0)
+    barrier = threading.Barrier(20)
+
+    def conversation(n: int) -> str:
+        barrier.wait()
+        return run_tool_loop(client, [{"role": "user", "content": f"{marker}x{n} what is the weather"}])
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(conversation, range(20)))
+    assert answers == [f"Sunny twice, says {marker}x{n}." for n in range(20)]
+
+    runs = sidecar.wait_runs(20, q=marker, timeout=30)
+    assert len(runs) == 20
+    assert len({r["conversation_id"] for r in runs}) == 20
+    for run in runs:
+        assert (run["status"], run["step_count"], run["attempt_count"]) == ("completed", 3, 3)
+        detail = sidecar.run(run["id"])
+        n = run["first_message"].split()[0]
+        for step in detail["steps"]:
+            assert step["request"]["messages"][0]["parts"][0]["text"].startswith(n + " ")
+        calls = [p["id"] for s in detail["steps"][:2] for p in s["response"]["content"]]
+        assert calls == [f"call_{n}_0_0", f"call_{n}_0_1"]
