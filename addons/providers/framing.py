@@ -6,8 +6,12 @@ and yield whole events, so a parser's result never depends on chunk boundaries.
 
 from __future__ import annotations
 
+import re
+import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -92,3 +96,174 @@ class NdjsonDecoder:
 
     def close(self) -> Iterator[bytes]:
         yield from self._lines.close()
+
+
+class JsonArrayDecoder:
+    """A JSON array streamed element by element: Gemini's `streamGenerateContent` without `alt=sse`
+    sends `[{...}\r\n,{...}]` and a client reads each object as it completes.
+
+    Yields the bytes of every top-level object (or array inside the outer array) once its closing
+    bracket arrives; a plain object body, with no outer array, comes out as one element. Only
+    structural bytes are inspected (braces, brackets, quotes, backslashes), which UTF-8 never uses
+    inside a multi-byte character, so a cut anywhere is safe.
+    """
+
+    __slots__ = ("_buf", "_depth", "_in_string", "_pos", "_start", "closed", "opened")
+
+    _TOKENS = re.compile(rb'[\\"{}\[\]]')
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0  # where scanning resumes; may point past the end after a trailing backslash
+        self._start = -1  # start of the element being read, -1 between elements
+        self._depth = 0
+        self._in_string = False
+        self.opened = False  # saw the outer `[`
+        self.closed = False  # saw the outer `]`: the array is complete
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        buf = self._buf
+        buf += data
+        i = self._pos
+        while (m := self._TOKENS.search(buf, i)) is not None:
+            i = m.start()
+            c = buf[i : i + 1]
+            if self._in_string:
+                if c == b"\\":
+                    i += 1  # skip the escaped byte, even when it is in the next chunk
+                elif c == b'"':
+                    self._in_string = False
+            elif c == b'"':
+                self._in_string = True
+            elif c in b"{[":
+                if c == b"[" and self._depth == 0 and not self.opened:
+                    self.opened = True
+                else:
+                    if self._depth == 0:
+                        self._start = i
+                    self._depth += 1
+            elif self._depth > 0:
+                self._depth -= 1
+                if self._depth == 0:
+                    yield bytes(buf[self._start : i + 1])
+                    self._start = -1
+            elif c == b"]":
+                self.closed = True
+            i += 1
+        i = max(i, len(buf))  # no structural byte is left before the end
+        keep = self._start if self._start >= 0 else len(buf)  # between elements nothing is kept
+        del buf[:keep]
+        self._pos = i - keep
+        if self._start >= 0:
+            self._start = 0
+
+    def close(self) -> int:
+        """Bytes of an element left unfinished (0 when the body ended between elements)."""
+        rest = len(self._buf) if self._start >= 0 else 0
+        self._buf.clear()
+        return rest
+
+
+@dataclass(slots=True)
+class EventStreamMessage:
+    headers: dict[str, Any]
+    payload: bytes
+    problem: str | None = None  # why this frame is suspect (a CRC mismatch); it is still delivered
+
+
+class EventStreamDecoder:
+    """AWS event stream (`application/vnd.amazon.eventstream`, Bedrock's `converse-stream`).
+
+    A frame is: total length (4 bytes), headers length (4), prelude CRC32 (4), headers, payload,
+    message CRC32 (4), all big-endian. A CRC mismatch is reported on the message, never raised:
+    the traffic already passed, we only describe it. A bad prelude CRC means the lengths cannot be
+    trusted, so decoding stops there with one problem message.
+    """
+
+    __slots__ = ("_buf", "broken")
+
+    _PRELUDE = 12
+    _MAX_FRAME = 16 * 1024 * 1024 + 128 * 1024 + 16  # the format's payload and headers limits
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.broken = False
+
+    def feed(self, data: bytes) -> Iterator[EventStreamMessage]:
+        if self.broken:
+            return
+        buf = self._buf
+        buf += data
+        while len(buf) >= self._PRELUDE:
+            total, headers_length, prelude_crc = struct.unpack_from("!III", buf)
+            computed = zlib.crc32(buf[:8])
+            if computed != prelude_crc or not 16 + headers_length <= total <= self._MAX_FRAME:
+                self.broken = True
+                buf.clear()
+                what = "prelude CRC mismatch" if computed != prelude_crc else f"bad frame length {total}"
+                yield EventStreamMessage({}, b"", f"{what}; the rest of the event stream is not decoded")
+                return
+            if len(buf) < total:
+                return
+            frame = bytes(buf[:total])
+            del buf[:total]
+            yield _event_stream_message(frame, headers_length)
+
+    def close(self) -> Iterator[EventStreamMessage]:
+        if self._buf and not self.broken:
+            yield EventStreamMessage({}, b"", f"the stream ended inside a frame ({len(self._buf)} bytes)")
+        self._buf.clear()
+
+
+def _event_stream_message(frame: bytes, headers_length: int) -> EventStreamMessage:
+    (expected,) = struct.unpack_from("!I", frame, len(frame) - 4)
+    computed = zlib.crc32(frame[:-4])
+    problem = None
+    if computed != expected:
+        problem = f"message CRC mismatch: expected 0x{expected:08x}, computed 0x{computed:08x}"
+    try:
+        headers = _event_stream_headers(frame[12 : 12 + headers_length])
+    except (struct.error, ValueError, IndexError) as e:
+        headers, problem = {}, problem or f"unreadable event headers: {e}"
+    return EventStreamMessage(headers, frame[12 + headers_length : -4], problem)
+
+
+# header value type -> (struct format or None, fixed size); 6 and 7 carry a 2-byte length instead
+_HEADER_VALUES: dict[int, tuple[str | None, int]] = {
+    0: (None, 0),  # true
+    1: (None, 0),  # false
+    2: ("!b", 1),
+    3: ("!h", 2),
+    4: ("!i", 4),
+    5: ("!q", 8),
+    8: ("!q", 8),  # timestamp, milliseconds since the epoch
+    9: (None, 16),  # uuid
+}
+
+
+def _event_stream_headers(data: bytes) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    i = 0
+    while i < len(data):
+        name_length = data[i]
+        name = data[i + 1 : i + 1 + name_length].decode("utf-8")
+        i += 1 + name_length
+        kind = data[i]
+        i += 1
+        value: Any
+        if kind in (6, 7):  # byte array, string
+            (length,) = struct.unpack_from("!H", data, i)
+            raw = data[i + 2 : i + 2 + length]
+            value = raw.decode("utf-8") if kind == 7 else raw
+            i += 2 + length
+        elif kind in _HEADER_VALUES:
+            fmt, size = _HEADER_VALUES[kind]
+            if fmt is not None:
+                (value,) = struct.unpack_from(fmt, data, i)
+            else:
+                value = kind == 0 if size == 0 else data[i : i + size]
+            i += size
+        else:
+            raise ValueError(f"unknown header value type {kind}")
+        headers[name] = value
+    return headers
