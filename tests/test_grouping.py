@@ -170,7 +170,7 @@ def test_next_step_with_moved_cache_markers_and_string_vs_blocks() -> None:
         "system": "s",
         "messages": [{"role": "user", "content": "read a"}],
     }
-    flow, run, step, _ = h.call(first)
+    flow, run, _, _ = h.call(first)
     h.end(flow, tool_use("toolu_1"))
     second = {
         "model": "c",
