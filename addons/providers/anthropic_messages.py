@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from addons.normalized import (
+    Error,
     FinishReason,
     Message,
     Part,
     ReasoningPart,
     Request,
     Response,
-    TextPart,
     Tool,
     ToolCallPart,
     ToolResultPart,
@@ -145,7 +145,10 @@ def block_part(block: Any, limit: int) -> Part | None:
         elif isinstance(content, dict):
             content = _opaque_dropped(content)
         return ToolResultPart(
-            id=block.get("tool_use_id"), result=content, is_error=block.get("is_error") or _failed(content)
+            id=block.get("tool_use_id"),
+            name=kind.removesuffix("_tool_result") if kind != "tool_result" else None,  # web_search, ...
+            result=content,
+            is_error=block.get("is_error") or _failed(content),
         )
     if kind in ("image", "document"):
         return _media(block)
@@ -198,8 +201,7 @@ def parse_response(body: Any, limit: int) -> Response:
     if not isinstance(body, dict):
         raise ParseError("a message must be an object")
     if body.get("type") == "error":
-        err = body.get("error") or {}
-        return Response(error=stream_error(str(err.get("message")), err.get("type")), finish_reason="error")
+        return Response(error=_event_error(body), finish_reason="error")
     parts = [p for b in body.get("content") or [] if (p := block_part(b, limit)) is not None]
     reason, raw = finish(body.get("stop_reason"), FINISH)
     return Response(
@@ -210,6 +212,15 @@ def parse_response(body: Any, limit: int) -> Response:
         raw_finish_reason=raw,
         usage=parse_usage(body.get("usage")),
     )
+
+
+def _event_error(event: dict[str, Any]) -> Error:
+    """`{"type": "error", "error": {"type": "overloaded_error", "message": ...}}`."""
+    err = event.get("error")
+    if not isinstance(err, dict):
+        return stream_error(str(err) if err else "stream error")
+    etype = err.get("type")
+    return stream_error(str(err.get("message") or "stream error"), str(etype) if etype else None)
 
 
 class MessagesStream:
@@ -252,6 +263,9 @@ class MessagesStream:
             block = dict(event.get("content_block") or {})
             block["_text"] = TextBuffer(self._limit)
             block["_json"] = []
+            initial = block.get("text") if block.get("type") == "text" else block.get("thinking")
+            if isinstance(initial, str):
+                block["_text"].add(initial)  # deltas append to what the start event already holds
             self._blocks[event.get("index", len(self._blocks))] = block
         elif kind == "content_block_delta":
             self._delta(self._blocks.get(event.get("index", -1)), event.get("delta") or {})
@@ -263,8 +277,7 @@ class MessagesStream:
         elif kind == "message_stop":
             r.complete = True
         elif kind == "error":
-            err = event.get("error") or {}
-            r.error = stream_error(str(err.get("message", "stream error")), err.get("type"))
+            r.error = _event_error(event)
             r.finish_reason = "error"
 
     def _merge_usage(self, raw: Any) -> None:
@@ -289,7 +302,7 @@ class MessagesStream:
         kind = block.get("type")
         buffer: TextBuffer = block["_text"]
         if kind == "text":
-            return buffer.text_part() if buffer else TextPart(text=block.get("text", ""))
+            return buffer.text_part()
         if kind == "thinking":
             return buffer.reasoning_part()
         if kind in ("tool_use", "server_tool_use", "mcp_tool_use"):

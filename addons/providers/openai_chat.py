@@ -102,9 +102,9 @@ def _message(raw: Any, limit: int) -> Message:
     role = raw.get("role")
     content = raw.get("content")
     if role in ("tool", "function"):
-        result = content if isinstance(content, str) else _parts(content, limit)
-        if isinstance(result, list):
-            result = [p.model_dump(exclude_none=True) for p in result]
+        result: Any = content
+        if not isinstance(content, str):
+            result = [p.model_dump(exclude_none=True) for p in _parts(content, limit)]
         call_id = raw.get("tool_call_id")
         return Message(role="tool", parts=[ToolResultPart(id=call_id, name=raw.get("name"), result=result)])
     parts: list[Part] = []
