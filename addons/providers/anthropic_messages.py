@@ -104,21 +104,17 @@ def _tool(tool: dict[str, Any]) -> Tool:
 
 
 def _messages(role: str, content: Any, limit: int) -> list[Message]:
-    """One wire message; tool results become their own `tool` message, as in the other APIs."""
+    """One wire message. A user message carrying tool results is a `tool` turn, as in the
+    other APIs; text sent alongside the results (clients add reminders there) stays in it."""
     if isinstance(content, str):
         return [Message(role=role, parts=[text_part(content, limit)])]  # type: ignore[arg-type]
     if not isinstance(content, list):
         raise ParseError("message content must be a string or a list of blocks")
-    parts: list[Part] = []
-    results: list[Part] = []
-    for block in content:
-        part = block_part(block, limit)
-        if part is not None:
-            (results if isinstance(part, ToolResultPart) else parts).append(part)
-    out = [Message(role="tool", parts=results)] if results else []
-    if parts or not results:
-        out.append(Message(role=role, parts=parts))  # type: ignore[arg-type]
-    return out
+    parts = [part for block in content if (part := block_part(block, limit)) is not None]
+    if any(isinstance(p, ToolResultPart) for p in parts):
+        parts.sort(key=lambda p: not isinstance(p, ToolResultPart))  # results first, as OpenAI orders them
+        return [Message(role="tool", parts=parts)]
+    return [Message(role=role, parts=parts)]  # type: ignore[arg-type]
 
 
 def block_part(block: Any, limit: int) -> Part | None:
