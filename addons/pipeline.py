@@ -81,6 +81,11 @@ class Pipeline:
     def hook_failed(self, hook: str, error: Exception) -> None:
         self.counters.hook_errors += 1
 
+    def forget(self, run_ids: list[str]) -> None:
+        """Deleted runs: nothing more is recorded into them."""
+        for run_id in run_ids:
+            self.tracker.forget(run_id)
+
     def _put(self, kind: str, exchange: Exchange) -> None:
         try:
             self._queue.put_nowait((kind, exchange))

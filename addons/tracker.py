@@ -81,6 +81,8 @@ class Tracker:
         run_id: str | None = None,
     ) -> tuple[RunState, StepState, AttemptRow]:
         stamp = timestamp(started_at)
+        if placement.run is not None and placement.run.row.id not in self.runs:
+            placement = Placement()  # the run was deleted meanwhile: start afresh
         run = placement.run
         if run is None:
             row = RunRow(
@@ -150,7 +152,8 @@ class Tracker:
             step.usage += response.usage
             run.usage += response.usage
             step.row.usage = step.usage.model_dump()
-            run.row.usage = run.usage.model_dump()
+            for name, value in run.usage:
+                setattr(run.row, name, value)
         run.row.updated_at = attempt.finished_at
         if outcome.status == "completed":
             step.pending_failure = None

@@ -1,26 +1,31 @@
-"""The query API dashboards call (aiohttp). Reads only; every response is a pydantic model."""
+"""The query API dashboards call (aiohttp). One route table serves requests and /openapi.json."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hmac
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel
+from aiohttp_sse import sse_response
+from pydantic import BaseModel, ValidationError
 
 from proxy import api_models as m
+from proxy.events import EventHub
+from proxy.openapi import Route, document
 from storage.base import RunFilter, Store
 from storage.records import timestamp
 
 PREFIX = "/api/v1"
 OPEN_PATHS = ("/healthz", "/readyz", "/ca.pem")
-MAX_LIMIT = 500
+VERSION = "0.1.0"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -29,6 +34,11 @@ class ApiContext:
     ca_path: Path
     token: str | None
     ready: Callable[[], Awaitable[dict[str, bool]]]
+    delete_runs: Callable[[list[str]], Awaitable[list[str]]]
+    hub: EventHub
+    metrics: Callable[[], bytes]
+    cors_origins: list[str] = field(default_factory=list)
+    heartbeat: float = 15.0
 
 
 CTX = web.AppKey("ctx", ApiContext)
@@ -38,27 +48,53 @@ class ApiError(web.HTTPException):
     def __init__(self, status: int, code: str, message: str) -> None:
         self.status_code = status
         super().__init__(
-            body=orjson.dumps({"error": {"code": code, "message": message}}),
-            content_type="application/json",
+            body=orjson.dumps({"error": {"code": code, "message": message}}), content_type="application/json"
         )
 
 
-def bad_request(param: str, problem: str) -> ApiError:
-    return ApiError(400, "bad_request", f"{param}: {problem}")
-
-
 def json_response(model: BaseModel, status: int = 200) -> web.Response:
-    body = model.model_dump_json(by_alias=True).encode()
-    return web.Response(body=body, status=status, content_type="application/json")
+    return web.Response(
+        body=model.model_dump_json(by_alias=True), status=status, content_type="application/json"
+    )
+
+
+def params[Q: BaseModel](request: web.Request, model: type[Q]) -> Q:
+    """Query parameters as a model; a bad one is a 400 that names it."""
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as e:
+        first = e.errors()[0]
+        name = ".".join(str(p) for p in first["loc"]) or "query"
+        raise ApiError(400, "bad_request", f"{name}: {first['msg']}") from None
+
+
+def encode_cursor(*key: str) -> str:
+    return base64.urlsafe_b64encode("\x1f".join(key).encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str | None) -> tuple[str, str] | None:
+    if raw is None:
+        return None
+    try:
+        first, sep, second = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode().partition("\x1f")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        sep = ""
+    if not sep:
+        raise ApiError(400, "bad_request", "cursor: not a cursor this API returned")
+    return first, second
+
+
+def _found(value: Any, what: str, key: str) -> Any:
+    if value is None:
+        raise ApiError(404, "not_found", f"no {what} {key!r}")
+    return value
 
 
 # ---- middleware -----------------------------------------------------------------------------
 
 
 @web.middleware
-async def errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError:
@@ -70,149 +106,269 @@ async def errors(
 
 
 @web.middleware
-async def auth(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[CTX].token
-    if token is None or request.path in OPEN_PATHS:
+    if token is None or request.path in OPEN_PATHS or request.method == "OPTIONS":
         return await handler(request)
-    given = request.headers.get("Authorization", "")
-    scheme, _, value = given.partition(" ")
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
         raise ApiError(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer ...)")
     return await handler(request)
 
 
-# ---- parameters -----------------------------------------------------------------------------
-
-
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise bad_request("limit", f"expected an integer from 1 to {MAX_LIMIT}, got {raw!r}")
-    return int(raw)
-
-
-def _time(request: web.Request, name: str) -> str | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Browser dashboards on the configured origins may read the API."""
+    origins = request.app[CTX].cors_origins
+    origin = request.headers.get("Origin")
+    if origin is None or not ("*" in origins or origin in origins):
+        return await handler(request)
+    allow = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    if request.method == "OPTIONS":  # a preflight: answered here, whatever the route
+        return web.Response(status=204, headers={
+            **allow,
+            "Access-Control-Allow-Methods": "GET, DELETE, OPTIONS",
+            "Access-Control-Allow-Headers": "Authorization, Last-Event-ID, Content-Type",
+            "Access-Control-Max-Age": "600",
+        })  # fmt: skip
     try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise bad_request(name, f"expected an RFC 3339 timestamp, got {raw!r}") from None
-    if parsed.tzinfo is None:
-        raise bad_request(name, "the timestamp needs a time zone, e.g. 2026-01-01T00:00:00Z")
-    return timestamp(parsed.timestamp())
+        response = await handler(request)
+    except web.HTTPException as e:
+        e.headers.update(allow)
+        raise
+    response.headers.update(allow)
+    return response
 
 
-def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
-    raw = request.query.get(name)
-    if raw is not None and raw not in allowed:
-        raise bad_request(name, f"expected one of {', '.join(allowed)}, got {raw!r}")
-    return raw
-
-
-def _bool(request: web.Request, name: str) -> bool | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    if raw.lower() not in ("true", "false", "1", "0"):
-        raise bad_request(name, f"expected true or false, got {raw!r}")
-    return raw.lower() in ("true", "1")
-
-
-def encode_cursor(started_at: str, run_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{started_at}|{run_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(raw: str | None) -> tuple[str, str] | None:
-    if raw is None:
-        return None
-    try:
-        started_at, sep, run_id = (
-            base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode().partition("|")
-        )
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        sep = ""
-    if not sep:
-        raise bad_request("cursor", "not a cursor this API returned")
-    return started_at, run_id
-
-
-KINDS = ("chat_turn", "compaction", "title_generation", "quickgen", "unknown")
-STATUSES = ("in_progress", "completed", "error", "interrupted")
-
-
-def run_filter(request: web.Request) -> RunFilter:
-    query = request.query
-    return RunFilter(
-        kind=_choice(request, "kind", KINDS),
-        status=_choice(request, "status", STATUSES),
-        conversation_id=query.get("conversation_id"),
-        provider=query.get("provider"),
-        model=query.get("model"),
-        since=_time(request, "since"),
-        until=_time(request, "until"),
-        has_error=_bool(request, "has_error"),
-        q=query.get("q") or None,
-    )
-
-
-# ---- routes ---------------------------------------------------------------------------------
+# ---- runs -------------------------------------------------------------------------------------
 
 
 async def list_runs(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    limit = _limit(request)
-    where = run_filter(request)
-    rows = await ctx.store.list_runs(where, limit + 1, decode_cursor(request.query.get("cursor")))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    cursor = encode_cursor(rows[-1]["started_at"], rows[-1]["id"]) if more and rows else None
-    return json_response(m.RunList(runs=[m.Run.model_validate(r) for r in rows], next_cursor=cursor))
+    q = params(request, m.RunsQuery)
+    where = RunFilter(
+        kind=q.kind, status=q.status, conversation_id=q.conversation_id, provider=q.provider, model=q.model,
+        since=m.stamp(q.since), until=m.stamp(q.until), has_error=q.has_error, q=q.q or None,
+    )  # fmt: skip
+    rows = await request.app[CTX].store.list_runs(where, q.limit + 1, decode_cursor(q.cursor))
+    page = rows[: q.limit]
+    cursor = encode_cursor(page[-1]["started_at"], page[-1]["id"]) if len(rows) > q.limit else None
+    return json_response(m.RunList(runs=[m.Run.model_validate(r) for r in page], next_cursor=cursor))
 
 
 async def get_run(request: web.Request) -> web.Response:
-    run = await request.app[CTX].store.get_run(request.match_info["id"])
-    if run is None:
-        raise ApiError(404, "not_found", f"no run {request.match_info['id']!r}")
-    return json_response(m.RunDetail.model_validate(run))
+    run_id = request.match_info["id"]
+    return json_response(
+        m.RunDetail.model_validate(_found(await request.app[CTX].store.get_run(run_id), "run", run_id))
+    )
+
+
+async def export_run(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    run_id = request.match_info["id"]
+    run = _found(await ctx.store.get_run(run_id), "run", run_id)
+    bodies = await ctx.store.attempt_bodies(run_id)
+    for step in run["steps"]:
+        for attempt in step["attempts"]:
+            attempt.update(bodies.get(attempt["id"], {}))
+    export = m.Export(exported_at=timestamp(time.time()), generator=f"chatdebug-proxy {VERSION}", run=run)
+    response = json_response(export)
+    response.headers["Content-Disposition"] = f'attachment; filename="{run_id}.json"'
+    return response
+
+
+async def delete_run(request: web.Request) -> web.Response:
+    run_id = request.match_info["id"]
+    _found(await request.app[CTX].delete_runs([run_id]) or None, "run", run_id)
+    return web.Response(status=204)
+
+
+async def delete_runs(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    q = params(request, m.DeleteRunsQuery)
+    if q.conversation_id is None and q.started_before is None:
+        raise ApiError(400, "bad_request", "conversation_id or started_before: give at least one")
+    deleted = 0
+    while ids := await ctx.store.select_run_ids(
+        conversation_id=q.conversation_id, started_before=m.stamp(q.started_before), limit=1000
+    ):
+        deleted += len(await ctx.delete_runs(ids))
+    return json_response(m.Deleted(deleted=deleted))
 
 
 async def get_attempt(request: web.Request) -> web.Response:
-    attempt = await request.app[CTX].store.get_attempt(request.match_info["id"])
-    if attempt is None:
-        raise ApiError(404, "not_found", f"no attempt {request.match_info['id']!r}")
-    return json_response(m.AttemptDetail.model_validate(attempt))
+    attempt_id = request.match_info["id"]
+    found = await request.app[CTX].store.get_attempt(attempt_id)
+    return json_response(m.AttemptDetail.model_validate(_found(found, "attempt", attempt_id)))
+
+
+# ---- conversations, stats, events -------------------------------------------------------------
+
+
+async def list_conversations(request: web.Request) -> web.Response:
+    q = params(request, m.ConversationsQuery)
+    rows = await request.app[CTX].store.list_conversations(q.limit + 1, decode_cursor(q.cursor), q.q or None)
+    page = rows[: q.limit]
+    cursor = encode_cursor(page[-1]["last_activity_at"], page[-1]["id"]) if len(rows) > q.limit else None
+    return json_response(
+        m.ConversationList(conversations=[m.Conversation.model_validate(r) for r in page], next_cursor=cursor)
+    )
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    q = params(request, m.StatsQuery)
+    until = m.stamp(q.until) or timestamp(time.time())
+    since = m.stamp(q.since) or timestamp((q.until.timestamp() if q.until else time.time()) - 86_400)
+    if since > until:
+        raise ApiError(400, "bad_request", "since: must not be after until")
+    return json_response(m.Stats.model_validate(await request.app[CTX].store.stats(since, until)))
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CTX]
+    q = params(request, m.EventsQuery)
+    raw_last = request.headers.get("Last-Event-ID", "")
+    last = int(raw_last) if raw_last.isdigit() else 0
+    sub = ctx.hub.subscribe(q.conversation_id, q.kind)
+    try:
+        async with sse_response(request) as stream:
+            stream.ping_interval = ctx.heartbeat
+            for event in ctx.hub.replay(last, sub):
+                await stream.send(event.data.decode(), event=event.type, id=str(event.id))
+                last = event.id
+            while (event := await sub.queue.get()) is not None:
+                if event.id > last:
+                    await stream.send(event.data.decode(), event=event.type, id=str(event.id))
+                    last = event.id
+            return stream
+    finally:
+        ctx.hub.unsubscribe(sub)
+
+
+# ---- outside the prefix -------------------------------------------------------------------------
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response(m.Health(status="ok"))
 
 
 async def readyz(request: web.Request) -> web.Response:
     checks = await request.app[CTX].ready()
     ok = all(checks.values())
-    return web.json_response(
-        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    return json_response(
+        m.Health(status="ok" if ok else "unavailable", checks=checks), status=200 if ok else 503
     )
 
 
-async def ca_pem(request: web.Request) -> web.StreamResponse:
+async def ca_pem(request: web.Request) -> web.Response:
     path = request.app[CTX].ca_path
     if not path.exists():
         raise ApiError(404, "not_found", "the CA has not been created yet")
     return web.Response(body=path.read_bytes(), content_type="application/x-pem-file")
 
 
+async def metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=request.app[CTX].metrics())
+    response.content_type = "text/plain"
+    response.charset = "utf-8"
+    return response
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=orjson.dumps(document(ROUTES, VERSION)), content_type="application/json")
+
+
+# ---- the route table --------------------------------------------------------------------------
+
+
+ROUTES: list[Route] = [
+    Route("GET", f"{PREFIX}/runs", list_runs, "Runs, newest first", m.RunsQuery, m.RunList),
+    Route(
+        "DELETE",
+        f"{PREFIX}/runs",
+        delete_runs,
+        "Delete runs by conversation and/or age",
+        m.DeleteRunsQuery,
+        m.Deleted,
+    ),
+    Route(
+        "GET",
+        f"{PREFIX}/runs/{{id}}",
+        get_run,
+        "A run with its steps and attempts",
+        None,
+        m.RunDetail,
+        errors=(401, 404),
+    ),
+    Route("DELETE", f"{PREFIX}/runs/{{id}}", delete_run, "Delete a run", None, None, 204, errors=(401, 404)),
+    Route(
+        "GET",
+        f"{PREFIX}/runs/{{id}}/export",
+        export_run,
+        "A self-contained JSON document of a run",
+        None,
+        m.Export,
+        errors=(401, 404),
+    ),
+    Route(
+        "GET",
+        f"{PREFIX}/attempts/{{id}}",
+        get_attempt,
+        "An attempt with its raw (redacted) bodies",
+        None,
+        m.AttemptDetail,
+        errors=(401, 404),
+    ),
+    Route(
+        "GET",
+        f"{PREFIX}/conversations",
+        list_conversations,
+        "Conversations by last activity",
+        m.ConversationsQuery,
+        m.ConversationList,
+    ),
+    Route(
+        "GET",
+        f"{PREFIX}/stats",
+        get_stats,
+        "Counts, tokens, latency and error rates over a window",
+        m.StatsQuery,
+        m.Stats,
+    ),
+    Route(
+        "GET",
+        f"{PREFIX}/events",
+        events,
+        "Server-Sent Events: run, step, attempt, delete",
+        m.EventsQuery,
+        None,
+        content_type="text/event-stream",
+    ),
+    Route("GET", "/openapi.json", openapi, "This document", errors=(401,)),
+    Route("GET", "/healthz", healthz, "The process is alive", None, m.Health, errors=()),
+    Route(
+        "GET",
+        "/readyz",
+        readyz,
+        "The database is writable and the proxy listening",
+        None,
+        m.Health,
+        errors=(503,),
+    ),
+    Route("GET", "/metrics", metrics, "Prometheus metrics", content_type="text/plain", errors=(401,)),
+    Route(
+        "GET",
+        "/ca.pem",
+        ca_pem,
+        "The CA certificate clients trust",
+        content_type="application/x-pem-file",
+        errors=(404,),
+    ),
+]
+
+
 def make_app(ctx: ApiContext) -> web.Application:
-    app = web.Application(middlewares=[errors, auth], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[cors, errors, auth], client_max_size=64 * 1024)
     app[CTX] = ctx
-    app.router.add_get(f"{PREFIX}/runs", list_runs)
-    app.router.add_get(f"{PREFIX}/runs/{{id}}", get_run)
-    app.router.add_get(f"{PREFIX}/attempts/{{id}}", get_attempt)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/ca.pem", ca_pem)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
     return app

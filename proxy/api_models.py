@@ -1,15 +1,70 @@
-"""The API's response shapes: what serialises every response and what /openapi.json describes."""
+"""The API's shapes: query parameters in, responses out. /openapi.json is generated from these."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from storage.records import timestamp
 
 Kind = Literal["chat_turn", "compaction", "title_generation", "quickgen", "unknown"]
 Status = Literal["in_progress", "completed", "error", "interrupted"]
 AttemptStatus = Literal["in_progress", "completed", "failed", "interrupted"]
 Source = Literal["header", "client_metadata", "profile", "heuristic", "default"]
+MAX_LIMIT = 500
+
+
+def stamp(value: datetime | None) -> str | None:
+    """Query timestamps in the stored form (UTC, milliseconds) so they compare as text."""
+    return timestamp(value.timestamp()) if value is not None else None
+
+
+# ---- query parameters ---------------------------------------------------------------------------
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # dashboards add cache-busters; unknown keys are harmless
+
+
+class Page(_Query):
+    limit: int = Field(50, ge=1, le=MAX_LIMIT, description="page size")
+    cursor: str | None = Field(None, description="`next_cursor` of the previous page")
+
+
+class RunsQuery(Page):
+    kind: Kind | None = None
+    status: Status | None = None
+    conversation_id: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    since: AwareDatetime | None = Field(None, description="runs started at or after (RFC 3339)")
+    until: AwareDatetime | None = Field(None, description="runs started before (RFC 3339)")
+    has_error: bool | None = None
+    q: str | None = Field(None, max_length=500, description="text in the run's first message")
+
+
+class ConversationsQuery(Page):
+    q: str | None = Field(None, max_length=500, description="text in the conversation's first message")
+
+
+class StatsQuery(_Query):
+    since: AwareDatetime | None = Field(None, description="window start (default: 24 hours before `until`)")
+    until: AwareDatetime | None = Field(None, description="window end (default: now)")
+
+
+class DeleteRunsQuery(_Query):
+    conversation_id: str | None = None
+    started_before: AwareDatetime | None = None
+
+
+class EventsQuery(_Query):
+    conversation_id: str | None = None
+    kind: Kind | None = None
+
+
+# ---- responses ----------------------------------------------------------------------------------
 
 
 class _Out(BaseModel):
@@ -26,7 +81,7 @@ class Usage(_Out):
 
 
 class ErrorInfo(_Out):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True)
 
     error_class: str = Field(alias="class")
     message: str
@@ -110,6 +165,80 @@ class RunDetail(Run):
 class RunList(_Out):
     runs: list[Run]
     next_cursor: str | None
+
+
+class Conversation(_Out):
+    id: str
+    first_message: str | None
+    run_count: int
+    started_at: str
+    last_activity_at: str
+
+
+class ConversationList(_Out):
+    conversations: list[Conversation]
+    next_cursor: str | None
+
+
+class Percentiles(_Out):
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class KindStatusCount(_Out):
+    kind: Kind
+    status: Status
+    count: int
+
+
+class RunStats(_Out):
+    total: int
+    by_kind: dict[str, int]
+    by_status: dict[str, int]
+    by_kind_and_status: list[KindStatusCount]
+    error_rate: float = Field(description="share of runs that ended with an error")
+
+
+class AttemptStats(_Out):
+    total: int
+    with_error: int
+    error_rate: float
+    by_error_class: dict[str, int]
+    duration_ms: Percentiles
+    ttfb_ms: Percentiles
+
+
+class Stats(_Out):
+    since: str
+    until: str
+    runs: RunStats
+    usage: Usage
+    attempts: AttemptStats
+
+
+class Deleted(_Out):
+    deleted: int
+
+
+class ExportedStep(Step):
+    attempts: list[AttemptDetail] = []  # type: ignore[assignment]
+
+
+class ExportedRun(RunDetail):
+    steps: list[ExportedStep] = []  # type: ignore[assignment]
+
+
+class Export(_Out):
+    version: Literal[1] = 1
+    exported_at: str
+    generator: str
+    run: ExportedRun
+
+
+class Health(_Out):
+    status: str
+    checks: dict[str, bool] = {}
 
 
 class ApiErrorBody(BaseModel):

@@ -7,16 +7,19 @@ import contextlib
 import logging
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from addons.pipeline import Pipeline
 from addons.recorder import Recorder
 from proxy.api import ApiContext, make_app
+from proxy.events import EventHub
+from proxy.metrics import Metrics
 from proxy.mitm import EmbeddedProxy, publish_ca, start_proxy
 from proxy.settings import Settings
 from storage.records import now
+from storage.retention import run_retention
 from storage.sqlite import SqliteStore
 from storage.writer import Writer
 
@@ -29,72 +32,93 @@ class Sidecar:
     store: SqliteStore
     writer: Writer
     pipeline: Pipeline
-    proxy: EmbeddedProxy
-    api: web.AppRunner
+    hub: EventHub
+    proxy: EmbeddedProxy | None = None
+    api: web.AppRunner | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     async def start(cls, settings: Settings) -> Sidecar:
         store = SqliteStore(settings.sqlite_path)
         await store.open()
-        interrupted = await store.interrupt_open(now())
-        if interrupted:
+        if interrupted := await store.interrupt_open(now()):
             log.info("ended %d open run(s) of a previous process as interrupted", interrupted)
         writer = Writer(store)
-        writer.start()
         pipeline = Pipeline(
             writer.submit,
             retry_window=settings.retry_window,
             stale_after=settings.stale_after,
             profiles=settings.profiles,
         )
-        pipeline.start()
-        recorder = Recorder(pipeline, text_limit=settings.text_limit, capture_limit=settings.capture_limit)
+        sidecar = cls(settings, store, writer, pipeline, EventHub())
         try:
-            proxy = await start_proxy(settings, recorder)
-        except Exception:
-            await pipeline.close()
-            await writer.close()
-            await store.close()
-            raise
-        sidecar = cls(settings, store, writer, pipeline, proxy, web.AppRunner(web.Application()))
-        token = settings.api_token.get_secret_value() if settings.api_token else None
-        ctx = ApiContext(store=store, ca_path=publish_ca(settings.confdir), token=token, ready=sidecar.ready)
-        sidecar.api = web.AppRunner(make_app(ctx), access_log=None)
-        await sidecar.api.setup()
-        host, port = settings.api_addr
-        try:
-            await web.TCPSite(sidecar.api, host, port).start()
-        except OSError:
+            await sidecar._start()
+        except BaseException:
             await sidecar.stop()
             raise
         return sidecar
 
-    def api_addr(self) -> tuple[str, int]:
-        server = self.api.server
-        sockets = getattr(self.api, "addresses", None)
-        if sockets:
-            host, port = sockets[0][:2]
-            return str(host), int(port)
-        raise RuntimeError(f"the API is not listening ({server})")
+    async def _start(self) -> None:
+        settings = self.settings
+        metrics = Metrics(self.pipeline.counters, self.writer, self.store.size_bytes, self._listening)
+        self.writer.listeners += [self.hub.committed, metrics.committed]
+        self.writer.start()
+        self.pipeline.start()
+        recorder = Recorder(
+            self.pipeline, text_limit=settings.text_limit, capture_limit=settings.capture_limit
+        )
+        self.proxy = await start_proxy(settings, recorder)
+        ctx = ApiContext(
+            store=self.store,
+            ca_path=publish_ca(settings.confdir),
+            token=settings.api_token.get_secret_value() if settings.api_token else None,
+            ready=self.ready,
+            delete_runs=self.delete_runs,
+            hub=self.hub,
+            metrics=metrics.render,
+            cors_origins=settings.cors_origins,
+        )
+        self.api = web.AppRunner(make_app(ctx), access_log=None, shutdown_timeout=1.0)
+        await self.api.setup()
+        host, port = settings.api_addr
+        await web.TCPSite(self.api, host, port).start()
+        if settings.retention_days:
+            task = run_retention(self.writer, self.delete_runs, settings.retention_days)
+            self.tasks.append(asyncio.create_task(task, name="chatdebug-retention"))
+
+    async def delete_runs(self, run_ids: list[str]) -> list[str]:
+        """Delete through the writer (after rows already queued), then forget and announce."""
+        deleted = await self.writer.execute(lambda store: store.delete_runs(run_ids))
+        self.pipeline.forget(deleted)
+        self.hub.deleted(deleted)
+        return deleted
+
+    def _listening(self) -> bool:
+        return self.proxy is not None and self.proxy.listening()
 
     async def ready(self) -> dict[str, bool]:
-        return {"database": await self.store.ping(), "proxy": self.proxy.listening()}
+        return {"database": await self.store.ping(), "proxy": self._listening()}
 
     async def stop(self) -> None:
         """New connections are refused, in-flight ones finish, every queued record lands."""
-        await self.proxy.stop()
+        if self.proxy is not None:
+            await self.proxy.stop()
+        for task in self.tasks:
+            task.cancel()
         await self.pipeline.close()
         await self.writer.close()
-        await self.api.cleanup()
+        if self.api is not None:
+            await self.api.cleanup()
         await self.store.interrupt_open(now())
         await self.store.close()
 
     def describe(self) -> str:
+        assert self.proxy is not None and self.api is not None
         parts = []
         for server in self.proxy.server.servers:
             addrs = ",".join(f"{a[0]}:{a[1]}" for a in server.listen_addrs)
             parts.append(f"{server.mode.type_name}={addrs}")
-        host, port = self.api_addr()
+        host, port = self.api.addresses[0][:2]
         parts.append(f"api=http://{host}:{port}")
         parts.append(f"ca={self.settings.confdir / 'ca.pem'}")
         return "chatdebug ready " + " ".join(parts)

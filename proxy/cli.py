@@ -46,12 +46,13 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--retry-window": ("retry_window", "seconds within which a re-sent request is a retry (30)"),
     "--stale-after": ("stale_after", "seconds after which an idle open run ends interrupted (300)"),
     "--log-level": ("log_level", "debug, info, warning or error (info)"),
+    "--cors-origin": ("cors_origins", "browser origin allowed to call the API, or * (repeatable)"),
     "--profiles": (
         "profiles",
         "JSON file of classification profiles, ahead of the built-in ones (repeatable)",
     ),
 }
-REPEATABLE = {"--intercept-host", "--reverse", "--profiles"}
+REPEATABLE = {"--intercept-host", "--reverse", "--profiles", "--cors-origin"}
 SWITCHES: dict[str, tuple[str, str]] = {
     "--upstream-insecure": ("upstream_insecure", "do not verify upstream TLS certificates"),
     "--api-allow-anonymous": ("api_allow_anonymous", "allow a non-loopback API without a token"),

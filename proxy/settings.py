@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     stale_after: float = Field(300.0, gt=0)
     log_level: str = "info"
     profiles: Annotated[list[Path], NoDecode] = []
+    cors_origins: Annotated[list[str], NoDecode] = []
 
     @field_validator("proxy_addr", "api_addr", mode="before")
     @classmethod
@@ -95,6 +96,15 @@ class Settings(BaseSettings):
             if not host or any(c in host for c in "/ @"):
                 raise ValueError(f"expected host, host:port or *.suffix, got {host!r}")
         return hosts
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> list[str]:
+        origins = _split(value)
+        for origin in origins:
+            if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
+                raise ValueError(f"expected an origin such as https://dash.example.com, or *, got {origin!r}")
+        return [o.rstrip("/") for o in origins]
 
     @field_validator("reverse", mode="before")
     @classmethod

@@ -46,3 +46,30 @@ class Store(Protocol):
 
     async def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:
         """An attempt with its raw (redacted, capped) bodies."""
+
+    async def attempt_bodies(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """The raw bodies of every attempt of a run, by attempt id (for exports)."""
+
+    async def list_conversations(
+        self, limit: int, cursor: tuple[str, str] | None, q: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Conversations by last activity, newest first, keyset-paginated after (last_activity_at, id)."""
+
+    async def stats(self, since: str, until: str) -> dict[str, Any]:
+        """Counts, token sums, latency percentiles and error rates of runs started in [since, until)."""
+
+    async def select_run_ids(
+        self,
+        *,
+        conversation_id: str | None = None,
+        started_before: str | None = None,
+        updated_before: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        """Ids of runs matching every condition given (at most `limit`), read on the write connection."""
+
+    async def delete_runs(self, run_ids: list[str]) -> list[str]:
+        """Delete runs with everything under them, in one transaction; returns the ids that existed."""
+
+    def size_bytes(self) -> int:
+        """Bytes the database occupies."""

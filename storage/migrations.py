@@ -32,14 +32,34 @@ migration(
         finished_at TEXT,
         step_count INTEGER NOT NULL,
         attempt_count INTEGER NOT NULL,
-        usage TEXT,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        total_tokens INTEGER NOT NULL,
+        cache_read_tokens INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
         error_class TEXT,
         error TEXT
     );
+    -- one index per list filter, each ending in the keyset (started_at, id): a filtered page
+    -- walks its index in order and stops after `limit` rows
     CREATE INDEX runs_by_started ON runs (started_at, id);
-    CREATE INDEX runs_by_conversation ON runs (conversation_id, started_at);
+    CREATE INDEX runs_by_kind ON runs (kind, started_at, id);
+    CREATE INDEX runs_by_status ON runs (status, started_at, id);
+    CREATE INDEX runs_by_conversation ON runs (conversation_id, started_at, id);
+    CREATE INDEX runs_by_provider ON runs (provider, started_at, id);
+    CREATE INDEX runs_by_model ON runs (model, started_at, id);
+    CREATE INDEX runs_by_error ON runs (error_class, started_at, id);
     CREATE INDEX runs_by_updated ON runs (updated_at);
-    CREATE INDEX runs_open ON runs (status) WHERE status = 'in_progress';
+
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        first_message TEXT,
+        started_at TEXT NOT NULL,
+        last_activity_at TEXT NOT NULL,
+        run_count INTEGER NOT NULL
+    );
+    CREATE INDEX conversations_by_activity ON conversations (last_activity_at, id);
 
     CREATE TABLE steps (
         id TEXT PRIMARY KEY,

@@ -57,7 +57,7 @@ class Row:
 @dataclass(slots=True)
 class RunRow(Row):
     table: ClassVar[str] = "runs"
-    json_columns: ClassVar[tuple[str, ...]] = ("usage", "error")
+    json_columns: ClassVar[tuple[str, ...]] = ("error",)
 
     conversation_id: str | None = None
     kind: str = "unknown"
@@ -74,7 +74,12 @@ class RunRow(Row):
     finished_at: str | None = None
     step_count: int = 0
     attempt_count: int = 0
-    usage: dict[str, int] | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
     error_class: str | None = None
     error: dict[str, Any] | None = None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from dataclasses import fields
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -12,9 +12,10 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from storage import queries
 from storage.base import RunFilter
 from storage.migrations import MIGRATIONS
-from storage.records import WRITE_ORDER, AttemptRow, BodyRow, Row, RunRow, StepRow, now
+from storage.records import WRITE_ORDER, Row, RunRow, now
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class SqliteStore:
         try:
             for kind, values in by_table.items():
                 await conn.executemany(_upsert_sql(kind), values)
+            conversations = {r.conversation_id for r in rows if isinstance(r, RunRow) and r.conversation_id}
+            await self._refresh_conversations(conn, conversations)
             await conn.execute("COMMIT")
         except BaseException:
             await conn.execute("ROLLBACK")
@@ -115,50 +118,83 @@ class SqliteStore:
         except Exception:
             return False
 
+    # ---- deletes --------------------------------------------------------------------------
+
+    async def delete_runs(self, run_ids: list[str]) -> list[str]:
+        """Delete runs with their steps, attempts and bodies; returns the ids that existed."""
+        if not run_ids:
+            return []
+        conn = self._conn(self._writer)
+        marks = ", ".join("?" * len(run_ids))
+        await conn.execute("BEGIN")
+        try:
+            async with conn.execute(
+                f"SELECT id, conversation_id FROM runs WHERE id IN ({marks})", run_ids
+            ) as cur:
+                found = [(r[0], r[1]) async for r in cur]
+            await conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", run_ids)
+            await self._refresh_conversations(conn, {c for _, c in found if c is not None})
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        return [run_id for run_id, _ in found]
+
+    async def select_run_ids(
+        self,
+        *,
+        conversation_id: str | None = None,
+        started_before: str | None = None,
+        updated_before: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        clauses, params = [], []
+        for column, op, value in (
+            ("conversation_id", "=", conversation_id),
+            ("started_at", "<", started_before),
+            ("updated_at", "<", updated_before),
+        ):
+            if value is not None:
+                clauses.append(f"{column} {op} ?")
+                params.append(value)
+        where = " AND ".join(clauses) or "1 = 1"
+        rows = await self._fetch(f"SELECT id FROM runs WHERE {where} LIMIT ?", [*params, limit], self._writer)
+        return [r["id"] for r in rows]
+
     # ---- reads --------------------------------------------------------------------------
 
     async def list_runs(
         self, where: RunFilter, limit: int, cursor: tuple[str, str] | None
     ) -> list[dict[str, Any]]:
-        clauses, params = _run_filter(where)
-        if cursor is not None:
-            clauses.append("(started_at < ? OR (started_at = ? AND id < ?))")
-            params += [cursor[0], cursor[0], cursor[1]]
-        sql = "SELECT * FROM runs"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
-        return [_run(r) for r in await self._fetch(sql, [*params, limit])]
+        return await queries.list_runs(self._fetch, where, limit, cursor)
 
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
-        runs = await self._fetch("SELECT * FROM runs WHERE id = ?", [run_id])
-        if not runs:
-            return None
-        run = _run(runs[0])
-        steps = [
-            _step(s)
-            for s in await self._fetch("SELECT * FROM steps WHERE run_id = ? ORDER BY number", [run_id])
-        ]
-        attempts = await self._fetch("SELECT * FROM attempts WHERE run_id = ? ORDER BY number", [run_id])
-        by_step: dict[str, list[dict[str, Any]]] = {s["id"]: [] for s in steps}
-        for attempt in attempts:
-            by_step.setdefault(attempt["step_id"], []).append(_attempt(attempt))
-        for step in steps:
-            step["attempts"] = by_step[step["id"]]
-        run["steps"] = steps
-        return run
+        return await queries.get_run(self._fetch, run_id)
 
     async def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:
-        rows = await self._fetch(
-            "SELECT a.*, b.request_body, b.response_body, b.request_truncated, b.response_truncated"
-            " FROM attempts a LEFT JOIN attempt_bodies b ON b.id = a.id WHERE a.id = ?",
-            [attempt_id],
-        )
-        return _attempt(rows[0]) if rows else None
+        return await queries.get_attempt(self._fetch, attempt_id)
 
-    async def _fetch(self, sql: str, params: list[Any]) -> list[sqlite3.Row]:
-        conn = self._conn(self._reader)
-        async with conn.execute(sql, params) as cur:
+    async def attempt_bodies(self, run_id: str) -> dict[str, dict[str, Any]]:
+        return await queries.attempt_bodies(self._fetch, run_id)
+
+    async def list_conversations(
+        self, limit: int, cursor: tuple[str, str] | None, q: str | None = None
+    ) -> list[dict[str, Any]]:
+        return await queries.list_conversations(self._fetch, limit, cursor, q)
+
+    async def stats(self, since: str, until: str) -> dict[str, Any]:
+        return await queries.stats(self._fetch, since, until)
+
+    def size_bytes(self) -> int:
+        """The database with its WAL, as it occupies the disk."""
+        if self.path == ":memory:":
+            return 0
+        return sum(p.stat().st_size for p in map(Path, (self.path, f"{self.path}-wal")) if p.exists())
+
+    async def _fetch(
+        self, sql: str, params: Sequence[Any], conn: aiosqlite.Connection | None = None
+    ) -> list[sqlite3.Row]:
+        async with self._conn(conn or self._reader).execute(sql, params) as cur:
             return list(await cur.fetchall())
 
     @staticmethod
@@ -167,18 +203,39 @@ class SqliteStore:
             raise RuntimeError("the store is not open")
         return conn
 
+    @staticmethod
+    async def _refresh_conversations(conn: aiosqlite.Connection, conversation_ids: set[str]) -> None:
+        """Keep each conversation's summary row in step with its runs (one indexed query each)."""
+        for conversation_id in conversation_ids:
+            await conn.execute(_CONVERSATION_UPSERT, (conversation_id,))
+            await conn.execute(
+                "DELETE FROM conversations WHERE id = ? AND NOT EXISTS"
+                " (SELECT 1 FROM runs WHERE conversation_id = ?)",
+                (conversation_id, conversation_id),
+            )
+
+
+_CONVERSATION_UPSERT = """
+INSERT INTO conversations (id, first_message, started_at, last_activity_at, run_count)
+SELECT conversation_id,
+       (SELECT first_message FROM runs f WHERE f.conversation_id = runs.conversation_id
+        ORDER BY started_at, id LIMIT 1),
+       MIN(started_at), MAX(updated_at), COUNT(*)
+FROM runs WHERE conversation_id = ? GROUP BY conversation_id
+ON CONFLICT (id) DO UPDATE SET
+    first_message = excluded.first_message,
+    started_at = excluded.started_at,
+    last_activity_at = excluded.last_activity_at,
+    run_count = excluded.run_count
+"""
+
 
 # ---- row mapping ------------------------------------------------------------------------------
 
 
 @cache
-def _names(kind: type[Row]) -> list[str]:
-    return [f.name for f in fields(kind)]
-
-
-@cache
 def _upsert_sql(kind: type[Row]) -> str:
-    columns = _names(kind)
+    columns = queries.names(kind)
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "id")
     return (
         f"INSERT INTO {kind.table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
@@ -188,77 +245,9 @@ def _upsert_sql(kind: type[Row]) -> str:
 
 def _values(row: Row) -> tuple[Any, ...]:
     values = []
-    for column in row.columns():
+    for column in queries.names(type(row)):
         value = getattr(row, column)
         if column in row.json_columns and value is not None:
             value = orjson.dumps(value).decode()
         values.append(value)
     return tuple(values)
-
-
-def _run_filter(where: RunFilter) -> tuple[list[str], list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column in ("kind", "status", "conversation_id", "provider", "model"):
-        value = getattr(where, column)
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if where.since is not None:
-        clauses.append("started_at >= ?")
-        params.append(where.since)
-    if where.until is not None:
-        clauses.append("started_at < ?")
-        params.append(where.until)
-    if where.has_error is not None:
-        clauses.append("error_class IS NOT NULL" if where.has_error else "error_class IS NULL")
-    if where.q:
-        clauses.append("first_message LIKE ? ESCAPE '\\'")
-        escaped = where.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        params.append(f"%{escaped}%")
-    return clauses, params
-
-
-def _json(value: str | None) -> Any:
-    return orjson.loads(value) if value is not None else None
-
-
-_ZERO_USAGE = {
-    "input_tokens": 0,
-    "output_tokens": 0,
-    "total_tokens": 0,
-    "cache_read_tokens": 0,
-    "cache_write_tokens": 0,
-    "reasoning_tokens": 0,
-}
-
-
-def _run(row: sqlite3.Row) -> dict[str, Any]:
-    run = {k: row[k] for k in _names(RunRow) if k != "error_class"}
-    run["classification"] = {
-        "source": run.pop("classification_source"),
-        "reason": run.pop("classification_reason"),
-    }
-    run["usage"] = _json(row["usage"]) or dict(_ZERO_USAGE)
-    run["error"] = _json(row["error"])
-    return run
-
-
-def _step(row: sqlite3.Row) -> dict[str, Any]:
-    step = {k: row[k] for k in _names(StepRow)}
-    for column in StepRow.json_columns:
-        step[column] = _json(row[column])
-    return step
-
-
-def _attempt(row: sqlite3.Row) -> dict[str, Any]:
-    keys = set(row.keys())
-    attempt = {k: row[k] for k in _names(AttemptRow) if k != "error_class"}
-    for column in AttemptRow.json_columns:
-        attempt[column] = _json(row[column])
-    attempt["streamed"] = bool(attempt["streamed"])
-    for column in _names(BodyRow):
-        if column != "id" and column in keys:
-            value = row[column]
-            attempt[column] = bool(value) if column.endswith("truncated") else value
-    return attempt

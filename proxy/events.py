@@ -1,0 +1,119 @@
+"""Change events for `/events`: one per committed run, step or attempt row, and per deletion.
+
+Events carry increasing ids and sit in a bounded replay buffer, so a client that reconnects
+with `Last-Event-ID` gets what it missed while that is still buffered. A subscriber that falls
+too far behind is dropped; it reconnects and replays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from storage.queries import attempt_shape, row_mapping, run_shape, step_shape
+from storage.records import AttemptRow, Row, RunRow, StepRow
+
+SHAPES = {RunRow: ("run", run_shape), StepRow: ("step", step_shape), AttemptRow: ("attempt", attempt_shape)}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    type: str  # run | step | attempt | delete
+    run_id: str
+    conversation_id: str | None
+    kind: str | None
+    data: bytes  # the JSON the client receives
+
+
+@dataclass
+class Subscription:
+    conversation_id: str | None
+    kind: str | None
+    queue: asyncio.Queue[Event | None]
+
+    def wants(self, event: Event) -> bool:
+        if self.conversation_id is not None and event.conversation_id != self.conversation_id:
+            return False
+        return self.kind is None or event.kind == self.kind
+
+
+class EventHub:
+    def __init__(self, *, replay: int = 10_000, subscriber_queue: int = 1_000) -> None:
+        self._buffer: deque[Event] = deque(maxlen=replay)
+        self._subscribers: set[Subscription] = set()
+        self._runs: OrderedDict[str, tuple[str | None, str]] = OrderedDict()  # run -> (conversation, kind)
+        self._next = time.time_ns() // 1_000  # ids keep increasing across restarts
+        self.subscriber_queue = subscriber_queue
+
+    # ---- producers ------------------------------------------------------------------------
+
+    def committed(self, rows: list[Row], seconds: float = 0.0) -> None:
+        """A writer listener: every committed row becomes an event."""
+        for row in sorted(
+            rows, key=lambda r: not isinstance(r, RunRow)
+        ):  # runs first: they carry the filters
+            shape = SHAPES.get(type(row))
+            if shape is None:
+                continue
+            name, to_dict = shape
+            if isinstance(row, RunRow):
+                self._remember(row.id, row.conversation_id, row.kind)
+            run_id = row.id if isinstance(row, RunRow) else row.run_id  # type: ignore[attr-defined]
+            self._publish(name, run_id, to_dict(row_mapping(row)))
+
+    def deleted(self, run_ids: list[str]) -> None:
+        gone = set(run_ids)
+        kept = [e for e in self._buffer if e.run_id not in gone]  # deleted runs vanish from replay too
+        self._buffer.clear()
+        self._buffer.extend(kept)
+        for run_id in run_ids:
+            self._publish("delete", run_id, {"type": "run", "id": run_id})
+            self._runs.pop(run_id, None)
+
+    def _remember(self, run_id: str, conversation_id: str | None, kind: str) -> None:
+        self._runs[run_id] = (conversation_id, kind)
+        self._runs.move_to_end(run_id)
+        while len(self._runs) > 100_000:
+            self._runs.popitem(last=False)
+
+    def _publish(self, name: str, run_id: str, payload: dict[str, Any]) -> None:
+        self._next += 1
+        conversation_id, kind = self._runs.get(run_id, (None, None))
+        event = Event(self._next, name, run_id, conversation_id, kind, orjson.dumps(payload))
+        self._buffer.append(event)
+        for sub in list(self._subscribers):
+            if sub.wants(event):
+                try:
+                    sub.queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    self._drop(sub)
+
+    # ---- consumers ------------------------------------------------------------------------
+
+    def subscribe(self, conversation_id: str | None, kind: str | None) -> Subscription:
+        sub = Subscription(conversation_id, kind, asyncio.Queue(self.subscriber_queue))
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+
+    def replay(self, after: int, sub: Subscription) -> Iterator[Event]:
+        return (e for e in list(self._buffer) if e.id > after and sub.wants(e))
+
+    def _drop(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+        while not sub.queue.empty():
+            sub.queue.get_nowait()
+        sub.queue.put_nowait(None)  # tells the stream to end: the client reconnects and replays
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)

@@ -1,0 +1,225 @@
+"""Read queries and the shapes they return: plain, parameterised SQL that any backend can run.
+
+A backend supplies `fetch(sql, params) -> rows`; everything here is backend-neutral (`?`
+placeholders; a PostgreSQL backend translates them). Rows come back as the API's dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import fields
+from functools import cache
+from typing import Any
+
+import orjson
+
+from storage.base import RunFilter
+from storage.records import USAGE_FIELDS, AttemptRow, BodyRow, Row, RunRow, StepRow
+
+Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Mapping[str, Any]]]]
+
+# ---- shapes -----------------------------------------------------------------------------------
+
+
+@cache
+def names(kind: type[Row]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(kind))
+
+
+def _json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def run_shape(row: Mapping[str, Any]) -> dict[str, Any]:
+    run = {k: row[k] for k in names(RunRow) if k != "error_class" and k not in USAGE_FIELDS}
+    run["classification"] = {
+        "source": run.pop("classification_source"),
+        "reason": run.pop("classification_reason"),
+    }
+    run["usage"] = {k: row[k] for k in USAGE_FIELDS}
+    run["error"] = _json(row["error"])
+    return run
+
+
+def step_shape(row: Mapping[str, Any]) -> dict[str, Any]:
+    step = {k: row[k] for k in names(StepRow)}
+    for column in StepRow.json_columns:
+        step[column] = _json(row[column])
+    return step
+
+
+def attempt_shape(row: Mapping[str, Any]) -> dict[str, Any]:
+    attempt = {k: row[k] for k in names(AttemptRow) if k != "error_class"}
+    for column in AttemptRow.json_columns:
+        attempt[column] = _json(row[column])
+    attempt["streamed"] = bool(attempt["streamed"])
+    keys = set(row.keys())
+    for column in names(BodyRow)[1:]:
+        if column in keys:
+            attempt[column] = bool(row[column]) if column.endswith("truncated") else row[column]
+    return attempt
+
+
+def row_mapping(row: Row) -> dict[str, Any]:
+    """A row the writer just committed, as the database would return it."""
+    return {name: getattr(row, name) for name in names(type(row))}
+
+
+# ---- runs ---------------------------------------------------------------------------------------
+
+
+def _run_filter(where: RunFilter) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column in ("kind", "status", "conversation_id", "provider", "model"):
+        value = getattr(where, column)
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if where.since is not None:
+        clauses.append("started_at >= ?")
+        params.append(where.since)
+    if where.until is not None:
+        clauses.append("started_at < ?")
+        params.append(where.until)
+    if where.has_error is not None:
+        clauses.append("error_class IS NOT NULL" if where.has_error else "error_class IS NULL")
+    if where.q:
+        escaped = where.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        clauses.append("first_message LIKE ? ESCAPE '\\'")
+        params.append(f"%{escaped}%")
+    return clauses, params
+
+
+async def list_runs(
+    fetch: Fetch, where: RunFilter, limit: int, cursor: tuple[str, str] | None
+) -> list[dict[str, Any]]:
+    clauses, params = _run_filter(where)
+    if cursor is not None:
+        clauses.append("(started_at < ? OR (started_at = ? AND id < ?))")
+        params += [cursor[0], cursor[0], cursor[1]]
+    where_sql = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"SELECT * FROM runs{where_sql} ORDER BY started_at DESC, id DESC LIMIT ?"
+    return [run_shape(r) for r in await fetch(sql, [*params, limit])]
+
+
+async def get_run(fetch: Fetch, run_id: str) -> dict[str, Any] | None:
+    runs = await fetch("SELECT * FROM runs WHERE id = ?", [run_id])
+    if not runs:
+        return None
+    run = run_shape(runs[0])
+    steps = [
+        step_shape(s) for s in await fetch("SELECT * FROM steps WHERE run_id = ? ORDER BY number", [run_id])
+    ]
+    by_step: dict[str, list[dict[str, Any]]] = {s["id"]: [] for s in steps}
+    for attempt in await fetch("SELECT * FROM attempts WHERE run_id = ? ORDER BY number", [run_id]):
+        by_step.setdefault(attempt["step_id"], []).append(attempt_shape(attempt))
+    for step in steps:
+        step["attempts"] = by_step[step["id"]]
+    run["steps"] = steps
+    return run
+
+
+async def get_attempt(fetch: Fetch, attempt_id: str) -> dict[str, Any] | None:
+    rows = await fetch(
+        "SELECT a.*, b.request_body, b.response_body, b.request_truncated, b.response_truncated"
+        " FROM attempts a LEFT JOIN attempt_bodies b ON b.id = a.id WHERE a.id = ?",
+        [attempt_id],
+    )
+    return attempt_shape(rows[0]) if rows else None
+
+
+async def attempt_bodies(fetch: Fetch, run_id: str) -> dict[str, dict[str, Any]]:
+    rows = await fetch(
+        "SELECT b.* FROM attempt_bodies b JOIN attempts a ON a.id = b.id WHERE a.run_id = ?", [run_id]
+    )
+    return {r["id"]: {k: r[k] for k in names(BodyRow)[1:]} for r in rows}
+
+
+# ---- conversations --------------------------------------------------------------------------------
+
+
+async def list_conversations(
+    fetch: Fetch, limit: int, cursor: tuple[str, str] | None, q: str | None = None
+) -> list[dict[str, Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if cursor is not None:
+        clauses.append("(last_activity_at < ? OR (last_activity_at = ? AND id < ?))")
+        params += [cursor[0], cursor[0], cursor[1]]
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        clauses.append("first_message LIKE ? ESCAPE '\\'")
+        params.append(f"%{escaped}%")
+    where_sql = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"SELECT * FROM conversations{where_sql} ORDER BY last_activity_at DESC, id DESC LIMIT ?"
+    return [dict(r) for r in await fetch(sql, [*params, limit])]
+
+
+# ---- stats ------------------------------------------------------------------------------------------
+
+
+async def _percentiles(fetch: Fetch, column: str, since: str, until: str) -> dict[str, float | None]:
+    window = f"started_at >= ? AND started_at < ? AND {column} IS NOT NULL"
+    (row,) = await fetch(f"SELECT COUNT(*) AS n FROM attempts WHERE {window}", [since, until])
+    n = row["n"]
+    out: dict[str, float | None] = {}
+    for name, q in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):
+        if not n:
+            out[name] = None
+            continue
+        rows = await fetch(
+            f"SELECT {column} AS v FROM attempts WHERE {window} ORDER BY {column} LIMIT 1 OFFSET ?",
+            [since, until, min(n - 1, int(q * n))],
+        )
+        out[name] = rows[0]["v"]
+    return out
+
+
+async def stats(fetch: Fetch, since: str, until: str) -> dict[str, Any]:
+    sums = ", ".join(f"SUM({c}) AS {c}" for c in USAGE_FIELDS)
+    groups = await fetch(
+        f"SELECT kind, status, COUNT(*) AS n, SUM(CASE WHEN error_class IS NULL THEN 0 ELSE 1 END) AS errors,"
+        f" {sums} FROM runs WHERE started_at >= ? AND started_at < ? GROUP BY kind, status",
+        [since, until],
+    )
+    by_kind: dict[str, int] = {}
+    by_status: dict[str, int] = {}
+    usage = dict.fromkeys(USAGE_FIELDS, 0)
+    runs = run_errors = 0
+    for g in groups:
+        by_kind[g["kind"]] = by_kind.get(g["kind"], 0) + g["n"]
+        by_status[g["status"]] = by_status.get(g["status"], 0) + g["n"]
+        runs += g["n"]
+        run_errors += g["errors"] or 0
+        for column in USAGE_FIELDS:
+            usage[column] += g[column] or 0
+    classes = await fetch(
+        "SELECT error_class, COUNT(*) AS n FROM attempts WHERE started_at >= ? AND started_at < ?"
+        " GROUP BY error_class",
+        [since, until],
+    )
+    attempts = sum(c["n"] for c in classes)
+    failed = sum(c["n"] for c in classes if c["error_class"] is not None)
+    return {
+        "since": since,
+        "until": until,
+        "runs": {
+            "total": runs,
+            "by_kind": by_kind,
+            "by_status": by_status,
+            "by_kind_and_status": [
+                {"kind": g["kind"], "status": g["status"], "count": g["n"]} for g in groups
+            ],
+            "error_rate": run_errors / runs if runs else 0.0,
+        },
+        "usage": usage,
+        "attempts": {
+            "total": attempts,
+            "with_error": failed,
+            "error_rate": failed / attempts if attempts else 0.0,
+            "by_error_class": {c["error_class"]: c["n"] for c in classes if c["error_class"] is not None},
+            "duration_ms": await _percentiles(fetch, "duration_ms", since, until),
+            "ttfb_ms": await _percentiles(fetch, "ttfb_ms", since, until),
+        },
+    }
