@@ -32,7 +32,7 @@ class Event:
     data: bytes  # the JSON the client receives
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: it lives in a set
 class Subscription:
     conversation_id: str | None
     kind: str | None

@@ -19,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 from proxy import api_models as m
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPEN = ("/healthz", "/readyz", "/ca.pem")
+OPEN = ("/healthz", "/readyz", "/ca.pem", "/openapi.json")
 ERROR_TEXT = {400: "a parameter is invalid (the message names it)", 401: "no valid bearer token",
               404: "no such id", 503: "not ready"}  # fmt: skip
 
