@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
@@ -20,6 +21,7 @@ from proxy.mitm import EmbeddedProxy, publish_ca, start_proxy
 from proxy.settings import Settings
 from storage.records import now
 from storage.retention import run_retention
+from storage.spool import Spool
 from storage.sqlite import SqliteStore
 from storage.writer import Writer
 
@@ -41,9 +43,12 @@ class Sidecar:
     async def start(cls, settings: Settings) -> Sidecar:
         store = SqliteStore(settings.sqlite_path)
         await store.open()
+        spool = Spool(Path(f"{store.path}.spool"), settings.spool_max_bytes)
+        writer = Writer(store, spool=spool)
+        if spool and not await writer.recover():
+            log.warning("the database does not take the spooled records yet: they stay spooled")
         if interrupted := await store.interrupt_open(now()):
             log.info("ended %d open run(s) of a previous process as interrupted", interrupted)
-        writer = Writer(store)
         pipeline = Pipeline(
             writer.submit,
             retry_window=settings.retry_window,
@@ -60,7 +65,7 @@ class Sidecar:
 
     async def _start(self) -> None:
         settings = self.settings
-        metrics = Metrics(self.pipeline.counters, self.writer, self.store.size_bytes, self._listening)
+        metrics = Metrics(self.pipeline.counters, self.writer, self.store.size_bytes, self._ok)
         self.writer.listeners += [self.hub.committed, metrics.committed]
         self.writer.start()
         self.pipeline.start()
@@ -96,8 +101,16 @@ class Sidecar:
     def _listening(self) -> bool:
         return self.proxy is not None and self.proxy.listening()
 
+    def _ok(self) -> bool:
+        return self._listening() and not self.writer.degraded and not self.writer.dropping()
+
     async def ready(self) -> dict[str, bool]:
-        return {"database": await self.store.ping(), "proxy": self._listening()}
+        """The writer owns the database connection: its state says whether writes land."""
+        return {
+            "database": not self.writer.degraded,
+            "proxy": self._listening(),
+            "recording": not self.writer.dropping(),
+        }
 
     async def stop(self) -> None:
         """New connections are refused, in-flight ones finish, every queued record lands."""
@@ -109,7 +122,10 @@ class Sidecar:
         await self.writer.close()
         if self.api is not None:
             await self.api.cleanup()
-        await self.store.interrupt_open(now())
+        try:
+            await self.store.interrupt_open(now())
+        except Exception as e:  # the database is unavailable: the next start ends them
+            log.warning("could not end open runs: %s", e)
         await self.store.close()
 
     def describe(self) -> str:

@@ -43,6 +43,10 @@ FLAGS: dict[str, tuple[str, str]] = {
     ),
     "--text-limit": ("text_limit", "characters kept per text part (10000)"),
     "--capture-limit": ("capture_limit", "bytes of each body kept for recording (1048576)"),
+    "--spool-max-bytes": (
+        "spool_max_bytes",
+        "cap of the spool that holds records while the database is down (268435456)",
+    ),
     "--retry-window": ("retry_window", "seconds within which a re-sent request is a retry (30)"),
     "--stale-after": ("stale_after", "seconds after which an idle open run ends interrupted (300)"),
     "--log-level": ("log_level", "debug, info, warning or error (info)"),

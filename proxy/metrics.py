@@ -43,6 +43,12 @@ class _Snapshot(Collector):
         yield failed
         yield CounterMetricFamily("chatdebug_rows_written", "rows committed to the database", value=w.written)
         yield CounterMetricFamily("chatdebug_rows_dropped", "rows given up on", value=w.dropped)
+        yield CounterMetricFamily(
+            "chatdebug_rows_spooled", "rows spooled while the database was down", value=w.spooled
+        )
+        yield GaugeMetricFamily(
+            "chatdebug_database_degraded", "1 while writes go to the spool", value=float(w.degraded)
+        )
         yield GaugeMetricFamily("chatdebug_writer_queue_depth", "rows waiting for the writer", value=w.depth)
         yield GaugeMetricFamily(
             "chatdebug_ready", "1 when /readyz would answer 200", value=float(self.ready())

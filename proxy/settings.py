@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     reverse: Annotated[list[ReverseTarget], NoDecode] = []
     text_limit: int = Field(10_000, ge=100)
     capture_limit: int = Field(1 << 20, ge=1024)
+    spool_max_bytes: int = Field(256 << 20, ge=0)
     retry_window: float = Field(30.0, gt=0)
     stale_after: float = Field(300.0, gt=0)
     log_level: str = "info"

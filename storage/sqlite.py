@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Sequence
 from functools import cache
@@ -23,7 +24,7 @@ _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",  # WAL + NORMAL: durable across process crashes, fast commits
     "PRAGMA foreign_keys = ON",
-    "PRAGMA busy_timeout = 5000",
+    "PRAGMA busy_timeout = 1000",  # a locked database fails fast: the writer spools meanwhile
 )
 _OPEN = "'in_progress'"
 
@@ -33,6 +34,7 @@ class SqliteStore:
         self.path = path
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._inode: int | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -42,6 +44,18 @@ class SqliteStore:
         self._writer = await self._connect()
         await self._migrate(self._writer)
         self._reader = await self._connect()
+        self._inode = self._current_inode()
+
+    def _current_inode(self) -> int | None:
+        try:
+            return None if self.path == ":memory:" else os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return None
+
+    def _guard(self) -> None:
+        """SQLite keeps writing into a deleted file: refuse, so rows are spooled, not lost."""
+        if self.path != ":memory:" and self._current_inode() != self._inode:
+            raise sqlite3.OperationalError("the database file was removed or replaced")
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -74,6 +88,7 @@ class SqliteStore:
     # ---- writes -------------------------------------------------------------------------
 
     async def write(self, rows: list[Row]) -> None:
+        self._guard()
         conn = self._conn(self._writer)
         by_table: dict[type[Row], list[tuple[Any, ...]]] = {}
         for row in sorted(rows, key=lambda r: WRITE_ORDER[r.table]):
@@ -111,6 +126,9 @@ class SqliteStore:
 
     async def ping(self) -> bool:
         try:
+            if self.path != ":memory:" and self._current_inode() != self._inode:
+                await self.close()  # the file went away: start a new one where it was
+                await self.open()
             conn = self._conn(self._writer)
             await conn.execute("BEGIN IMMEDIATE")  # takes the write lock: proves we could write
             await conn.execute("ROLLBACK")

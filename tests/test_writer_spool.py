@@ -1,0 +1,113 @@
+"""The writer when the database is locked, read-only or deleted: spool, replay in order, count drops."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from storage.records import RunRow
+from storage.spool import Spool
+from storage.sqlite import SqliteStore
+from storage.writer import Writer
+
+
+def run(i: int, status: str = "in_progress") -> RunRow:
+    stamp = f"2026-11-26T10:00:{i % 60:02d}.000Z"
+    return RunRow(id=f"run_{i:04d}", kind="chat_turn", status=status, started_at=stamp, updated_at=stamp)
+
+
+def statuses(path: Path) -> dict[str, str]:
+    with sqlite3.connect(path) as conn:
+        return dict(conn.execute("SELECT id, status FROM runs").fetchall())
+
+
+async def open_writer(tmp_path: Path, max_bytes: int = 1 << 20) -> tuple[SqliteStore, Writer, Spool]:
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    spool = Spool(tmp_path / "db.sqlite.spool", max_bytes)
+    writer = Writer(store, spool=spool, probe_every=0.05)
+    writer.start()
+    return store, writer, spool
+
+
+async def test_locked_database_spools_then_replays_in_order(tmp_path: Path) -> None:
+    store, writer, spool = await open_writer(tmp_path)
+    writer.submit(run(1))
+    await writer.flush()
+    blocker = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+    writer.submit(run(1, "completed"))  # a newer snapshot of run 1 ...
+    writer.submit(run(2))
+    await writer.flush()
+    assert writer.degraded and spool.size > 0
+    writer.submit(run(2, "error"))  # ... and of run 2, while still degraded
+    await writer.flush()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    await writer.close()
+    assert not writer.degraded and not spool
+    assert statuses(tmp_path / "db.sqlite") == {"run_0001": "completed", "run_0002": "error"}
+    assert writer.dropped == 0
+    await store.close()
+
+
+async def test_read_only_database_spools(tmp_path: Path) -> None:
+    store, writer, spool = await open_writer(tmp_path)
+    conn = store._writer
+    assert conn is not None
+    await conn.execute("PRAGMA query_only = ON")  # SQLite's own read-only failure, even for root
+    writer.submit(run(5))
+    await writer.flush()
+    assert writer.degraded and spool
+    assert statuses(tmp_path / "db.sqlite") == {}
+    await conn.execute("PRAGMA query_only = OFF")
+    await writer.close()
+    assert statuses(tmp_path / "db.sqlite") == {"run_0005": "in_progress"}
+    await store.close()
+
+
+async def test_deleted_database_is_recreated_and_spool_replayed(tmp_path: Path) -> None:
+    store, writer, spool = await open_writer(tmp_path)
+    writer.submit(run(1))
+    await writer.flush()
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"db.sqlite{suffix}").unlink(missing_ok=True)
+    writer.submit(run(2))  # SQLite would write into the unlinked file; the store refuses
+    await writer.flush()
+    assert writer.degraded
+    await writer.close()  # the probe reopens a fresh database where the old one was
+    assert statuses(tmp_path / "db.sqlite") == {"run_0002": "in_progress"}
+    await store.close()
+
+
+async def test_full_spool_drops_and_counts(tmp_path: Path) -> None:
+    store, writer, spool = await open_writer(tmp_path, max_bytes=600)
+    blocker = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    for i in range(20):
+        writer.submit(run(i))
+    await writer.flush()
+    assert writer.degraded
+    assert 0 < writer.spooled < 20
+    assert writer.spooled + writer.dropped == 20
+    assert writer.dropping()
+    assert spool.size <= 600
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    await writer.close()
+    assert len(statuses(tmp_path / "db.sqlite")) == writer.spooled
+    await store.close()
+
+
+async def test_spool_left_by_a_crash_is_replayed_at_start(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "db.sqlite.spool", 1 << 20)
+    spool.append([run(7), run(8), run(7, "completed")])
+    with (tmp_path / "db.sqlite.spool").open("ab") as f:
+        f.write(b'{"table": "runs", "row": {"id": "run_torn"')  # the crash cut the last line
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    writer = Writer(store, spool=spool)
+    assert await writer.recover()
+    assert statuses(tmp_path / "db.sqlite") == {"run_0007": "completed", "run_0008": "in_progress"}
+    assert not spool
+    await store.close()
