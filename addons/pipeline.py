@@ -46,6 +46,7 @@ class _Open:
     body: BodyRow
     secrets: set[str]
     fault: str | None  # why the request could not be parsed
+    streamed: bool  # what the request asked for
 
 
 class Pipeline:
@@ -141,7 +142,7 @@ class Pipeline:
         body, request, fault = _parse_request(ex, raw)
         classification = self.classifier.classify(request, body, ex.call.path, ex.call.headers, ex.hints)
         placement, conversation_id = self.grouper.place(ex, request, body, classification)
-        request_dump = _dump(cap_request_texts(request, ex.call.text_limit)) if request else None
+        request_dump = _dump(cap_request_texts(request, ex.call.text_limit), secrets) if request else None
         attempt = AttemptRow(
             id=f"att_{ex.flow_id.replace('-', '')}",
             method=ex.call.method,
@@ -167,7 +168,7 @@ class Pipeline:
         body = BodyRow(
             id=attempt.id, request_body=redact.text(body_text, secrets), request_truncated=truncated
         )
-        self._open[ex.flow_id] = _Open(attempt, body, secrets, fault)
+        self._open[ex.flow_id] = _Open(attempt, body, secrets, fault, bool(request and request.stream))
         self.submit(body)
 
     def _finish(self, ex: Exchange) -> None:
@@ -177,10 +178,12 @@ class Pipeline:
         attempt, body = opened.attempt, opened.body
         response, fault = _result(ex)
         outcome = decide(ex.status, response, ex.error, opened.fault or fault)
+        if outcome.error is not None:  # upstream error messages echo keys back
+            outcome.error.message = redact.text(outcome.error.message, opened.secrets)
         capture = ex.capture
         attempt.http_status = ex.status
         attempt.response_headers = redact.headers(ex.response_headers) if ex.response_headers else None
-        attempt.streamed = _is_stream(ex)
+        attempt.streamed = opened.streamed or _is_stream(ex)
         finished = ex.finished_at or ex.started_at
         attempt.duration_ms = round((finished - ex.started_at) * 1000, 3)
         if capture is not None:
@@ -192,7 +195,7 @@ class Pipeline:
             )
             body.response_body = redact.text(text, opened.secrets)
             body.response_truncated = capture.truncated
-        response_dump = _dump(response) if response is not None else None
+        response_dump = _dump(response, opened.secrets) if response is not None else None
         self.tracker.finish(ex.flow_id, outcome, response, response_dump, finished)
         self.grouper.finished(ex, response, outcome)
         self.submit(body)
@@ -258,8 +261,8 @@ def _is_stream(ex: Exchange) -> bool:
     return any(t in content_type for t in ("event-stream", "ndjson", "eventstream"))
 
 
-def _dump(model: Request | Response) -> dict[str, Any]:
-    return redact.json_fields(model.model_dump(mode="json", exclude_none=True, by_alias=True))
+def _dump(model: Request | Response, secrets: set[str]) -> dict[str, Any]:
+    return redact.json_fields(model.model_dump(mode="json", exclude_none=True, by_alias=True), secrets)
 
 
 __all__ = ["Counters", "Outcome", "Pipeline"]

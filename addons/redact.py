@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit, urlunsplit
 
 REDACTED = "[REDACTED]"
 
@@ -82,27 +82,39 @@ def secret_values(header_items: Iterable[tuple[str, str]], url: str) -> set[str]
 
 
 def url(raw: str) -> str:
-    """The URL without user-info and with credential query parameters redacted."""
+    """The URL without user-info and with credential query parameters redacted (the rest as sent)."""
     parts = urlsplit(raw)
     netloc = parts.netloc.rpartition("@")[2]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(_squash(k) in _SECRET_PARAMS for k, _ in pairs):
-            query = urlencode([(k, REDACTED if _squash(k) in _SECRET_PARAMS else v) for k, v in pairs])
+    pairs = parts.query.split("&") if parts.query else []
+    query = "&".join(
+        f"{name}={REDACTED}"
+        if sep and _squash(unquote_plus(name)) in _SECRET_PARAMS
+        else f"{name}{sep}{value}"
+        for name, sep, value in (pair.partition("=") for pair in pairs)
+    )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def json_fields(value: Any) -> Any:
-    """A copy of a decoded JSON value with credential-named fields redacted, at any depth."""
+def json_fields(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """A copy of a decoded JSON value with credential-named fields redacted at any depth, and
+    known credential values and key-shaped strings scrubbed from every string in it."""
     if isinstance(value, dict):
         return {
-            k: REDACTED if is_secret_field(k) and isinstance(v, str | int) else json_fields(v)
+            k: REDACTED if is_secret_field(k) and isinstance(v, str | int) else json_fields(v, secrets)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [json_fields(v) for v in value]
+        return [json_fields(v, secrets) for v in value]
+    if isinstance(value, str):
+        return _scrub(value, secrets)
     return value
+
+
+def _scrub(raw: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret in raw:
+            raw = raw.replace(secret, REDACTED)
+    return _KEY_PATTERN.sub(REDACTED, raw)
 
 
 _FIELD_IN_TEXT = re.compile(r'"([A-Za-z_\-]{3,40})"\s*:\s*"((?:[^"\\]|\\.)*)"')
@@ -110,10 +122,7 @@ _FIELD_IN_TEXT = re.compile(r'"([A-Za-z_\-]{3,40})"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 def text(raw: str, secrets: Iterable[str] = ()) -> str:
     """Scrub known credential values, key-shaped strings and credential JSON fields from text."""
-    for secret in secrets:
-        raw = raw.replace(secret, REDACTED)
-    raw = _KEY_PATTERN.sub(REDACTED, raw)
-    return _FIELD_IN_TEXT.sub(_redact_field, raw)
+    return _FIELD_IN_TEXT.sub(_redact_field, _scrub(raw, secrets))
 
 
 def _redact_field(match: re.Match[str]) -> str:

@@ -436,11 +436,6 @@ def test_gemini_json_array_stream_without_alt_sse(sidecar: Sidecar, upstream: Up
     _gemini_json_array_stream(sidecar, upstream)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: addons/pipeline.py:256-258 (_is_stream) decides `streamed` from the response content "
-    "type alone, so streamGenerateContent's JSON array (application/json) is recorded as not streamed",
-)
 def test_gemini_json_array_stream_is_recorded_as_streamed(sidecar: Sidecar, upstream: Upstream) -> None:
     _, attempt = _gemini_json_array_stream(sidecar, upstream)
     assert attempt["streamed"] is True
