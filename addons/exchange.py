@@ -24,6 +24,7 @@ class Exchange:
     capture: Capture | None = None
     finished_at: float | None = None
     error: str | None = None  # mitmproxy's flow error message: disconnects, resets, timeouts
+    fault: str | None = None  # a recorder hook failed on this flow (the flow itself went on)
 
     @property
     def request_encoding(self) -> str:

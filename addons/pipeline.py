@@ -177,7 +177,7 @@ class Pipeline:
             return
         attempt, body = opened.attempt, opened.body
         response, fault = _result(ex)
-        outcome = decide(ex.status, response, ex.error, opened.fault or fault)
+        outcome = decide(ex.status, response, ex.error, opened.fault or ex.fault or fault)
         if outcome.error is not None:  # upstream error messages echo keys back
             outcome.error.message = redact.text(outcome.error.message, opened.secrets)
         capture = ex.capture

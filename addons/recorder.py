@@ -44,6 +44,8 @@ def _guarded(
         except Exception as e:
             log.exception("recorder hook %s failed", hook.__name__)
             self.sink.hook_failed(hook.__name__, e)
+            if (exchange := _exchange(flow)) is not None:
+                exchange.fault = exchange.fault or f"the {hook.__name__} hook failed: {type(e).__name__}: {e}"
 
     return wrapper
 

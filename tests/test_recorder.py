@@ -1,0 +1,124 @@
+"""The recorder addon on mitmproxy flows: it never fails, stalls or alters one, whatever breaks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from mitmproxy import http
+from mitmproxy.test import tflow, tutils
+
+from addons.pipeline import Pipeline
+from addons.providers import openai_chat
+from addons.recorder import Recorder
+from storage.records import AttemptRow, Row
+from tests import wire
+
+BODY = b'{"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}], "stream": true}'
+
+
+def flow(path: str = "/v1/chat/completions", body: bytes = BODY, **headers: str) -> http.HTTPFlow:
+    f = tflow.tflow(
+        req=tutils.treq(
+            host="api.openai.com", port=443, scheme=b"https", method=b"POST", path=path.encode(), content=body
+        )
+    )
+    f.request.headers.update(
+        {"content-type": "application/json", "authorization": "Bearer sk-test", **headers}
+    )
+    return f
+
+
+def respond(f: http.HTTPFlow, content_type: str = "text/event-stream") -> None:
+    f.response = tutils.tresp(status_code=200, content=b"")
+    f.response.headers["content-type"] = content_type
+
+
+class Recording:
+    """Recorder hooks driven by hand, as mitmproxy drives them, into a real pipeline."""
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self.pipeline = Pipeline(self.rows.append)
+        self.recorder = Recorder(self.pipeline)
+
+    def attempts(self) -> list[AttemptRow]:
+        while not self.pipeline._queue.empty():
+            kind, exchange = self.pipeline._queue.get_nowait()
+            (self.pipeline._start if kind == "start" else self.pipeline._finish)(exchange)
+        return [r for r in self.rows if isinstance(r, AttemptRow)]
+
+    def through(self, f: http.HTTPFlow, chunks: list[bytes]) -> bytes:
+        self.recorder.requestheaders(f)
+        self.recorder.request(f)
+        respond(f)
+        self.recorder.responseheaders(f)
+        stream = f.response.stream if f.response else None
+        forwarded = b"".join(stream(c) for c in [*chunks, b""]) if callable(stream) else b"".join(chunks)
+        self.recorder.response(f)
+        return forwarded
+
+
+def test_hint_headers_are_removed_and_other_paths_ignored() -> None:
+    rec = Recording()
+    f = flow(**{"X-Chatdebug-Conversation": "c1", "X-Chatdebug-Kind": "title_generation"})
+    rec.recorder.requestheaders(f)
+    assert "x-chatdebug-conversation" not in f.request.headers
+    assert "x-chatdebug-kind" not in f.request.headers
+    other = flow(path="/v1/models")
+    rec.recorder.requestheaders(other)
+    rec.recorder.request(other)
+    assert rec.pipeline.counters.flows == 0
+
+
+def test_stream_passes_byte_for_byte() -> None:
+    rec = Recording()
+    events = wire.openai_stream(["Hello", " world ✓"])
+    raw = b"".join(events)
+    chunks = [raw[i : i + 7] for i in range(0, len(raw), 7)]  # cut anywhere, inside characters too
+    assert rec.through(flow(), chunks) == raw
+    (started, finished) = rec.attempts()
+    assert finished.status == "completed"
+    assert finished.response is not None
+    assert finished.response["content"] == [{"type": "text", "text": "Hello world ✓"}]
+
+
+def test_a_failing_parser_never_touches_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Exploding:
+        def feed(self, data: bytes) -> None:
+            raise RuntimeError("parser bug")
+
+        def finish(self) -> Any:
+            raise RuntimeError("parser bug")
+
+    monkeypatch.setattr(openai_chat.OpenAIChat, "response_parser", lambda self, call, ct, status: Exploding())
+    rec = Recording()
+    raw = b"".join(wire.openai_stream(["intact"]))
+    assert rec.through(flow(), [raw[:10], raw[10:]]) == raw
+    finished = rec.attempts()[-1]
+    assert finished.error_class == "proxy_error"
+    assert finished.error is not None and "parser bug" in finished.error["message"]
+
+
+def test_a_failing_hook_is_counted_and_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: Any, call: Any, content_type: str, status: int) -> Any:
+        raise ValueError("responseheaders blew up")
+
+    monkeypatch.setattr(openai_chat.OpenAIChat, "response_parser", broken)
+    rec = Recording()
+    raw = b"".join(wire.openai_stream(["still delivered"]))
+    assert rec.through(flow(), [raw]) == raw  # no tap installed: mitmproxy forwards as usual
+    assert rec.pipeline.counters.hook_errors == 1
+    finished = rec.attempts()[-1]
+    assert finished.error_class == "proxy_error"
+    assert "responseheaders" in (finished.error or {})["message"]
+
+
+def test_malformed_request_is_recorded_as_proxy_error() -> None:
+    rec = Recording()
+    raw = b"".join(wire.openai_stream(["ok"]))
+    assert rec.through(flow(body=b'{"model": "gpt-4.1", "messages": [tru'), [raw]) == raw
+    finished = rec.attempts()[-1]
+    assert finished.error_class == "proxy_error"
+    assert "invalid JSON" in (finished.error or {})["message"]
+    assert finished.http_status == 200
