@@ -78,7 +78,7 @@ def test_stream_passes_byte_for_byte() -> None:
     chunks = [raw[i : i + 7] for i in range(0, len(raw), 7)]  # cut anywhere, inside characters too
     assert rec.through(flow(), chunks) == raw
     started, finished = rec.attempts()  # two snapshots of one attempt
-    assert (started.id, started.status) == (finished.id, "completed")
+    assert (started.id, started.status) == (finished.id, "in_progress")
     assert finished.status == "completed"
     assert finished.response is not None
     assert finished.response["content"] == [{"type": "text", "text": "Hello world ✓"}]
