@@ -93,3 +93,11 @@ def test_image_environment_is_a_valid_configuration() -> None:
     assert mode == "ro"
     ca_in_client = Path(mount) / settings.confdir.relative_to("/data") / "ca.pem"
     assert str(ca_in_client) in " ".join(client["command"])
+
+
+def test_ca_key_is_private_and_api_defaults_to_loopback(sidecar) -> None:  # type: ignore[no-untyped-def]
+    key = sidecar.ca_file.parent / "mitmproxy-ca.pem"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert b"PRIVATE KEY" not in sidecar.ca_file.read_bytes()  # what clients get is the certificate only
+    assert Settings().api_addr == ("127.0.0.1", 8081)
+    assert Settings().proxy_addr == ("127.0.0.1", 8080)
