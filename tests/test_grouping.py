@@ -283,3 +283,33 @@ def test_stale_open_run_ends_interrupted_and_index_stays_bounded() -> None:
     assert len(grouper.requests) == 3
     grouper.requests.expire(10_000.0)
     assert len(grouper.requests) == 0
+
+
+def test_forced_run_id_collects_its_calls() -> None:
+    h = Harness()
+    first = {"model": "c", "max_tokens": 10, "messages": [{"role": "user", "content": "one"}]}
+    second = {"model": "c", "max_tokens": 10, "messages": [{"role": "user", "content": "two"}]}
+    placements = []
+    for body in (first, second):
+        h.flows += 1
+        flow = f"forced-{h.flows}"
+        call = Call("POST", "api.anthropic.com", "/v1/messages")
+        request = anthropic_messages.API.parse_request(body, call)
+        ex = Exchange(flow, anthropic_messages.API, "anthropic", call, "https://x", h.now, [], b"")
+        kind = h.classifier.classify(request, body, call.path, {}, {})
+        placement, conversation = h.grouper.place(ex, request, body, kind)
+        run, step, _ = h.tracker.start(
+            flow,
+            placement,
+            request=request,
+            request_dump=None,
+            classification=kind,
+            conversation_id=conversation,
+            provider="anthropic",
+            endpoint="e",
+            attempt=AttemptRow(id=flow),
+            started_at=h.now,
+            run_id="run_forced",
+        )
+        placements.append((run.row.id, step.row.number))
+    assert placements == [("run_forced", 1), ("run_forced", 2)]
