@@ -29,6 +29,9 @@ from storage.records import AttemptRow, BodyRow, Row, timestamp
 log = logging.getLogger(__name__)
 
 _UNLIMITED = 1 << 62
+# Parsing is off the traffic path but on the one event loop: a body past this size would hold
+# the loop (and its memory) for too long. Real requests, long histories included, stay far below.
+MAX_PARSE_BYTES = 32 << 20
 
 
 @dataclasses.dataclass(slots=True)
@@ -233,6 +236,8 @@ def _binary(data: bytes) -> str:
 def _parse_request(ex: Exchange, raw: bytes) -> tuple[Any, Request | None, str | None]:
     """The decoded JSON body and the normalized request (uncut: grouping hashes whole texts)."""
     body: Any = None
+    if len(raw) > MAX_PARSE_BYTES:
+        return None, None, f"the request body ({len(raw)} bytes) is too large to parse for recording"
     try:
         body = loads(raw)
         return body, ex.api.parse_request(body, dataclasses.replace(ex.call, text_limit=_UNLIMITED)), None
