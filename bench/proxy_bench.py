@@ -379,7 +379,7 @@ class TreeSampler:
 def busy_seconds() -> float:
     """CPU seconds the whole machine has spent busy since boot."""
     t = psutil.cpu_times()
-    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
 
 
 @contextlib.contextmanager
