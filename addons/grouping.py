@@ -34,8 +34,11 @@ MIN_LINK_TEXT = 8  # shorter first messages ("hi") are too common to link a titl
 
 @dataclass(slots=True)
 class StepRef:
-    run: RunState
-    step: StepState
+    """A small pointer to a step: the live state stays with the tracker, which lets it go."""
+
+    run_id: str
+    step_id: str
+    conversation_id: str | None
     seen: float
 
 
@@ -80,12 +83,14 @@ class _Flow:
 class Grouper:
     def __init__(
         self,
+        live: Callable[[str], RunState | None],
         *,
         retry_window: float = 30.0,
         ttl: float = 3600.0,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.live = live  # the tracker's open (or recently settled) runs, by id
         self.retry_window = retry_window
         self.clock = clock
         self.requests: Index[StepRef] = Index(max_entries, ttl)  # full request hash -> step
@@ -112,7 +117,7 @@ class Grouper:
         derived = derived_conversation(request.messages)
         conversation = (
             stated
-            or (continues.row.conversation_id if continues else None)
+            or continues
             or (self.aliases.get(derived) if derived else None)
             or self._linked(request, classification)
             or derived
@@ -131,28 +136,39 @@ class Grouper:
         body: Any,
         hashes: list[str],
         classification: Classification,
-    ) -> tuple[Placement, RunState | None]:
-        """A retry of a step, the next step of a run, or a new run (and the run it follows)."""
+    ) -> tuple[Placement, str | None]:
+        """A retry of a step, the next step of a run, or a new run (and the conversation it continues)."""
         messages = request.messages
         if hashes and (ref := self.requests.get(hashes[-1])):
-            signal = self._retry_signal(ref, ex.call.headers, classification)
+            run, step = self._resolve(ref)
+            signal = self._retry_signal(run, step, ref, ex.call.headers, classification)
             if signal is not None:
-                return Placement(ref.run, ref.step, signal), None
+                return Placement(run, step, signal), None
         previous = body.get("previous_response_id") if isinstance(body, dict) else None
         if isinstance(previous, str) and (ref := self.responses.get(previous)):
-            return self._continue(ref.run, messages), ref.run
+            return self._continue(ref, messages), ref.conversation_id
         for i in range(len(hashes) - 2, -1, -1):
             if ref := self.requests.get(hashes[i]):
-                return self._continue(ref.run, messages[i + 1 :]), ref.run
+                return self._continue(ref, messages[i + 1 :]), ref.conversation_id
         if ref := self._answered_calls(messages):
-            return self._continue(ref.run, trailing_turn(messages)), ref.run
+            return self._continue(ref, trailing_turn(messages)), ref.conversation_id
         return Placement(), None
 
+    def _resolve(self, ref: StepRef) -> tuple[RunState | None, StepState | None]:
+        run = self.live(ref.run_id)
+        if run is None:
+            return None, None
+        return run, next((s for s in reversed(run.steps) if s.row.id == ref.step_id), None)
+
     def _retry_signal(
-        self, ref: StepRef, headers: dict[str, str], classification: Classification
+        self,
+        run: RunState | None,
+        step: StepState | None,
+        ref: StepRef,
+        headers: dict[str, str],
+        classification: Classification,
     ) -> str | None:
-        run, step = ref.run, ref.step
-        if step is not run.steps[-1] or not step.attempts:
+        if run is None or step is None or step is not run.steps[-1] or not step.attempts:
             return None
         if (
             classification.source in ("header", "client_metadata", "profile")
@@ -170,10 +186,10 @@ class Grouper:
             return header
         return None
 
-    @staticmethod
-    def _continue(run: RunState, rest: list[Message]) -> Placement:
-        """The next step of `run`, unless the new messages carry a new user turn (or it ended)."""
-        if run.row.status in FINAL_RUN or any(has_user_text(m) for m in rest):
+    def _continue(self, ref: StepRef, rest: list[Message]) -> Placement:
+        """The next step of the run, unless the new messages carry a new user turn (or it ended)."""
+        run = self.live(ref.run_id)
+        if run is None or run.row.status in FINAL_RUN or any(has_user_text(m) for m in rest):
             return Placement()
         return Placement(run=run)
 
@@ -202,7 +218,10 @@ class Grouper:
     def started(self, ex: Exchange, run: RunState, step: StepState) -> None:
         flow = self._flows.get(ex.flow_id)
         if flow is not None:
-            self.requests.put(flow.request_hash, StepRef(run, step, self.clock()), self.clock())
+            now = self.clock()
+            self.requests.put(
+                flow.request_hash, StepRef(run.row.id, step.row.id, run.row.conversation_id, now), now
+            )
 
     def finished(self, ex: Exchange, response: Response | None, outcome: Outcome) -> None:
         flow = self._flows.pop(ex.flow_id, None)

@@ -66,7 +66,7 @@ class Pipeline:
         self.submit = submit
         self.classifier = Classifier(profiles)
         self.tracker = Tracker(submit, retry_window=retry_window, stale_after=stale_after)
-        self.grouper = Grouper(retry_window=retry_window)
+        self.grouper = Grouper(self.tracker.runs.get, retry_window=retry_window)
         self.counters = Counters()
         self.tick_seconds = tick_seconds
         self._queue: asyncio.Queue[tuple[str, Exchange]] = asyncio.Queue(max_queue)

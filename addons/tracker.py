@@ -189,8 +189,8 @@ class Tracker:
                         self._settle_run(run, status, stamp, outcome.error)
                     self._emit(run, step)
             if run.row.status in FINAL_RUN and run.in_flight == 0:
-                if now - run.last_activity >= self.retry_window + self.stale_after:
-                    self.forget(run.row.id)  # settled long ago: the database has it
+                if now - run.last_activity >= 2 * self.retry_window:
+                    self.forget(run.row.id)  # settled: the database has it, no retry can come now
                 continue
             idle = now - run.last_activity >= self.stale_after
             if idle and run.in_flight == 0 and not self._pending(run):

@@ -97,7 +97,7 @@ class Harness:
         self.now = 1_000.0
         self.rows: list[Row] = []
         self.tracker = Tracker(self.rows.append, retry_window=5, clock=lambda: self.now)
-        self.grouper = Grouper(retry_window=5, clock=lambda: self.now)
+        self.grouper = Grouper(self.tracker.runs.get, retry_window=5, clock=lambda: self.now)
         self.classifier = Classifier()
         self.flows = 0
 
@@ -277,7 +277,7 @@ def test_stale_open_run_ends_interrupted_and_index_stays_bounded() -> None:
     h.now += 61
     h.tracker.tick(h.now)
     assert h.tracker.runs[run].row.status == "interrupted"
-    grouper = Grouper(max_entries=3)
+    grouper = Grouper(h.tracker.runs.get, max_entries=3)
     for i in range(10):
         grouper.requests.put(str(i), None, 0.0)  # type: ignore[arg-type]
     assert len(grouper.requests) == 3
