@@ -1,11 +1,17 @@
-"""SQLite backend: one write connection fed by the writer, one read connection for the API."""
+"""SQLite backend: one write connection on its own thread, one read connection for the API.
+
+Each write (a whole batch, a delete, a ping) is one hand-off to the writer thread, where plain
+`sqlite3` runs the transaction start to finish; reads go through aiosqlite beside it (WAL).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -32,18 +38,31 @@ _OPEN = "'in_progress'"
 class SqliteStore:
     def __init__(self, path: str) -> None:
         self.path = path
-        self._writer: aiosqlite.Connection | None = None
+        self._db: sqlite3.Connection | None = None  # used on the writer thread only
         self._reader: aiosqlite.Connection | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="chatdebug-sqlite-writer")
         self._inode: int | None = None
+
+    async def _on_writer[T](self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._connect()
-        await self._migrate(self._writer)
-        self._reader = await self._connect()
+        await self._on_writer(self._open_writer)
+        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+        self._reader.row_factory = sqlite3.Row
+        for pragma in _PRAGMAS:
+            await self._reader.execute(pragma)
+
+    def _open_writer(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        for pragma in _PRAGMAS:
+            conn.execute(pragma)
+        _migrate(conn)
+        self._db = conn
         self._inode = self._current_inode()
 
     def _current_inode(self) -> int | None:
@@ -52,110 +71,93 @@ class SqliteStore:
         except FileNotFoundError:
             return None
 
-    def _guard(self) -> None:
+    def _writable(self) -> sqlite3.Connection:
         """SQLite keeps writing into a deleted file: refuse, so rows are spooled, not lost."""
+        if self._db is None:
+            raise sqlite3.OperationalError("the store is not open")
         if self.path != ":memory:" and self._current_inode() != self._inode:
             raise sqlite3.OperationalError("the database file was removed or replaced")
-
-    async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        for pragma in _PRAGMAS:
-            await conn.execute(pragma)
-        return conn
+        return self._db
 
     async def close(self) -> None:
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        await self._on_writer(self._close_writer)
 
-    @staticmethod
-    async def _migrate(conn: aiosqlite.Connection) -> None:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-        )
-        async with conn.execute("SELECT name FROM schema_migrations") as cur:
-            done = {row[0] async for row in cur}
-        for name, sql in MIGRATIONS:
-            if name not in done:
-                stamp = now().replace("'", "")
-                await conn.executescript(
-                    f"BEGIN; {sql}; INSERT INTO schema_migrations VALUES ('{name}', '{stamp}'); COMMIT;"
-                )
-                log.info("applied migration %s", name)
+    def _close_writer(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
-    # ---- writes -------------------------------------------------------------------------
+    # ---- writes (each one hand-off to the writer thread) --------------------------------
 
     async def write(self, rows: list[Row]) -> None:
-        self._guard()
-        conn = self._conn(self._writer)
+        await self._on_writer(self._write, rows)
+
+    def _write(self, rows: list[Row]) -> None:
+        conn = self._writable()
         by_table: dict[type[Row], list[tuple[Any, ...]]] = {}
         for row in sorted(rows, key=lambda r: WRITE_ORDER[r.table]):
             by_table.setdefault(type(row), []).append(_values(row))
-        await conn.execute("BEGIN")
-        try:
+        conversations = {r.conversation_id for r in rows if isinstance(r, RunRow) and r.conversation_id}
+        with _transaction(conn):
             for kind, values in by_table.items():
-                await conn.executemany(_upsert_sql(kind), values)
-            conversations = {r.conversation_id for r in rows if isinstance(r, RunRow) and r.conversation_id}
-            await self._refresh_conversations(conn, conversations)
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
+                conn.executemany(_upsert_sql(kind), values)
+            _refresh_conversations(conn, conversations)
 
     async def interrupt_open(self, finished_at: str) -> int:
-        conn = self._conn(self._writer)
-        error = orjson.dumps({"class": "canceled", "message": "the proxy stopped before this ended"})
-        await conn.execute("BEGIN")
-        await conn.execute(
-            f"UPDATE attempts SET status = 'interrupted', finished_at = ?, error_class = 'canceled',"
-            f" error = ? WHERE status = {_OPEN}",
-            (finished_at, error.decode()),
-        )
-        await conn.execute(
-            f"UPDATE steps SET status = 'interrupted', finished_at = ? WHERE status = {_OPEN}",
-            (finished_at,),
-        )
-        cur = await conn.execute(
-            f"UPDATE runs SET status = 'interrupted', finished_at = ?, updated_at = ? WHERE status = {_OPEN}",
-            (finished_at, finished_at),
-        )
-        await conn.execute("COMMIT")
+        return await self._on_writer(self._interrupt_open, finished_at)
+
+    def _interrupt_open(self, finished_at: str) -> int:
+        conn = self._writable()
+        error = orjson.dumps({"class": "canceled", "message": "the proxy stopped before this ended"}).decode()
+        with _transaction(conn):
+            conn.execute(
+                f"UPDATE attempts SET status = 'interrupted', finished_at = ?, error_class = 'canceled',"
+                f" error = ? WHERE status = {_OPEN}",
+                (finished_at, error),
+            )
+            conn.execute(
+                f"UPDATE steps SET status = 'interrupted', finished_at = ? WHERE status = {_OPEN}",
+                (finished_at,),
+            )
+            cur = conn.execute(
+                f"UPDATE runs SET status = 'interrupted', finished_at = ?, updated_at = ?"
+                f" WHERE status = {_OPEN}",
+                (finished_at, finished_at),
+            )
         return cur.rowcount
 
     async def ping(self) -> bool:
+        """True when a write lock can be taken (reopening a database whose file went away)."""
+        return await self._on_writer(self._ping)
+
+    def _ping(self) -> bool:
         try:
             if self.path != ":memory:" and self._current_inode() != self._inode:
-                await self.close()  # the file went away: start a new one where it was
-                await self.open()
-            conn = self._conn(self._writer)
-            await conn.execute("BEGIN IMMEDIATE")  # takes the write lock: proves we could write
-            await conn.execute("ROLLBACK")
+                self._close_writer()  # the file went away: start a new one where it was
+                self._open_writer()
+            conn = self._writable()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
             return True
         except Exception:
             return False
 
-    # ---- deletes --------------------------------------------------------------------------
-
     async def delete_runs(self, run_ids: list[str]) -> list[str]:
         """Delete runs with their steps, attempts and bodies; returns the ids that existed."""
-        if not run_ids:
-            return []
-        conn = self._conn(self._writer)
+        return await self._on_writer(self._delete_runs, run_ids) if run_ids else []
+
+    def _delete_runs(self, run_ids: list[str]) -> list[str]:
+        conn = self._writable()
         marks = ", ".join("?" * len(run_ids))
-        await conn.execute("BEGIN")
-        try:
-            async with conn.execute(
+        with _transaction(conn):
+            found = conn.execute(
                 f"SELECT id, conversation_id FROM runs WHERE id IN ({marks})", run_ids
-            ) as cur:
-                found = [(r[0], r[1]) async for r in cur]
-            await conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", run_ids)
-            await self._refresh_conversations(conn, {c for _, c in found if c is not None})
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
+            ).fetchall()
+            conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", run_ids)
+            _refresh_conversations(conn, {c for _, c in found if c is not None})
         return [run_id for run_id, _ in found]
 
     async def select_run_ids(
@@ -175,9 +177,9 @@ class SqliteStore:
             if value is not None:
                 clauses.append(f"{column} {op} ?")
                 params.append(value)
-        where = " AND ".join(clauses) or "1 = 1"
-        rows = await self._fetch(f"SELECT id FROM runs WHERE {where} LIMIT ?", [*params, limit], self._writer)
-        return [r["id"] for r in rows]
+        sql = f"SELECT id FROM runs WHERE {' AND '.join(clauses) or '1 = 1'} LIMIT ?"
+        rows = await self._on_writer(lambda: self._writable().execute(sql, [*params, limit]).fetchall())
+        return [r[0] for r in rows]
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -209,28 +211,11 @@ class SqliteStore:
             return 0
         return sum(p.stat().st_size for p in map(Path, (self.path, f"{self.path}-wal")) if p.exists())
 
-    async def _fetch(
-        self, sql: str, params: Sequence[Any], conn: aiosqlite.Connection | None = None
-    ) -> list[sqlite3.Row]:
-        async with self._conn(conn or self._reader).execute(sql, params) as cur:
-            return list(await cur.fetchall())
-
-    @staticmethod
-    def _conn(conn: aiosqlite.Connection | None) -> aiosqlite.Connection:
-        if conn is None:
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        if self._reader is None:
             raise RuntimeError("the store is not open")
-        return conn
-
-    @staticmethod
-    async def _refresh_conversations(conn: aiosqlite.Connection, conversation_ids: set[str]) -> None:
-        """Keep each conversation's summary row in step with its runs (one indexed query each)."""
-        for conversation_id in conversation_ids:
-            await conn.execute(_CONVERSATION_UPSERT, (conversation_id,))
-            await conn.execute(
-                "DELETE FROM conversations WHERE id = ? AND NOT EXISTS"
-                " (SELECT 1 FROM runs WHERE conversation_id = ?)",
-                (conversation_id, conversation_id),
-            )
+        async with self._reader.execute(sql, params) as cur:
+            return list(await cur.fetchall())
 
 
 _CONVERSATION_UPSERT = """
@@ -246,6 +231,44 @@ ON CONFLICT (id) DO UPDATE SET
     last_activity_at = excluded.last_activity_at,
     run_count = excluded.run_count
 """
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+    for name, sql in MIGRATIONS:
+        if name not in done:
+            stamp = now().replace("'", "")
+            conn.executescript(
+                f"BEGIN; {sql}; INSERT INTO schema_migrations VALUES ('{name}', '{stamp}'); COMMIT;"
+            )
+            log.info("applied migration %s", name)
+
+
+class _transaction:
+    """BEGIN ... COMMIT, or ROLLBACK on any error (the connection runs in autocommit mode)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN")
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _refresh_conversations(conn: sqlite3.Connection, conversation_ids: set[str]) -> None:
+    """Keep each conversation's summary row in step with its runs (indexed queries)."""
+    for conversation_id in conversation_ids:
+        conn.execute(_CONVERSATION_UPSERT, (conversation_id,))
+        conn.execute(
+            "DELETE FROM conversations WHERE id = ?"
+            " AND NOT EXISTS (SELECT 1 FROM runs WHERE conversation_id = ?)",
+            (conversation_id, conversation_id),
+        )
 
 
 # ---- row mapping ------------------------------------------------------------------------------

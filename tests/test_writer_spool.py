@@ -53,14 +53,16 @@ async def test_locked_database_spools_then_replays_in_order(tmp_path: Path) -> N
 
 async def test_read_only_database_spools(tmp_path: Path) -> None:
     store, writer, spool = await open_writer(tmp_path)
-    conn = store._writer
+    conn = store._db
     assert conn is not None
-    await conn.execute("PRAGMA query_only = ON")  # SQLite's own read-only failure, even for root
+    await store._on_writer(
+        conn.execute, "PRAGMA query_only = ON"
+    )  # SQLite's own read-only failure, even as root
     writer.submit(run(5))
     await writer.flush()
     assert writer.degraded and spool
     assert statuses(tmp_path / "db.sqlite") == {}
-    await conn.execute("PRAGMA query_only = OFF")
+    await store._on_writer(conn.execute, "PRAGMA query_only = OFF")
     await writer.close()
     assert statuses(tmp_path / "db.sqlite") == {"run_0005": "in_progress"}
     await store.close()
