@@ -9,6 +9,7 @@ last the default (`chat_turn` for conversations, `quickgen` for one-shot generat
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from addons.normalized import Message, Request, TextPart, ToolCallPart, ToolResultPart
 
@@ -141,30 +142,31 @@ class Match(BaseModel):
     path_ends_with: str | None = None
     input_item_type: str | None = None  # an OpenAI Responses input item type
     message_count_at_most: int | None = None
+    _given: list[tuple[Callable[[Facts, Any], bool], Any]] = PrivateAttr(default_factory=list)
+
+    def model_post_init(self, context: Any) -> None:
+        self._given = [(CHECKS[name], value) for name, value in self.model_dump(exclude_none=True).items()]
 
     def holds(self, f: Facts) -> bool:
-        checks = {
-            "system_starts_with": lambda v: f.system.startswith(fold(v)),
-            "system_contains": lambda v: fold(v) in f.system,
-            "first_user_starts_with": lambda v: any(t.startswith(fold(v)) for t in f.first_user),
-            "last_user_starts_with": lambda v: any(t.startswith(fold(v)) for t in f.last_user),
-            "last_user_contains": lambda v: any(fold(v) in t for t in f.last_user),
-            "any_instruction_contains": lambda v: (
-                fold(v) in f.system or any(fold(v) in t for t in f.last_user)
-            ),
-            "tools_include": lambda v: v in f.tool_names,
-            "tools_present": lambda v: bool(f.tool_names) == v,
-            "tool_choice_name": lambda v: f.tool_choice_name == v,
-            "max_output_tokens_at_most": lambda v: (
-                f.max_output_tokens is not None and f.max_output_tokens <= v
-            ),
-            "model_matches": lambda v: re.search(v, f.request.model or "") is not None,
-            "path_ends_with": lambda v: f.path.endswith(v),
-            "input_item_type": lambda v: v in f.input_item_types,
-            "message_count_at_most": lambda v: len(f.conversation) <= v,
-        }
-        given = self.model_dump(exclude_none=True)
-        return bool(given) and all(checks[name](value) for name, value in given.items())
+        return bool(self._given) and all(check(f, value) for check, value in self._given)
+
+
+CHECKS: dict[str, Callable[[Facts, Any], bool]] = {
+    "system_starts_with": lambda f, v: f.system.startswith(fold(v)),
+    "system_contains": lambda f, v: fold(v) in f.system,
+    "first_user_starts_with": lambda f, v: any(t.startswith(fold(v)) for t in f.first_user),
+    "last_user_starts_with": lambda f, v: any(t.startswith(fold(v)) for t in f.last_user),
+    "last_user_contains": lambda f, v: any(fold(v) in t for t in f.last_user),
+    "any_instruction_contains": lambda f, v: fold(v) in f.system or any(fold(v) in t for t in f.last_user),
+    "tools_include": lambda f, v: v in f.tool_names,
+    "tools_present": lambda f, v: bool(f.tool_names) == v,
+    "tool_choice_name": lambda f, v: f.tool_choice_name == v,
+    "max_output_tokens_at_most": lambda f, v: f.max_output_tokens is not None and f.max_output_tokens <= v,
+    "model_matches": lambda f, v: re.search(v, f.request.model or "") is not None,
+    "path_ends_with": lambda f, v: f.path.endswith(v),
+    "input_item_type": lambda f, v: v in f.input_item_types,
+    "message_count_at_most": lambda f, v: len(f.conversation) <= v,
+}
 
 
 class Rule(BaseModel):

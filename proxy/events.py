@@ -22,14 +22,24 @@ from storage.records import AttemptRow, Row, RunRow, StepRow
 SHAPES = {RunRow: ("run", run_shape), StepRow: ("step", step_shape), AttemptRow: ("attempt", attempt_shape)}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     id: int
     type: str  # run | step | attempt | delete
     run_id: str
     conversation_id: str | None
     kind: str | None
-    data: bytes  # the JSON the client receives
+    source: Row | dict[str, Any]  # the committed row, or what a deletion says
+    _data: bytes | None = None
+
+    @property
+    def data(self) -> bytes:
+        """The JSON the client receives, built the first time a client needs it."""
+        if self._data is None:
+            source = self.source
+            payload = source if isinstance(source, dict) else SHAPES[type(source)][1](row_mapping(source))
+            self._data = orjson.dumps(payload)
+        return self._data
 
 
 @dataclass(eq=False)  # compared and hashed by identity: it lives in a set
@@ -45,7 +55,7 @@ class Subscription:
 
 
 class EventHub:
-    def __init__(self, *, replay: int = 10_000, subscriber_queue: int = 1_000) -> None:
+    def __init__(self, *, replay: int = 5_000, subscriber_queue: int = 1_000) -> None:
         self._buffer: deque[Event] = deque(maxlen=replay)
         self._subscribers: set[Subscription] = set()
         self._runs: OrderedDict[str, tuple[str | None, str]] = OrderedDict()  # run -> (conversation, kind)
@@ -83,10 +93,10 @@ class EventHub:
         while len(self._runs) > 100_000:
             self._runs.popitem(last=False)
 
-    def _publish(self, name: str, run_id: str, payload: dict[str, Any]) -> None:
+    def _publish(self, name: str, run_id: str, source: Row | dict[str, Any]) -> None:
         self._next += 1
         conversation_id, kind = self._runs.get(run_id, (None, None))
-        event = Event(self._next, name, run_id, conversation_id, kind, orjson.dumps(payload))
+        event = Event(self._next, name, run_id, conversation_id, kind, source)
         self._buffer.append(event)
         for sub in list(self._subscribers):
             if sub.wants(event):
