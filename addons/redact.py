@@ -117,7 +117,12 @@ def _scrub(raw: str, secrets: Iterable[str]) -> str:
     return _KEY_PATTERN.sub(REDACTED, raw)
 
 
-_FIELD_IN_TEXT = re.compile(r'"([A-Za-z_\-]{3,40})"\s*:\s*"((?:[^"\\]|\\.)*)"')
+# Only keys that could name a credential are looked at twice: most JSON keys never match.
+_FIELD_IN_TEXT = re.compile(
+    r'"([A-Za-z_\-]{0,30}(?:key|password|passwd|secret|token|auth|credential|cookie)[A-Za-z_\-]{0,30})"'
+    r'\s*:\s*"((?:[^"\\]|\\.)*)"',
+    re.IGNORECASE,
+)
 
 
 def text(raw: str, secrets: Iterable[str] = ()) -> str:
