@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict
 
 from addons.normalized import Message, Request, TextPart, ToolCallPart, ToolResultPart
 
@@ -142,22 +142,28 @@ class Match(BaseModel):
     path_ends_with: str | None = None
     input_item_type: str | None = None  # an OpenAI Responses input item type
     message_count_at_most: int | None = None
-    _given: list[tuple[Callable[[Facts, Any], bool], Any]] = PrivateAttr(default_factory=list)
 
-    def model_post_init(self, context: Any) -> None:
-        self._given = [(CHECKS[name], value) for name, value in self.model_dump(exclude_none=True).items()]
-
-    def holds(self, f: Facts) -> bool:
-        return bool(self._given) and all(check(f, value) for check, value in self._given)
+    def compile(self) -> list[tuple[Callable[[Facts, Any], bool], Any]]:
+        """The conditions as (check, value) pairs, text values folded once."""
+        given = self.model_dump(exclude_none=True).items()
+        return [(CHECKS[name], fold(v) if name in FOLDED else v) for name, v in given]
 
 
+FOLDED = {
+    "system_starts_with",
+    "system_contains",
+    "first_user_starts_with",
+    "last_user_starts_with",
+    "last_user_contains",
+    "any_instruction_contains",
+}
 CHECKS: dict[str, Callable[[Facts, Any], bool]] = {
-    "system_starts_with": lambda f, v: f.system.startswith(fold(v)),
-    "system_contains": lambda f, v: fold(v) in f.system,
-    "first_user_starts_with": lambda f, v: any(t.startswith(fold(v)) for t in f.first_user),
-    "last_user_starts_with": lambda f, v: any(t.startswith(fold(v)) for t in f.last_user),
-    "last_user_contains": lambda f, v: any(fold(v) in t for t in f.last_user),
-    "any_instruction_contains": lambda f, v: fold(v) in f.system or any(fold(v) in t for t in f.last_user),
+    "system_starts_with": lambda f, v: f.system.startswith(v),
+    "system_contains": lambda f, v: v in f.system,
+    "first_user_starts_with": lambda f, v: any(t.startswith(v) for t in f.first_user),
+    "last_user_starts_with": lambda f, v: any(t.startswith(v) for t in f.last_user),
+    "last_user_contains": lambda f, v: any(v in t for t in f.last_user),
+    "any_instruction_contains": lambda f, v: v in f.system or any(v in t for t in f.last_user),
     "tools_include": lambda f, v: v in f.tool_names,
     "tools_present": lambda f, v: bool(f.tool_names) == v,
     "tool_choice_name": lambda f, v: f.tool_choice_name == v,
@@ -283,6 +289,12 @@ def client_metadata(headers: dict[str, str], body: Any) -> Classification | None
 class Classifier:
     def __init__(self, profile_files: list[Path] | tuple[Path, ...] = ()) -> None:
         self.profiles = load_profiles(profile_files)
+        self.rules = [
+            (rule.kind, f"{profile.name}: {rule.reason}", conditions)
+            for profile in self.profiles
+            for rule in profile.rules
+            if (conditions := rule.match.compile())
+        ]
 
     def classify(
         self,
@@ -300,8 +312,7 @@ class Classifier:
         if request is None:
             return Classification("unknown", "default", "the request could not be parsed")
         facts = Facts(request, body, path)
-        for profile in self.profiles:
-            for rule in profile.rules:
-                if rule.match.holds(facts):
-                    return Classification(rule.kind, "profile", f"{profile.name}: {rule.reason}")
+        for kind, reason, conditions in self.rules:
+            if all(check(facts, value) for check, value in conditions):
+                return Classification(kind, "profile", reason)
         return heuristic(facts) or default(facts)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import cache
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlsplit, urlunsplit
+
+import orjson
 
 REDACTED = "[REDACTED]"
 
@@ -42,6 +45,7 @@ def _squash(name: str) -> str:
     return name.lower().replace("_", "").replace("-", "")
 
 
+@cache
 def is_secret_header(name: str) -> bool:
     lower = name.lower()
     if lower in _SECRET_HEADERS:
@@ -51,6 +55,7 @@ def is_secret_header(name: str) -> bool:
     return any(word in lower for word in _SECRET_HEADER_WORDS)
 
 
+@cache
 def is_secret_field(name: str) -> bool:
     squashed = _squash(name)
     return squashed in _SECRET_FIELDS or squashed.endswith(_SECRET_FIELD_ENDINGS)
@@ -98,23 +103,37 @@ def url(raw: str) -> str:
 def json_fields(value: Any, secrets: Iterable[str] = ()) -> Any:
     """A copy of a decoded JSON value with credential-named fields redacted at any depth, and
     known credential values and key-shaped strings scrubbed from every string in it."""
+    secrets = [s for s in secrets if s]
+    text = orjson.dumps(value).decode()  # one fast look at everything: most dumps need no scrubbing
+    scrub = any(s in text for s in [*secrets, *_KEY_HINTS]) and (
+        any(s in text for s in secrets) or _KEY_PATTERN.search(text) is not None
+    )
+    return _fields(value, secrets if scrub else None)
+
+
+def _fields(value: Any, secrets: list[str] | None) -> Any:
     if isinstance(value, dict):
         return {
-            k: REDACTED if is_secret_field(k) and isinstance(v, str | int) else json_fields(v, secrets)
+            k: REDACTED if is_secret_field(k) and isinstance(v, str | int) else _fields(v, secrets)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [json_fields(v, secrets) for v in value]
-    if isinstance(value, str):
+        return [_fields(v, secrets) for v in value]
+    if isinstance(value, str) and secrets is not None:
         return _scrub(value, secrets)
     return value
+
+
+_KEY_HINTS = ("sk-", "AIza", "AKIA", "xai-", "gsk_", "hf_", "pplx-", "csk-", "fw_", "earer", "EARER")
 
 
 def _scrub(raw: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret in raw:
             raw = raw.replace(secret, REDACTED)
-    return _KEY_PATTERN.sub(REDACTED, raw)
+    if any(hint in raw for hint in _KEY_HINTS):  # substring tests are far cheaper than the regex
+        raw = _KEY_PATTERN.sub(REDACTED, raw)
+    return raw
 
 
 # Only keys that could name a credential are looked at twice: most JSON keys never match.

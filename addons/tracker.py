@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from addons.classify import Classification
 from addons.normalized import Error, Request, Response, TextPart, Usage
 from addons.outcome import Outcome
-from storage.records import AttemptRow, Row, RunRow, StepRow, new_id, timestamp
+from storage.records import AttemptRow, Row, RunRow, StepRow, names, new_id, timestamp
 
 STEP_ORDER = {"in_progress": 0, "interrupted": 1, "error": 2, "completed": 3}
 FINAL_RUN = ("completed", "error", "interrupted")
@@ -237,7 +237,7 @@ class Tracker:
 
 def _copy[R: Row](row: R) -> R:
     """Snapshots go to the writer; the live row keeps changing."""
-    return type(row)(**{name: getattr(row, name) for name in row.columns()})
+    return type(row)(*[getattr(row, name) for name in names(type(row))])
 
 
 def _set_error(row: RunRow | AttemptRow, error: Error | None) -> None:

@@ -7,23 +7,16 @@ placeholders; a PostgreSQL backend translates them). Rows come back as the API's
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import fields
-from functools import cache
 from typing import Any
 
 import orjson
 
 from storage.base import RunFilter
-from storage.records import USAGE_FIELDS, AttemptRow, BodyRow, Row, RunRow, StepRow
+from storage.records import USAGE_FIELDS, AttemptRow, BodyRow, Row, RunRow, StepRow, names
 
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Mapping[str, Any]]]]
 
 # ---- shapes -----------------------------------------------------------------------------------
-
-
-@cache
-def names(kind: type[Row]) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(kind))
 
 
 def _json(value: Any) -> Any:

@@ -9,19 +9,13 @@ import os
 import time
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, ClassVar
-
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def new_id(prefix: str) -> str:
-    """A time-ordered opaque id: 48 bits of milliseconds and 80 random bits, base32."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
-    chars = []
-    for _ in range(26):
-        value, digit = divmod(value, 32)
-        chars.append(_CROCKFORD[digit])
-    return prefix + "".join(reversed(chars))
+    """A time-ordered opaque id: 48 bits of milliseconds, then 80 random bits, in hex."""
+    return f"{prefix}{time.time_ns() // 1_000_000:012x}{int.from_bytes(os.urandom(10)):020x}"
 
 
 def timestamp(epoch: float) -> str:
@@ -142,6 +136,12 @@ class BodyRow(Row):
     response_body: str | None = None
     request_truncated: bool = False
     response_truncated: bool = False
+
+
+@cache
+def names(kind: type[Row]) -> tuple[str, ...]:
+    """A row type's columns, in order."""
+    return tuple(f.name for f in fields(kind))
 
 
 WRITE_ORDER = {"runs": 0, "steps": 1, "attempts": 2, "attempt_bodies": 3}

@@ -157,7 +157,7 @@ class SqliteStore:
                 f"SELECT id, conversation_id FROM runs WHERE id IN ({marks})", run_ids
             ).fetchall()
             conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", run_ids)
-            _refresh_conversations(conn, {c for _, c in found if c is not None})
+            _refresh_conversations(conn, {c for _, c in found if c is not None}, deleted=True)
         return [run_id for run_id, _ in found]
 
     async def select_run_ids(
@@ -260,14 +260,17 @@ class _transaction:
         self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
-def _refresh_conversations(conn: sqlite3.Connection, conversation_ids: set[str]) -> None:
+def _refresh_conversations(
+    conn: sqlite3.Connection, conversation_ids: set[str], deleted: bool = False
+) -> None:
     """Keep each conversation's summary row in step with its runs (indexed queries)."""
-    for conversation_id in conversation_ids:
-        conn.execute(_CONVERSATION_UPSERT, (conversation_id,))
-        conn.execute(
+    ids = [(c,) for c in conversation_ids]
+    conn.executemany(_CONVERSATION_UPSERT, ids)
+    if deleted:  # a conversation whose last run went has no summary either
+        conn.executemany(
             "DELETE FROM conversations WHERE id = ?"
-            " AND NOT EXISTS (SELECT 1 FROM runs WHERE conversation_id = ?)",
-            (conversation_id, conversation_id),
+            " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.conversation_id = conversations.id)",
+            ids,
         )
 
 
