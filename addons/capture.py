@@ -86,7 +86,7 @@ class Capture:
         if data:
             try:
                 self._take(data)
-            except Exception as e:  # never let recording touch the stream
+            except Exception as e:  # never let recording touch the stream; the next chunk is fed again
                 self.fault = self.fault or f"{type(e).__name__}: {e}"
         return data
 
@@ -94,8 +94,6 @@ class Capture:
         if self.first_byte_at is None:
             self.first_byte_at = time.time()
         self.size += len(data)
-        if self.fault is not None:
-            return
         if self._decode is not None:
             data = self._decode(data)
         if self.kept < self.limit:

@@ -172,6 +172,7 @@ class Pipeline:
             id=attempt.id, request_body=redact.text(body_text, secrets), request_truncated=truncated
         )
         self._open[ex.flow_id] = _Open(attempt, body, secrets, fault, bool(request and request.stream))
+        ex.request_body = b""  # read: the attempt keeps its capped copy, not the whole body
         self.submit(body)
 
     def _finish(self, ex: Exchange) -> None:
@@ -252,13 +253,22 @@ def _result(ex: Exchange) -> tuple[Response | None, str | None]:
     if capture is None:
         return None, None
     try:
-        response = capture.result()
+        response = _scalars(capture.result())
     except Exception as e:
         return (
             None,
             capture.fault or f"could not parse the {ex.api.name} response: {type(e).__name__}: {e}",
         )
     return response, capture.fault
+
+
+def _scalars(response: Response) -> Response:
+    """Parsers copy ids and names off the wire: anything but a string (or number) is dropped."""
+    for name in ("id", "model", "raw_finish_reason"):
+        value = getattr(response, name)
+        if value is not None and not isinstance(value, str):
+            setattr(response, name, str(value) if isinstance(value, int | float) else None)
+    return response
 
 
 def _is_stream(ex: Exchange) -> bool:

@@ -83,8 +83,9 @@ class Tracker:
         stamp = timestamp(started_at)
         if placement.run is not None and placement.run.row.id not in self.runs:
             placement = Placement()  # the run was deleted meanwhile: start afresh
-        if run_id in self.runs and (placement.run is None or placement.run.row.id != run_id):
-            placement = Placement(run=self.runs[run_id])  # X-Chatdebug-Run: the client says which run
+        if run_id and (placement.run is None or placement.run.row.id != run_id):
+            # X-Chatdebug-Run: the client says which run, whatever the traffic suggests
+            placement = Placement(run=self.runs.get(run_id))
         run = placement.run
         if run is None:
             row = RunRow(

@@ -8,6 +8,11 @@ from typing import Any, Protocol
 from storage.records import Row
 
 
+class StoreUnavailable(Exception):
+    """The database cannot take writes now (locked, read-only, full, gone): worth retrying later.
+    Any other error from a write is about the rows themselves."""
+
+
 @dataclass(slots=True)
 class RunFilter:
     kind: str | None = None

@@ -5,12 +5,14 @@ Plain SQL that SQLite and PostgreSQL both accept. Never edit a released migratio
 
 from __future__ import annotations
 
-MIGRATIONS: list[tuple[str, str]] = []
+MIGRATIONS: list[tuple[str, str, str | None]] = []  # (name, sql, the one dialect it is for)
 
 
-def migration(sql: str) -> None:
+def migration(sql: str, *, only: str | None = None) -> None:
+    """Register the next migration; `only="sqlite"` for SQLite's own features (its PostgreSQL
+    counterpart gets the same number in that backend)."""
     name = f"m{len(MIGRATIONS) + 1:03d}"
-    MIGRATIONS.append((name, sql))
+    MIGRATIONS.append((name, sql, only))
 
 
 migration(
@@ -41,15 +43,17 @@ migration(
         error_class TEXT,
         error TEXT
     );
-    -- one index per list filter, each ending in the keyset (started_at, id): a filtered page
-    -- walks its index in order and stops after `limit` rows
+    -- one index per list filter, each continuing with the keyset (started_at, id), so a page
+    -- walks its index in order and stops after `limit` rows, then with the other filter
+    -- columns, so rows another filter rejects are rejected inside the index
     CREATE INDEX runs_by_started ON runs (started_at, id);
-    CREATE INDEX runs_by_kind ON runs (kind, started_at, id);
-    CREATE INDEX runs_by_status ON runs (status, started_at, id);
-    CREATE INDEX runs_by_conversation ON runs (conversation_id, started_at, id);
-    CREATE INDEX runs_by_provider ON runs (provider, started_at, id);
-    CREATE INDEX runs_by_model ON runs (model, started_at, id);
-    CREATE INDEX runs_by_error ON runs (error_class, started_at, id);
+    CREATE INDEX runs_by_kind ON runs (kind, started_at, id, status, provider, model, error_class);
+    CREATE INDEX runs_by_status ON runs (status, started_at, id, kind, provider, model, error_class);
+    CREATE INDEX runs_by_conversation
+        ON runs (conversation_id, started_at, id, kind, status, provider, model, error_class);
+    CREATE INDEX runs_by_provider ON runs (provider, started_at, id, kind, status, model, error_class);
+    CREATE INDEX runs_by_model ON runs (model, started_at, id, kind, status, provider, error_class);
+    CREATE INDEX runs_by_error ON runs (error_class, started_at, id, kind, status, provider, model);
     CREATE INDEX runs_by_updated ON runs (updated_at);
 
     CREATE TABLE conversations (
@@ -100,7 +104,8 @@ migration(
     );
     CREATE INDEX attempts_by_step ON attempts (step_id, number);
     CREATE INDEX attempts_by_run ON attempts (run_id);
-    CREATE INDEX attempts_by_started ON attempts (started_at);
+    -- covers /stats: the window, its error classes and latencies, without reading attempts
+    CREATE INDEX attempts_by_started ON attempts (started_at, error_class, duration_ms, ttfb_ms);
 
     CREATE TABLE attempt_bodies (
         id TEXT PRIMARY KEY REFERENCES attempts (id) ON DELETE CASCADE,
@@ -110,4 +115,28 @@ migration(
         response_truncated BOOLEAN NOT NULL
     );
     """
+)
+
+
+# `q` finds text inside first messages: a trigram index answers rare and absent words without
+# reading every run (PostgreSQL: a pg_trgm GIN index).
+migration(
+    """
+    CREATE VIRTUAL TABLE runs_fts USING fts5(
+        first_message, content='runs', content_rowid='rowid', tokenize='trigram'
+    );
+    INSERT INTO runs_fts (runs_fts) VALUES ('rebuild');
+    CREATE TRIGGER runs_fts_insert AFTER INSERT ON runs BEGIN
+        INSERT INTO runs_fts (rowid, first_message) VALUES (new.rowid, new.first_message);
+    END;
+    CREATE TRIGGER runs_fts_delete AFTER DELETE ON runs BEGIN
+        INSERT INTO runs_fts (runs_fts, rowid, first_message) VALUES ('delete', old.rowid, old.first_message);
+    END;
+    CREATE TRIGGER runs_fts_update AFTER UPDATE OF first_message ON runs
+    WHEN old.first_message IS NOT new.first_message BEGIN
+        INSERT INTO runs_fts (runs_fts, rowid, first_message) VALUES ('delete', old.rowid, old.first_message);
+        INSERT INTO runs_fts (rowid, first_message) VALUES (new.rowid, new.first_message);
+    END;
+    """,
+    only="sqlite",
 )

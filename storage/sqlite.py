@@ -20,7 +20,7 @@ import aiosqlite
 import orjson
 
 from storage import queries
-from storage.base import RunFilter
+from storage.base import RunFilter, StoreUnavailable
 from storage.migrations import MIGRATIONS
 from storage.records import WRITE_ORDER, Row, RunRow, now
 
@@ -33,6 +33,7 @@ _PRAGMAS = (
     "PRAGMA busy_timeout = 1000",  # a locked database fails fast: the writer spools meanwhile
 )
 _OPEN = "'in_progress'"
+TEXT_INDEX_CUTOFF = 1000  # matches past which walking the newest runs beats the text index
 
 
 class SqliteStore:
@@ -44,7 +45,12 @@ class SqliteStore:
         self._inode: int | None = None
 
     async def _on_writer[T](self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        except sqlite3.IntegrityError:
+            raise  # the rows are at fault, not the database
+        except sqlite3.DatabaseError as e:  # locked, read-only, full, I/O, not a database
+            raise StoreUnavailable(str(e)) from e
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -186,7 +192,21 @@ class SqliteStore:
     async def list_runs(
         self, where: RunFilter, limit: int, cursor: tuple[str, str] | None
     ) -> list[dict[str, Any]]:
-        return await queries.list_runs(self._fetch, where, limit, cursor)
+        return await queries.list_runs(self._fetch, where, limit, cursor, await self._text_narrowing(where.q))
+
+    async def _text_narrowing(self, q: str | None) -> tuple[str, list[Any]] | None:
+        """For a rare or absent `q`, the trigram index names the few runs to look at; a common one
+        is found faster by walking the newest runs (the LIKE does that)."""
+        if not q or len(q) < 3:
+            return None
+        phrase = '"' + q.replace('"', '""') + '"'
+        (row,) = await self._fetch(
+            "SELECT COUNT(*) AS n FROM (SELECT 1 FROM runs_fts WHERE runs_fts MATCH ? LIMIT ?)",
+            [phrase, TEXT_INDEX_CUTOFF],
+        )
+        if row["n"] >= TEXT_INDEX_CUTOFF:
+            return None
+        return "rowid IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ?)", [phrase]
 
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
         return await queries.get_run(self._fetch, run_id)
@@ -238,8 +258,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
     )
     done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
-    for name, sql in MIGRATIONS:
-        if name not in done:
+    for name, sql, only in MIGRATIONS:
+        if name not in done and only in (None, "sqlite"):
             stamp = now().replace("'", "")
             conn.executescript(
                 f"BEGIN; {sql}; INSERT INTO schema_migrations VALUES ('{name}', '{stamp}'); COMMIT;"

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from storage.base import Store
+from storage.base import Store, StoreUnavailable
 from storage.records import Row
 from storage.spool import Spool
 
@@ -148,12 +148,26 @@ class Writer:
             self._to_spool(rows)
             return
         try:
-            await self._commit(rows)
-        except Exception as e:
+            await self._commit_isolating(rows)
+        except StoreUnavailable as e:
             log.warning("database unavailable (%s): spooling records until it is back", e)
             self.degraded = True
             self._next_probe = time.monotonic() + self.probe_every
             self._to_spool(rows)
+
+    async def _commit_isolating(self, rows: list[Row]) -> None:
+        """Commit; if the rows themselves are at fault, commit them one by one and drop the bad ones."""
+        try:
+            await self._commit(rows)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            if len(rows) == 1:
+                self._drop(1, "a record the database refused")
+                log.exception("dropped a record the database refused: %s %s", rows[0].table, rows[0].id)
+                return
+            for row in rows:
+                await self._commit_isolating([row])
 
     async def _commit(self, rows: list[Row]) -> None:
         started = time.perf_counter()
@@ -180,7 +194,7 @@ class Writer:
         try:
             if self.spool is not None:
                 for rows in self.spool.batches(self.max_batch):
-                    await self._commit(rows)
+                    await self._commit_isolating(rows)
                     replayed += len(rows)
                 self.spool.clear()
         except Exception as e:

@@ -42,7 +42,7 @@ def expected(runs: list[RunRow], **where: Any) -> list[str]:
             continue
         if "has_error" in where and (r.error_class is not None) != where["has_error"]:
             continue
-        if "q" in where and where["q"] not in (r.first_message or ""):
+        if "q" in where and where["q"].lower() not in (r.first_message or "").lower():
             continue
         if "since" in where and r.started_at < where["since"]:
             continue
@@ -62,6 +62,9 @@ FILTERS: list[dict[str, Any]] = [
     {"has_error": True},
     {"has_error": False},
     {"q": "kyoto"},
+    {"q": "nowhere to be found"},
+    {"q": "NUMBER 1"},  # case-insensitive, spaces and all: the text index and LIKE agree
+    {"q": "1"},  # too short for the trigram index: the plain scan
     {"since": timestamp(BASE + 10), "until": timestamp(BASE + 25)},
     {"kind": "chat_turn", "provider": "openai"},
     {"status": "completed", "conversation_id": "conv_2", "q": "paris"},

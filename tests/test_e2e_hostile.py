@@ -1085,13 +1085,6 @@ def test_slow_api_readers_do_not_stall_recording(
 # ---- found on the way ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: addons/grouping.py:58 (Index.put via Grouper.finished, grouping.py:237) hashes "
-    "Response.id, which ChatStream copies unchecked from the chunks (openai_chat.py:326): a stream "
-    "whose `id` is a JSON array raises TypeError in Pipeline._finish after the attempt row went "
-    "out, so the response body is never stored ('could not record' in the log)",
-)
 def test_a_stream_whose_id_is_not_a_string_keeps_its_response_body(
     sidecar: Sidecar, upstream: Upstream, certs: Certs
 ) -> None:
@@ -1109,12 +1102,6 @@ def test_a_stream_whose_id_is_not_a_string_keeps_its_response_body(
     assert bodies(sidecar, attempt)["response_body"] == stream.decode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: addons/tracker.py:86-91 an X-Chatdebug-Run naming a run not seen yet is ignored when "
-    "the grouper places the call in another run (an identical request still in flight is taken for "
-    "a retry): the attempt lands in the other run and the forced run id never exists",
-)
 def test_identical_concurrent_requests_keep_their_forced_run_ids(
     sidecar: Sidecar, upstream: Upstream
 ) -> None:
@@ -1149,14 +1136,6 @@ def _huge_usage_completion(prompt_tokens: int) -> bytes:
     return json.dumps(body).encode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: storage/writer.py:151-156 takes any commit error for an unavailable database: one "
-    "response reporting 2**63 prompt tokens (valid JSON; addons/providers/base.py:149 as_int takes "
-    "any int) makes SQLite raise OverflowError, the batch goes to the spool, every replay of the "
-    "spool (storage/writer.py:174-190 _recover, also at start-up) fails on the same row: nothing is recorded "
-    "again, across restarts, and /readyz stays 503",
-)
 def test_token_counts_past_63_bits_do_not_stop_recording(
     own_sidecar: Callable[..., Sidecar], upstream: Upstream
 ) -> None:
@@ -1174,13 +1153,6 @@ def test_token_counts_past_63_bits_do_not_stop_recording(
     assert httpx.get(f"{sidecar.api_url}/readyz", timeout=5).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: addons/redact.py:107 (json_fields, from addons/pipeline.py:270 _dump) orjson.dumps "
-    "raises 'Integer exceeds 64-bit range' on usage sums past 2**64 (prompt tokens 2**64-1): "
-    "Pipeline._finish aborts before tracker.finish, the attempt stays in_progress until the run goes "
-    "stale and the response body is never stored",
-)
 def test_token_counts_past_64_bits_end_their_attempt(
     own_sidecar: Callable[..., Sidecar], upstream: Upstream
 ) -> None:

@@ -757,12 +757,6 @@ _RESPONSES_RESPONSE = (
     "bug: addons/providers/openai_responses.py:214-220,243-245,258-280,342 and base.py:216-217 "
     "(stream_error) ResponsesStream and parse_response" + _RESPONSE
 )
-_PIPELINE_BUG = (
-    "bug: addons/redact.py:107 (json_fields, from pipeline.py:270 _dump) orjson.dumps raises 'Integer "
-    "exceeds 64-bit range' when the usage sums pass 2**64 (prompt tokens 2**64-1): Pipeline._finish "
-    "aborts before tracker.finish, the attempt stays in_progress and its response body is never "
-    "stored (up to 2**63-1..2**64-1 the numbers reach SQLite instead: see test_e2e_hostile)"
-)
 
 
 class Known(NamedTuple):
@@ -985,10 +979,10 @@ KNOWN: dict[str, dict[int, Known]] = {
             ],
         ),
     },
-    "pipeline": {
-        i: Known(_PIPELINE_BUG, [(_ANY_REQUEST, _usage_overflow(i), (10_000, 1 << 20), None)])
-        for i in range(len(APIS))
-    },
+}
+# Inputs of bugs since fixed: fed first, as regressions, with no xfail.
+REGRESSIONS: dict[str, dict[int, list[tuple[Any, ...]]]] = {
+    "pipeline": {i: [(_ANY_REQUEST, _usage_overflow(i), (10_000, 1 << 20), None)] for i in range(len(APIS))},
 }
 
 
@@ -1006,7 +1000,7 @@ def targets(test: str) -> list[Any]:
 
 def seeds(test: str, index: int) -> list[tuple[Any, ...]]:
     known = KNOWN.get(test, {}).get(index)
-    return known.seeds if known else []
+    return [*(known.seeds if known else []), *REGRESSIONS.get(test, {}).get(index, [])]
 
 
 @pytest.mark.parametrize("index", targets("request"))
@@ -1053,7 +1047,7 @@ def test_findings_name_the_product_frame() -> None:
     findings = Findings("self-test")
     try:
         APIS[2].parse_request(
-            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": 1}]}]},
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": 1}}]}]},
             _call("/v1/chat/completions"),
         )
     except Exception as e:
@@ -1069,13 +1063,6 @@ CHAT = next(a for a in APIS if a.name == "openai.chat_completions" and type(a)._
 ANTHROPIC = next(a for a in APIS if a.name == "anthropic.messages")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: addons/grouping.py:58 (Index.put, from Grouper.finished at grouping.py:237) hashes "
-    "Response.id, which ChatStream copied unchecked from the chunks (openai_chat.py:326): a list id "
-    "raises TypeError in Pipeline._finish after the attempt row went out, so the response body row "
-    "is never written and the pipeline logs 'could not record'",
-)
 def test_a_stream_with_a_list_id_keeps_its_response_body() -> None:
     _PIPELINE.clear()
     request = b'{"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}], "stream": true}'
@@ -1148,11 +1135,6 @@ def test_a_stream_model_that_is_not_a_string_is_not_passed_on() -> None:
     assert_contract_types(parser.finish())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: addons/providers/openai_chat.py:142 _parts calls .get on an `image_url` given as a "
-    "plain string (as some OpenAI-compatible clients send it): AttributeError, not ParseError",
-)
 def test_an_image_url_given_as_a_string() -> None:
     body = {
         "model": "m",

@@ -146,8 +146,14 @@ def join_text(parts: list[Part]) -> str | None:
     return "\n".join(texts) if texts else None
 
 
+MAX_COUNT = 1 << 53  # token counts past this are garbage, and would not fit a database integer
+
+
 def as_int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    """A token count: a non-negative int below 2**53, else 0."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_COUNT:
+        return value
+    return 0
 
 
 def usage(

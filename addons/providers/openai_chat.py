@@ -139,7 +139,8 @@ def _parts(content: Any, limit: int) -> list[Part]:
         elif kind == "refusal":
             parts.append(text_part(str(item.get("refusal", "")), limit))
         elif kind == "image_url":
-            url = (item.get("image_url") or {}).get("url", "")
+            image = item.get("image_url")
+            url = image.get("url", "") if isinstance(image, dict) else str(image or "")
             parts.append(_data_url(url, "image"))
         elif kind == "input_audio":
             audio = item.get("input_audio") or {}
