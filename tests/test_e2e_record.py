@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import subprocess
 import threading
@@ -284,3 +285,23 @@ def test_curl_through_https_proxy_env(sidecar: Sidecar, upstream: Upstream) -> N
     assert run["conversation_id"] == "conv-curl-1"
     seen = upstream.seen[-1]
     assert not any(h.lower().startswith("x-chatdebug-") for h in seen.headers)  # ours, removed upstream
+
+
+def test_reverse_listener_records_clients_that_only_take_a_base_url(own_sidecar, upstream: Upstream) -> None:  # type: ignore[no-untyped-def]
+    """`--reverse URL@PORT`: plain HTTP in, the provider over verified TLS, recorded the same way."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sidecar = own_sidecar("--reverse", f"{upstream.url}@{port}")
+    assert f"reverse=127.0.0.1:{port}" in sidecar.log()
+    marker = unique("reverse")
+    upstream.push(Reply.json(wire.openai_completion("via reverse", usage=wire.openai_usage(4, 2))))
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=FAKE_OPENAI_KEY, max_retries=0)
+    reply = client.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": marker}])
+    assert reply.choices[0].message.content == "via reverse"
+    (run,) = sidecar.wait_runs(q=marker)
+    assert (run["status"], run["api"], run["usage"]["total_tokens"]) == (
+        "completed",
+        "openai.chat_completions",
+        6,
+    )
