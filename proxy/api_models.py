@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-
-from storage.records import timestamp
 
 Kind = Literal["chat_turn", "compaction", "title_generation", "quickgen", "unknown"]
 Status = Literal["in_progress", "completed", "error", "interrupted"]
@@ -17,8 +15,15 @@ MAX_LIMIT = 500
 
 
 def stamp(value: datetime | None) -> str | None:
-    """Query timestamps in the stored form (UTC, milliseconds) so they compare as text."""
-    return timestamp(value.timestamp()) if value is not None else None
+    """Query timestamps in the stored form (UTC, milliseconds) so they compare as text; a moment
+    past what the calendar holds in UTC (year 1 with an offset) is clamped to its end."""
+    if value is None:
+        return None
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = (datetime.min if value.year == 1 else datetime.max).replace(tzinfo=UTC)
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # ---- query parameters ---------------------------------------------------------------------------

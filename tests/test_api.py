@@ -297,3 +297,13 @@ async def test_token_required_except_open_paths(tmp_path: Path, aiohttp_client: 
         assert "Access-Control-Allow-Origin" not in cross.headers
     finally:
         await seeded.close()
+
+
+async def test_timestamps_at_the_ends_of_the_calendar(client: TestClient) -> None:
+    """Found by schemathesis: year 1 with a positive offset is before the UTC calendar starts."""
+    body = await get(client, "/api/v1/runs", since="2000-01-01T09:18:14Z", until="0001-01-01T01:19:45+03:04")
+    assert body["runs"] == []
+    assert (
+        len((await get(client, "/api/v1/runs", limit=500, until="9999-12-31T23:59:59-05:00"))["runs"]) == 40
+    )
+    assert (await get(client, "/api/v1/stats", since="0001-01-01T00:00:00+01:00"))["runs"]["total"] == 40

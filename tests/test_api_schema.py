@@ -70,7 +70,13 @@ def test_every_route_conforms_to_its_document(api_schema: schemathesis.BaseSchem
         operation = result.ok()
 
         @given(case=operation.as_strategy().filter(expressible))
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=25,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+            derandomize=True,  # the same requests every run: CI is stable; explore with a seed of your own
+        )
         def conforms(case: schemathesis.Case) -> None:
             case.call_and_validate()
 
