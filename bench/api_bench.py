@@ -1599,7 +1599,10 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse --db if it was seeded with these options")
     parser.add_argument("--keep", action="store_true", help="keep the temporary database")
     parser.add_argument(
-        "--no-what-if", dest="what_if", action="store_false", help="skip timing the candidate changes"
+        "--what-if",
+        action="store_true",
+        help="also time the candidate changes (those proposed earlier are in the schema now: "
+        "candidates must be edited to be new before this is useful)",
     )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
