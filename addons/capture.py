@@ -111,3 +111,32 @@ class Capture:
 
     def result(self) -> Response:
         return self._parser.finish()
+
+
+class RequestTee:
+    """A request body streamed on to the provider as it arrives. Kept whole for parsing up to
+    `limit` bytes; past that only its first `head` bytes stay, for the stored copy."""
+
+    __slots__ = ("_chunks", "head", "limit", "size")
+
+    def __init__(self, limit: int, head: int) -> None:
+        self.limit = limit
+        self.head = head
+        self.size = 0
+        self._chunks: list[bytes] = []
+
+    def tap(self, data: bytes) -> bytes:
+        self.size += len(data)
+        if self.size <= self.limit:
+            self._chunks.append(data)
+        elif self._chunks and sum(map(len, self._chunks)) > self.head:
+            self._chunks = [b"".join(self._chunks)[: self.head]]  # let the rest go, once
+        return data
+
+    @property
+    def complete(self) -> bool:
+        return self.size <= self.limit
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self._chunks)

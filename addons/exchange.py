@@ -17,7 +17,9 @@ class Exchange:
     url: str  # as sent, before redaction
     started_at: float  # epoch seconds, request start
     request_headers: list[tuple[str, str]]
-    request_body: bytes  # as sent (maybe compressed)
+    request_body: bytes  # as sent (maybe compressed); only its head when not complete
+    request_size: int = 0  # bytes the client sent
+    request_complete: bool = True  # False for a body too large to keep whole (it is not parsed)
     hints: dict[str, str] = field(default_factory=dict)  # X-Chatdebug-* headers, lower-case names
     status: int | None = None
     response_headers: list[tuple[str, str]] | None = None

@@ -29,9 +29,6 @@ from storage.records import AttemptRow, BodyRow, Row, timestamp
 log = logging.getLogger(__name__)
 
 _UNLIMITED = 1 << 62
-# Parsing is off the traffic path but on the one event loop: a body past this size would hold
-# the loop (and its memory) for too long. Real requests, long histories included, stay far below.
-MAX_PARSE_BYTES = 32 << 20
 
 
 @dataclasses.dataclass(slots=True)
@@ -142,6 +139,7 @@ class Pipeline:
     def _start(self, ex: Exchange) -> None:
         secrets = redact.secret_values(ex.request_headers, ex.url)
         raw, body_text, truncated = _body_text(ex.request_body, ex.request_encoding, ex.call.capture_limit)
+        truncated = truncated or not ex.request_complete
         body, request, fault = _parse_request(ex, raw)
         classification = self.classifier.classify(request, body, ex.call.path, ex.call.headers, ex.hints)
         placement, conversation_id = self.grouper.place(ex, request, body, classification)
@@ -151,7 +149,7 @@ class Pipeline:
             method=ex.call.method,
             url=redact.url(ex.url),
             started_at=timestamp(ex.started_at),
-            request_bytes=len(ex.request_body),
+            request_bytes=ex.request_size,
             request_headers=redact.headers(ex.request_headers),
         )
         run, step, _ = self.tracker.start(
@@ -237,8 +235,8 @@ def _binary(data: bytes) -> str:
 def _parse_request(ex: Exchange, raw: bytes) -> tuple[Any, Request | None, str | None]:
     """The decoded JSON body and the normalized request (uncut: grouping hashes whole texts)."""
     body: Any = None
-    if len(raw) > MAX_PARSE_BYTES:
-        return None, None, f"the request body ({len(raw)} bytes) is too large to parse for recording"
+    if not ex.request_complete:
+        return None, None, f"the request body ({ex.request_size} bytes) is too large to parse for recording"
     try:
         body = loads(raw)
         return body, ex.api.parse_request(body, dataclasses.replace(ex.call, text_limit=_UNLIMITED)), None

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from mitmproxy import http
 
-from addons.capture import Capture
+from addons.capture import Capture, RequestTee
 from addons.exchange import Exchange
 from addons.hosts import provider_for_host
 from addons.providers.base import DEFAULT_CAPTURE_LIMIT, DEFAULT_TEXT_LIMIT, Call
@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 HINT_PREFIX = "x-chatdebug-"
 _KEY = "chatdebug"
+_TEE = "chatdebug-request"
+# Request bodies past this are passed on but not parsed for recording: parsing runs on the
+# proxy's one event loop, and real requests, long histories included, stay far below it.
+MAX_PARSE_BYTES = 16 << 20
 
 
 class Sink(Protocol):
@@ -72,12 +76,20 @@ class Recorder:
         api = find_api(request.method, path)
         if api is not None:
             flow.metadata[_KEY] = (api, path, hints)
+            # the body goes on to the provider as it arrives, and a bounded copy stays with us
+            tee = RequestTee(MAX_PARSE_BYTES, head=self.capture_limit)
+            flow.metadata[_TEE] = tee
+            request.stream = tee.tap
 
     @_guarded
     def request(self, flow: http.HTTPFlow) -> None:
+        self._start(flow)
+
+    def _start(self, flow: http.HTTPFlow) -> Exchange | None:
+        """The exchange, once the request is whole (or, for an error before that, as far as it got)."""
         picked = flow.metadata.get(_KEY)
-        if picked is None:
-            return
+        if not isinstance(picked, tuple):
+            return None
         api, path, hints = picked
         request = flow.request
         host = request.pretty_host
@@ -90,6 +102,10 @@ class Recorder:
             text_limit=self.text_limit,
             capture_limit=self.capture_limit,
         )
+        tee: RequestTee | None = flow.metadata.get(_TEE)
+        if tee is None or not tee.size:  # not streamed (or empty): mitmproxy holds the body
+            tee = None
+        body = tee.body if tee is not None else request.raw_content or b""
         exchange = Exchange(
             flow_id=flow.id,
             api=api,
@@ -98,11 +114,14 @@ class Recorder:
             url=request.pretty_url,
             started_at=request.timestamp_start,
             request_headers=list(request.headers.items(multi=True)),
-            request_body=request.raw_content or b"",
+            request_body=body,
+            request_size=tee.size if tee is not None else len(body),
+            request_complete=tee.complete if tee is not None else True,
             hints=hints,
         )
         flow.metadata[_KEY] = exchange
         self.sink.started(exchange)
+        return exchange
 
     @_guarded
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -128,7 +147,13 @@ class Recorder:
         self._finish(flow, flow.error.msg if flow.error else "unknown error")
 
     def _finish(self, flow: http.HTTPFlow, error: str | None) -> None:
+        # a streamed request that failed before its end (upstream unreachable, client gone
+        # mid-upload) never reached the `request` hook: it is recorded as far as it got
         exchange = _exchange(flow)
+        if exchange is None and error is not None:
+            exchange = self._start(flow)
+            if flow.request.timestamp_end is None and "protocol error" in error:
+                error = f"Client disconnected before the request body was complete ({error})"
         if exchange is None or exchange.finished_at is not None:
             return
         exchange.finished_at = time.time()
