@@ -110,7 +110,9 @@ class Capture:
         return b"".join(self._chunks)
 
     def result(self) -> Response:
-        return self._parser.finish()
+        response = self._parser.finish()
+        self.fault = self.fault or getattr(self._parser, "fault", None)  # input the parser skipped
+        return response
 
 
 class RequestTee:

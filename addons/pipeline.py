@@ -251,22 +251,13 @@ def _result(ex: Exchange) -> tuple[Response | None, str | None]:
     if capture is None:
         return None, None
     try:
-        response = _scalars(capture.result())
+        response = capture.result()
     except Exception as e:
         return (
             None,
             capture.fault or f"could not parse the {ex.api.name} response: {type(e).__name__}: {e}",
         )
     return response, capture.fault
-
-
-def _scalars(response: Response) -> Response:
-    """Parsers copy ids and names off the wire: anything but a string (or number) is dropped."""
-    for name in ("id", "model", "raw_finish_reason"):
-        value = getattr(response, name)
-        if value is not None and not isinstance(value, str):
-            setattr(response, name, str(value) if isinstance(value, int | float) else None)
-    return response
 
 
 def _is_stream(ex: Exchange) -> bool:

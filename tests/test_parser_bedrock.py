@@ -16,6 +16,7 @@ import pytest
 from addons.normalized import MediaPart, ReasoningPart, Response, TextPart, Tool, ToolCallPart, ToolResultPart
 from addons.providers.base import Call
 from addons.providers.bedrock import API
+from addons.providers.boundary import unwrap
 from addons.providers.framing import EventStreamDecoder
 from addons.providers.registry import find_api
 
@@ -87,8 +88,8 @@ def parse(
 
 
 def test_routes_and_model_from_the_path() -> None:
-    assert find_api("POST", f"/model/{MODEL}/converse") is API
-    assert find_api("POST", STREAM_PATH) is API
+    assert unwrap(find_api("POST", f"/model/{MODEL}/converse")) is API
+    assert unwrap(find_api("POST", STREAM_PATH)) is API
     assert find_api("POST", f"/model/{MODEL}/invoke") is None
     arn = (
         "arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-3-7-sonnet"

@@ -10,6 +10,7 @@ import pytest
 from addons.normalized import MediaPart, ReasoningPart, Response, TextPart, Tool, ToolCallPart, ToolResultPart
 from addons.providers import openai_chat
 from addons.providers.base import Call
+from addons.providers.boundary import unwrap
 from addons.providers.ollama import API, GENERATE, Ollama
 from addons.providers.registry import find_api
 
@@ -39,10 +40,12 @@ def parse(
 
 
 def test_routes() -> None:
-    assert find_api("POST", "/api/chat") is API
-    assert find_api("POST", "/api/generate") is GENERATE
-    assert find_api("POST", "/v1/chat/completions") is openai_chat.API  # Ollama's OpenAI-compatible side
-    assert find_api("POST", "/api/chat/completions") is openai_chat.API  # e.g. Open WebUI
+    assert unwrap(find_api("POST", "/api/chat")) is API
+    assert unwrap(find_api("POST", "/api/generate")) is GENERATE
+    assert (
+        unwrap(find_api("POST", "/v1/chat/completions")) is openai_chat.API
+    )  # Ollama's OpenAI-compatible side
+    assert unwrap(find_api("POST", "/api/chat/completions")) is openai_chat.API  # e.g. Open WebUI
     assert find_api("POST", "/api/embed") is None
     assert find_api("GET", "/api/chat") is None
 

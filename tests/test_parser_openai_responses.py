@@ -9,6 +9,7 @@ import pytest
 
 from addons.normalized import MediaPart, ReasoningPart, Response, TextPart, ToolCallPart, ToolResultPart
 from addons.providers.base import Call
+from addons.providers.boundary import unwrap
 from addons.providers.openai_responses import API
 from addons.providers.registry import find_api
 
@@ -41,9 +42,9 @@ def request(name: str, path: str = "/v1/responses"):
 
 
 def test_registry_routes_responses_and_compact() -> None:
-    assert find_api("POST", "/v1/responses") is API
-    assert find_api("POST", "/v1/responses/compact") is API
-    assert find_api("POST", "/openai/v1/responses") is API  # Azure's v1 surface
+    assert unwrap(find_api("POST", "/v1/responses")) is API
+    assert unwrap(find_api("POST", "/v1/responses/compact")) is API
+    assert unwrap(find_api("POST", "/openai/v1/responses")) is API  # Azure's v1 surface
     assert find_api("GET", "/v1/responses/resp_123") is None
     assert find_api("POST", "/v1/responses/resp_123/cancel") is None
 

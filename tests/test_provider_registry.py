@@ -6,6 +6,7 @@ import pytest
 
 from addons.providers import openai_chat, openai_responses
 from addons.providers.base import Call
+from addons.providers.boundary import Guarded
 from addons.providers.registry import APIS, AzureDeployment, find_api
 
 AZURE_CHAT = "/openai/deployments/gpt-4o-prod/chat/completions"
@@ -51,8 +52,11 @@ def test_every_api_names_itself_and_its_vendor() -> None:
 
 def test_azure_goes_through_openai_chat_and_takes_the_model_from_the_deployment() -> None:
     api = find_api("POST", AZURE_CHAT)
-    assert isinstance(api, AzureDeployment) and api.api is openai_chat.API
-    assert find_api("POST", "/v1/chat/completions") is openai_chat.API
+    assert (
+        isinstance(api, Guarded) and isinstance(api.api, AzureDeployment) and api.api.api is openai_chat.API
+    )
+    chat = find_api("POST", "/v1/chat/completions")
+    assert isinstance(chat, Guarded) and chat.api is openai_chat.API
     call = Call(
         method="POST", host="myco.openai.azure.com", path=AZURE_CHAT, query={"api-version": "2024-10-21"}
     )
@@ -70,6 +74,7 @@ def test_azure_goes_through_openai_chat_and_takes_the_model_from_the_deployment(
 def test_azure_responses_deployment() -> None:
     path = "/openai/deployments/o4-mini/responses"
     api = find_api("POST", path)
-    assert isinstance(api, AzureDeployment) and api.api is openai_responses.API
+    assert isinstance(api, Guarded) and isinstance(api.api, AzureDeployment)
+    assert api.api.api is openai_responses.API
     request = api.parse_request({"input": "hi"}, Call(method="POST", host="x.openai.azure.com", path=path))
     assert (request.api, request.model) == ("openai.responses", "o4-mini")

@@ -24,6 +24,7 @@ from addons.providers.base import (
     ResponseParser,
     TextBuffer,
     as_int,
+    each_event,
     finish,
     loads,
     media_part,
@@ -230,8 +231,7 @@ class MessagesStream:
         self._response = Response(complete=False)
 
     def feed(self, data: bytes) -> None:
-        for event in self._sse.feed(data):
-            self._event(event.data, event.event)
+        each_event(lambda e: self._event(e.data, e.event), self._sse.feed(data), self._response.warnings)
 
     def finish(self) -> Response:
         for event in self._sse.close():

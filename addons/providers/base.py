@@ -65,6 +65,15 @@ class ParseError(ValueError):
     """The body is not what the API's wire format says it should be."""
 
 
+def each_event(handle: Callable[..., None], events: Any, warnings: list[str]) -> None:
+    """Hand every decoded event on; one that cannot be read is skipped, not the rest with it."""
+    for event in events:
+        try:
+            handle(event)
+        except Exception as e:
+            warnings.append(f"skipped an event the parser could not read ({type(e).__name__}: {e})")
+
+
 # ---- text ---------------------------------------------------------------------------------
 
 
@@ -80,6 +89,8 @@ class TextBuffer:
         self._chunks: list[str] = []
 
     def add(self, text: str) -> None:
+        if not isinstance(text, str):
+            return  # a delta that is not text carries nothing to show
         self.length += len(text)
         if self._kept < self.limit:
             piece = text[: self.limit - self._kept]

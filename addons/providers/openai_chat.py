@@ -27,6 +27,7 @@ from addons.providers.base import (
     ResponseParser,
     TextBuffer,
     as_int,
+    each_event,
     finish,
     loads,
     media_part,
@@ -284,8 +285,7 @@ class ChatStream:
         self._refused = False
 
     def feed(self, data: bytes) -> None:
-        for event in self._sse.feed(data):
-            self._event(event.data)
+        each_event(lambda event: self._event(event.data), self._sse.feed(data), self._response.warnings)
 
     def finish(self) -> Response:
         for event in self._sse.close():

@@ -20,6 +20,7 @@ from addons.providers import (
     openai_responses,
 )
 from addons.providers.base import Api, Call, ResponseParser
+from addons.providers.boundary import Guarded
 
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
 
@@ -50,15 +51,18 @@ class AzureDeployment:
 
 
 APIS: list[Api] = [
-    AzureDeployment(openai_chat.API),
-    AzureDeployment(openai_responses.API),
-    openai_chat.API,  # any path ending /chat/completions: OpenAI and most compatible servers
-    anthropic_messages.API,
-    openai_responses.API,
-    gemini.API,
-    ollama.API,
-    ollama.GENERATE,
-    bedrock.API,
+    Guarded(api)  # what every module promises, held once at the boundary
+    for api in (
+        AzureDeployment(openai_chat.API),
+        AzureDeployment(openai_responses.API),
+        openai_chat.API,  # any path ending /chat/completions: OpenAI and most compatible servers
+        anthropic_messages.API,
+        openai_responses.API,
+        gemini.API,
+        ollama.API,
+        ollama.GENERATE,
+        bedrock.API,
+    )
 ]
 
 

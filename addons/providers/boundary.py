@@ -1,0 +1,73 @@
+"""The plug-in boundary: what a parser module promises its callers, whatever input it meets.
+
+Parser modules read provider JSON as the provider documents it; input shaped otherwise (a list
+where an object belongs, a number where text does) can make them raise anywhere. Here that is
+contained once for every module: `parse_request` raises only `ParseError`, `feed` never raises
+(a chunk it cannot read is skipped and remembered as the parser's `fault`), `finish` raises only
+`ParseError`, and a response's ids and names are strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from addons.normalized import Request, Response
+from addons.providers.base import Api, Call, ParseError, ResponseParser
+
+
+class Guarded:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.name = api.name
+        self.vendor = api.vendor
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.api.matches(method, path)
+
+    def parse_request(self, body: Any, call: Call) -> Request:
+        try:
+            return self.api.parse_request(body, call)
+        except ParseError:
+            raise
+        except Exception as e:
+            raise ParseError(f"unexpected request shape ({type(e).__name__}: {e})") from e
+
+    def response_parser(self, call: Call, content_type: str, status: int) -> ResponseParser:
+        return GuardedParser(self.api.response_parser(call, content_type, status))
+
+
+class GuardedParser:
+    def __init__(self, parser: ResponseParser) -> None:
+        self.parser = parser
+        self.fault: str | None = None  # the first input the parser could not read
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed(data)
+        except Exception as e:
+            self.fault = self.fault or f"skipped input the parser could not read ({type(e).__name__}: {e})"
+
+    def finish(self) -> Response:
+        try:
+            response = self.parser.finish()
+        except ParseError:
+            raise
+        except Exception as e:
+            raise ParseError(f"unexpected response shape ({type(e).__name__}: {e})") from e
+        if self.fault:
+            response.warnings.append(self.fault)
+        return strings(response)
+
+
+def strings(response: Response) -> Response:
+    """Ids and names come off the wire: anything but a string (or a number) is dropped."""
+    for name in ("id", "model", "raw_finish_reason"):
+        value = getattr(response, name)
+        if value is not None and not isinstance(value, str):
+            setattr(response, name, str(value) if isinstance(value, int | float) else None)
+    return response
+
+
+def unwrap(api: Api | None) -> Api | None:
+    """The module's own API under the guard (for callers that care which module answers)."""
+    return api.api if isinstance(api, Guarded) else api
