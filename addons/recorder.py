@@ -1,7 +1,8 @@
 """The mitmproxy addon: picks LLM calls off flows and hands them on. Hooks only.
 
-Every hook is guarded: recording must never fail, stall or alter a flow. The stream tap is
-installed in `responseheaders`, so responses are forwarded chunk by chunk as they arrive.
+Every hook is guarded: recording must never fail, stall or alter a flow. Request bodies are
+streamed on to the provider through a tee (`requestheaders`), responses through the stream tap
+(`responseheaders`): both are forwarded chunk by chunk as they arrive, a bounded copy kept.
 """
 
 from __future__ import annotations
