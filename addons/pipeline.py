@@ -20,7 +20,7 @@ from addons import redact
 from addons.classify import Classifier
 from addons.exchange import Exchange
 from addons.grouping import Grouper
-from addons.normalized import Request, Response
+from addons.normalized import Error, Request, Response
 from addons.outcome import Outcome, decide
 from addons.providers.base import ParseError, cap_request_texts, loads
 from addons.tracker import Tracker
@@ -66,7 +66,8 @@ class Pipeline:
         self.grouper = Grouper(self.tracker.runs.get, retry_window=retry_window)
         self.counters = Counters()
         self.tick_seconds = tick_seconds
-        self._queue: asyncio.Queue[tuple[str, Exchange]] = asyncio.Queue(max_queue)
+        self.max_queue = max_queue  # bounds the calls waiting to start; a finish is never refused
+        self._queue: asyncio.Queue[tuple[str, Exchange]] = asyncio.Queue()
         self._open: dict[str, _Open] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -88,10 +89,10 @@ class Pipeline:
             self.tracker.forget(run_id)
 
     def _put(self, kind: str, exchange: Exchange) -> None:
-        try:
-            self._queue.put_nowait((kind, exchange))
-        except asyncio.QueueFull:
-            self.counters.dropped += 1
+        if kind == "start" and self._queue.qsize() >= self.max_queue:
+            self.counters.dropped += 1  # its finish finds nothing open and is ignored
+            return
+        self._queue.put_nowait((kind, exchange))
 
     # ---- the task ---------------------------------------------------------------------------
 
@@ -119,9 +120,10 @@ class Pipeline:
                     self._start(exchange)
                 else:
                     self._finish(exchange)
-            except Exception:
+            except Exception as e:
                 self.counters.failed += 1
                 log.exception("could not record %s %s", exchange.call.method, exchange.url)
+                self._abandon(exchange, e)  # never an attempt left open for good
             finally:
                 self._queue.task_done()
 
@@ -173,8 +175,16 @@ class Pipeline:
         ex.request_body = b""  # read: the attempt keeps its capped copy, not the whole body
         self.submit(body)
 
+    def _abandon(self, ex: Exchange, error: Exception) -> None:
+        """A start or finish that failed half-way: the attempt still ends, as our own error."""
+        self._open.pop(ex.flow_id, None)
+        message = f"could not record this attempt: {type(error).__name__}: {error}"
+        outcome = Outcome("failed", Error.model_validate({"class": "proxy_error", "message": message}))
+        self.tracker.finish(ex.flow_id, outcome, None, None, ex.finished_at or ex.started_at)
+        self.grouper.finished(ex, None, outcome)
+
     def _finish(self, ex: Exchange) -> None:
-        opened = self._open.pop(ex.flow_id, None)
+        opened = self._open.get(ex.flow_id)
         if opened is None:
             return
         attempt, body = opened.attempt, opened.body
@@ -200,6 +210,7 @@ class Pipeline:
         response_dump = _dump(response, opened.secrets) if response is not None else None
         self.tracker.finish(ex.flow_id, outcome, response, response_dump, finished)
         self.grouper.finished(ex, response, outcome)
+        del self._open[ex.flow_id]
         self.submit(body)
         self.counters.recorded += 1
 

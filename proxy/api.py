@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from proxy import api_models as m
 from proxy.events import EventHub
 from proxy.openapi import Route, document
-from storage.base import RunFilter, Store
+from storage.base import RunFilter, Store, StoreUnavailable
 from storage.records import timestamp
 
 PREFIX = "/api/v1"
@@ -98,6 +98,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError:
         raise
+    except StoreUnavailable as e:
+        raise ApiError(503, "unavailable", f"the database is unavailable, try again: {e}") from None
     except web.HTTPException as e:
         if e.status >= 400:
             raise ApiError(e.status, e.reason.lower().replace(" ", "_"), e.reason) from None

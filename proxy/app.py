@@ -19,6 +19,7 @@ from proxy.events import EventHub
 from proxy.metrics import Metrics
 from proxy.mitm import EmbeddedProxy, publish_ca, start_proxy
 from proxy.settings import Settings
+from storage.base import StoreUnavailable
 from storage.records import now
 from storage.retention import run_retention
 from storage.spool import Spool
@@ -47,8 +48,11 @@ class Sidecar:
         writer = Writer(store, spool=spool)
         if spool and not await writer.recover():
             log.warning("the database does not take the spooled records yet: they stay spooled")
-        if interrupted := await store.interrupt_open(now()):
-            log.info("ended %d open run(s) of a previous process as interrupted", interrupted)
+        try:
+            if interrupted := await store.interrupt_open(now()):
+                log.info("ended %d open run(s) of a previous process as interrupted", interrupted)
+        except StoreUnavailable as e:  # recording spools until it is back; the chat goes on
+            log.warning("could not end the previous process's open runs: %s", e)
         pipeline = Pipeline(
             writer.submit,
             retry_window=settings.retry_window,
@@ -116,12 +120,12 @@ class Sidecar:
         """New connections are refused, in-flight ones finish, every queued record lands."""
         if self.proxy is not None:
             await self.proxy.stop()
+        if self.api is not None:
+            await self.api.cleanup()  # no API call may wait on a writer that is going away
         for task in self.tasks:
             task.cancel()
         await self.pipeline.close()
         await self.writer.close()
-        if self.api is not None:
-            await self.api.cleanup()
         try:
             await self.store.interrupt_open(now())
         except Exception as e:  # the database is unavailable: the next start ends them

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, ClassVar
 
+import orjson
+
 
 def new_id(prefix: str) -> str:
     """A time-ordered opaque id: 48 bits of milliseconds, then 80 random bits, in hex."""
@@ -21,6 +23,30 @@ def new_id(prefix: str) -> str:
 def timestamp(epoch: float) -> str:
     """RFC 3339 in UTC with milliseconds, e.g. 2026-11-26T13:50:52.123Z (sorts as text)."""
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def valid_text(value: Any) -> Any:
+    """Strings as valid UTF-8, at any depth: mitmproxy keeps undecodable header bytes as lone
+    surrogates, which neither SQLite nor JSON take."""
+    if isinstance(value, str):
+        try:
+            raw = value.encode("utf-8", "surrogateescape")  # the original bytes back
+        except UnicodeEncodeError:
+            raw = value.encode("utf-8", "replace")
+        return raw.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {valid_text(k): valid_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [valid_text(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> bytes:
+    """orjson, with lone surrogates replaced rather than refused."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return orjson.dumps(valid_text(value))
 
 
 def now() -> str:

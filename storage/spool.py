@@ -15,14 +15,14 @@ from typing import Any
 
 import orjson
 
-from storage.records import AttemptRow, BodyRow, Row, RunRow, StepRow
+from storage.records import AttemptRow, BodyRow, Row, RunRow, StepRow, dumps
 
 KINDS: dict[str, type[Row]] = {k.table: k for k in (RunRow, StepRow, AttemptRow, BodyRow)}
 
 
 def encode(row: Row) -> bytes:
     values = {f.name: getattr(row, f.name) for f in fields(row)}
-    return orjson.dumps({"table": row.table, "row": values}) + b"\n"
+    return dumps({"table": row.table, "row": values}) + b"\n"
 
 
 def decode(line: bytes) -> Row | None:

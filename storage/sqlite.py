@@ -22,7 +22,7 @@ import orjson
 from storage import queries
 from storage.base import RunFilter, StoreUnavailable
 from storage.migrations import MIGRATIONS
-from storage.records import WRITE_ORDER, Row, RunRow, now
+from storage.records import WRITE_ORDER, Row, RunRow, dumps, now, valid_text
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class SqliteStore:
     async def _on_writer[T](self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
-        except sqlite3.IntegrityError:
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.DataError, sqlite3.InterfaceError):
             raise  # the rows are at fault, not the database
         except sqlite3.DatabaseError as e:  # locked, read-only, full, I/O, not a database
             raise StoreUnavailable(str(e)) from e
@@ -312,6 +312,8 @@ def _values(row: Row) -> tuple[Any, ...]:
     for column in queries.names(type(row)):
         value = getattr(row, column)
         if column in row.json_columns and value is not None:
-            value = orjson.dumps(value).decode()
+            value = dumps(value).decode()
+        elif isinstance(value, str) and not value.isascii():
+            value = valid_text(value)
         values.append(value)
     return tuple(values)

@@ -96,7 +96,7 @@ class Writer:
         await self.flush()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         if self.degraded:
             await self._recover()
@@ -125,6 +125,9 @@ class Writer:
                 batch.append(item)
             try:
                 await self._write(batch)
+            except Exception:  # the task must live on: these rows are counted, the next are written
+                self._drop(len(batch), "an unexpected writer error")
+                log.exception("the writer could not handle a batch")
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -133,6 +136,10 @@ class Writer:
 
     async def _call(self, call: _Call) -> None:
         try:
+            if self.degraded:  # spooled rows come first: a delete must not be undone by their replay
+                await self._recover()
+                if self.degraded:
+                    raise StoreUnavailable("the database is unavailable; records are being spooled")
             call.done.set_result(await call.fn(self.store))
         except Exception as e:
             call.done.set_exception(e)
@@ -209,7 +216,7 @@ class Writer:
         if self.spool is not None:
             try:
                 kept = self.spool.append(rows)
-            except OSError as e:
+            except Exception as e:
                 log.debug("spool append failed: %s", e)
         self.spooled += kept
         if kept < len(rows):

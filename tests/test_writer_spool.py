@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from storage.records import RunRow
+from storage.records import AttemptRow, RunRow
 from storage.spool import Spool
 from storage.sqlite import SqliteStore
 from storage.writer import Writer
@@ -113,3 +113,31 @@ async def test_spool_left_by_a_crash_is_replayed_at_start(tmp_path: Path) -> Non
     assert statuses(tmp_path / "db.sqlite") == {"run_0007": "completed", "run_0008": "in_progress"}
     assert not spool
     await store.close()
+
+
+async def test_undecodable_header_bytes_are_stored_replaced(tmp_path: Path) -> None:
+    """mitmproxy keeps undecodable header bytes as lone surrogates: stored, spooled and replayed."""
+    store, writer, _ = await open_writer(tmp_path)
+    row = AttemptRow(
+        id="att_x", step_id="s", run_id="r", started_at="t", request_headers={"x-name": "caf\udce9"}
+    )
+    blocker = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    writer.submit(run(1))
+    await writer.flush()
+    assert writer.degraded
+    writer.submit(run(2, "completed"))
+    writer.submit(RunRow(id="run_caf\udce9", kind="chat_turn", started_at="t", updated_at="t"))
+    await writer.flush()  # spooled, not a dead writer task
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    await writer.close()
+    assert set(statuses(tmp_path / "db.sqlite")) == {"run_0001", "run_0002", "run_caf\ufffd"}
+    assert writer.dropped == 0
+    store2, writer2, _ = await open_writer(tmp_path / "fresh")
+    writer2.submit(row)
+    writer2.submit(run(3))
+    await writer2.close()
+    assert "run_0003" in statuses(tmp_path / "fresh" / "db.sqlite")
+    await store.close()
+    await store2.close()
