@@ -47,7 +47,7 @@ from addons.exchange import Exchange
 from addons.normalized import Request, Response
 from addons.pipeline import Pipeline
 from addons.providers.base import Api, Call, ParseError, cap_request_texts
-from addons.providers.boundary import Guarded
+from addons.providers.boundary import unwrap
 from addons.providers.registry import APIS
 from storage.records import AttemptRow, BodyRow, Row
 from tests.test_chunk_invariance import CASES, EVENTSTREAM, JSON, NDJSON, SSE, Case
@@ -97,7 +97,7 @@ PATHS = [
 
 def module_kind(api: Any) -> str:
     """The API's own class, under the registry's boundary guard."""
-    return type(api.api if isinstance(api, Guarded) else api).__name__
+    return type(unwrap(api)).__name__
 
 
 def _target_id(index: int) -> str:

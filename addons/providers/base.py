@@ -22,6 +22,7 @@ from addons.normalized import (
     Request,
     Response,
     TextPart,
+    ToolResultPart,
     Usage,
 )
 
@@ -270,6 +271,17 @@ class JsonBodyParser:
                 body = raw.decode("utf-8", "replace").strip() or None
             return Response(error=error_from_body(body, self._status), finish_reason="error")
         return self._parse(loads(raw))
+
+
+def tool_turn_first(role: str, parts: list[Part]) -> list[Message]:
+    """One wire message as our messages: its tool results as a `tool` turn of their own, first,
+    as OpenAI sends them; the rest as the message's own role."""
+    results = [p for p in parts if isinstance(p, ToolResultPart)]
+    rest = [p for p in parts if not isinstance(p, ToolResultPart)]
+    out = [Message(role="tool", parts=results)] if results else []
+    if rest or not results:
+        out.append(Message(role=role, parts=rest))  # type: ignore[arg-type]
+    return out
 
 
 def messages_from_system(system: str | None) -> list[Message]:

@@ -34,6 +34,7 @@ from addons.providers.base import (
     reasoning_part,
     stream_error,
     text_part,
+    tool_turn_first,
     usage,
 )
 from addons.providers.framing import EventStreamDecoder, EventStreamMessage
@@ -120,16 +121,7 @@ def _messages(role: str, content: Any, limit: int) -> list[Message]:
     """One wire message; tool results become their own `tool` message, as in the other APIs."""
     if not isinstance(content, list):
         raise ParseError("message content must be a list of blocks")
-    parts: list[Part] = []
-    results: list[Part] = []
-    for block in content:
-        part = block_part(block, limit)
-        if part is not None:
-            (results if isinstance(part, ToolResultPart) else parts).append(part)
-    out = [Message(role="tool", parts=results)] if results else []
-    if parts or not results:
-        out.append(Message(role=role, parts=parts))  # type: ignore[arg-type]
-    return out
+    return tool_turn_first(role, [p for block in content if (p := block_part(block, limit)) is not None])
 
 
 def block_part(block: Any, limit: int) -> Part | None:

@@ -39,6 +39,7 @@ from addons.providers.base import (
     reasoning_part,
     stream_error,
     text_part,
+    tool_turn_first,
     usage,
 )
 from addons.providers.framing import JsonArrayDecoder, SseDecoder
@@ -138,16 +139,9 @@ def _messages(content: Any, limit: int) -> list[Message]:
     role = {"model": "assistant", "function": "tool", "tool": "tool"}.get(
         content.get("role") or "user", "user"
     )
-    parts: list[Part] = []
-    results: list[Part] = []
-    for raw in _get(content, "parts") or []:
-        part = _part(raw, limit)
-        if part is not None:
-            (results if isinstance(part, ToolResultPart) else parts).append(part)
-    out = [Message(role="tool", parts=results)] if results else []
-    if parts or not results:
-        out.append(Message(role=role, parts=parts))  # type: ignore[arg-type]
-    return out
+    return tool_turn_first(
+        role, [p for raw in _get(content, "parts") or [] if (p := _part(raw, limit)) is not None]
+    )
 
 
 def _part(raw: Any, limit: int) -> Part | None:
