@@ -143,7 +143,7 @@ class Pipeline:
         raw, body_text, truncated = _body_text(ex.request_body, ex.request_encoding, ex.call.capture_limit)
         truncated = truncated or not ex.request_complete
         body, request, fault = _parse_request(ex, raw)
-        classification = self.classifier.classify(request, body, ex.call.path, ex.call.headers, ex.hints)
+        classification = self.classifier.classify(request, ex.call.path, ex.hints)
         placement, conversation_id = self.grouper.place(ex, request, body, classification)
         request_dump = _dump(cap_request_texts(request, ex.call.text_limit), secrets) if request else None
         attempt = AttemptRow(

@@ -108,7 +108,7 @@ class Harness:
         call = Call("POST", "api.anthropic.com", "/v1/messages", headers=headers or {})
         request = anthropic_messages.API.parse_request(body, call)
         ex = Exchange(flow, anthropic_messages.API, "anthropic", call, "https://x", self.now, [], b"")
-        kind = self.classifier.classify(request, body, call.path, call.headers, {})
+        kind = self.classifier.classify(request, call.path, {})
         placement, conversation = self.grouper.place(ex, request, body, kind)
         run, step, attempt = self.tracker.start(
             flow,
@@ -296,7 +296,7 @@ def test_forced_run_id_collects_its_calls() -> None:
         call = Call("POST", "api.anthropic.com", "/v1/messages")
         request = anthropic_messages.API.parse_request(body, call)
         ex = Exchange(flow, anthropic_messages.API, "anthropic", call, "https://x", h.now, [], b"")
-        kind = h.classifier.classify(request, body, call.path, {}, {})
+        kind = h.classifier.classify(request, call.path, {})
         placement, conversation = h.grouper.place(ex, request, body, kind)
         run, step, _ = h.tracker.start(
             flow,

@@ -468,7 +468,13 @@ def test_unknown_roles_and_parts_are_kept_with_a_warning() -> None:
         "model": "m",
         "messages": [
             {"role": "critic", "content": "x"},
-            {"role": "user", "content": [{"type": "video_url", "video_url": {"url": "https://v"}}, {"type": "text", "text": "see"}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "video_url", "video_url": {"url": "https://v"}},
+                    {"type": "text", "text": "see"},
+                ],
+            },
             "bare",
         ],
     }
@@ -486,7 +492,10 @@ def test_session_schema_and_forced_tool_signals() -> None:
         "metadata": {"session_id": "s-1"},
         "prompt_cache_key": "pck",
         "user": "end-user",
-        "response_format": {"type": "json_schema", "json_schema": {"name": "tags", "schema": {"properties": {"tags": {}}}}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "tags", "schema": {"properties": {"tags": {}}}},
+        },
         "tool_choice": {"type": "function", "function": {"name": "set_title"}},
     }
     call = Call(method="POST", host="h", path="/v1/chat/completions", headers={"x-session-id": "ses_9"})
@@ -497,7 +506,10 @@ def test_session_schema_and_forced_tool_signals() -> None:
         ("prompt_cache_key", "pck"),
     ]
     assert signals.user == "end-user" and signals.forced_tool == "set_title"
-    assert signals.output_schema is not None and (signals.output_schema.name, signals.output_schema.fields) == ("tags", ["tags"])
+    assert signals.output_schema is not None and (
+        signals.output_schema.name,
+        signals.output_schema.fields,
+    ) == ("tags", ["tags"])
 
 
 def _user(text: str) -> Message:

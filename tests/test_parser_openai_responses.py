@@ -106,8 +106,15 @@ def test_request_string_input_and_unknown_items() -> None:
         ],
     }
     kept = API.parse_request(odd, call()).messages  # unknown items and parts are kept as they came
-    assert [(m.role, [p.type for p in m.parts]) for m in kept] == [("user", ["other"]), ("user", ["text", "other"])]
-    assert kept[0].parts[0].model_dump() == {"type": "other", "raw_type": "future_item", "data": {"type": "future_item", "x": 1}}
+    assert [(m.role, [p.type for p in m.parts]) for m in kept] == [
+        ("user", ["other"]),
+        ("user", ["text", "other"]),
+    ]
+    assert kept[0].parts[0].model_dump() == {
+        "type": "other",
+        "raw_type": "future_item",
+        "data": {"type": "future_item", "x": 1},
+    }
 
 
 @pytest.mark.parametrize("chunk", [0, 1, 7, 64])
