@@ -136,6 +136,7 @@ class Signals(_Model):
     client_kind: str | None = None  # a kind the client itself states (Codex `request_kind`)
     client_purpose: str | None = None  # a finer purpose it states (Codex `thread_source`)
     compaction_endpoint: bool = False  # an API endpoint whose only job is compaction
+    retry_count: int | None = None  # the client's own retry counter (`x-stainless-retry-count`)
 
 
 class Request(_Model):

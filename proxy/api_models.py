@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 Kind = Literal["chat_turn", "compaction", "title_generation", "quickgen", "unknown"]
 Status = Literal["in_progress", "completed", "error", "interrupted"]
 AttemptStatus = Literal["in_progress", "completed", "failed", "interrupted"]
+ConversationSource = Literal["header", "client_session", "continuation", "derived"]
 Source = Literal["header", "client_metadata", "profile", "heuristic", "default"]
 MAX_LIMIT = 500
 
@@ -154,6 +155,7 @@ class Run(_Out):
     model: str | None
     endpoint: str | None
     first_message: str | None
+    prompt: str | None = Field(None, description="the user's own words that started the run")
     started_at: str
     updated_at: str
     finished_at: str | None
@@ -161,6 +163,9 @@ class Run(_Out):
     attempt_count: int
     usage: Usage
     error: ErrorInfo | None
+    conversation_source: ConversationSource | None = Field(
+        None, description="how the run was placed in its conversation"
+    )
 
 
 class RunDetail(Run):

@@ -79,8 +79,8 @@ def _run_filter(where: RunFilter) -> tuple[list[str], list[Any]]:
         clauses.append("error_class IS NOT NULL" if where.has_error else "error_class IS NULL")
     if where.q:
         escaped = where.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        clauses.append("first_message LIKE ? ESCAPE '\\'")
-        params.append(f"%{escaped}%")
+        clauses.append("(prompt LIKE ? ESCAPE '\\' OR first_message LIKE ? ESCAPE '\\')")
+        params += [f"%{escaped}%", f"%{escaped}%"]
     return clauses, params
 
 

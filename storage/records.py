@@ -89,6 +89,8 @@ class RunRow(Row):
     model: str | None = None
     endpoint: str | None = None
     first_message: str | None = None
+    prompt: str | None = None
+    conversation_source: str | None = None
     started_at: str = ""
     updated_at: str = ""
     finished_at: str | None = None

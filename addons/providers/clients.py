@@ -51,6 +51,9 @@ def header_signals(headers: dict[str, str], signals: Signals) -> Signals:
     seen = {s.value for s in stated}
     signals.session_ids = stated + [s for s in signals.session_ids if s.value not in seen]
     signals.client = signals.client or client_name(headers)
+    count = headers.get("x-stainless-retry-count", "").strip()
+    if count.isdigit() and 0 < int(count) < 1000:
+        signals.retry_count = int(count)
     return signals
 
 
