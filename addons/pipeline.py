@@ -144,6 +144,7 @@ class Pipeline:
             request,
             classification,
             attempt,
+            api=ex.api.name,
             provider=ex.provider,
             endpoint=f"{ex.call.host}{ex.call.path}",
             started_at=ex.started_at,

@@ -85,6 +85,7 @@ class Tracker:
         classification: Classification,
         attempt: AttemptRow,
         *,
+        api: str,
         provider: str,
         endpoint: str,
         started_at: float,
@@ -94,7 +95,9 @@ class Tracker:
         found = self.index.lookup(request) if request is not None else None
         run, step, signal = self._place(request, classification, found, hints)
         if run is None:
-            run = self._new_run(request, classification, found, hints, provider, endpoint, attempt.started_at)
+            run = self._new_run(
+                request, classification, found, hints, (api, provider, endpoint), attempt.started_at
+            )
         if step is None:
             step = StepState(
                 StepRow(
@@ -167,10 +170,10 @@ class Tracker:
         classification: Classification,
         found: Lookup | None,
         hints: dict[str, str],
-        provider: str,
-        endpoint: str,
+        where: tuple[str, str, str],
         stamp: str,
     ) -> RunState:
+        api, provider, endpoint = where
         side = classification.kind in SIDE_KINDS
         quoted = self.index.quoted_prompt(request) if request is not None and side else None
         conversation, source = self._conversation(request, classification, found, hints, quoted)
@@ -183,7 +186,7 @@ class Tracker:
             classification_source=classification.source,
             classification_reason=classification.reason,
             provider=provider,
-            api=request.api if request else None,
+            api=request.api if request else api,
             model=request.model if request else None,
             endpoint=endpoint,
             # a side call's words are its task, quoting what it is about: kept whole

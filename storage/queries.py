@@ -200,7 +200,8 @@ async def stats(fetch: Fetch, since: str, until: str) -> dict[str, Any]:
         [since, until],
     )
     attempts = sum(c["n"] for c in classes)
-    failed = sum(c["n"] for c in classes if c["error_class"] is not None)
+    # provider and transport failures; `proxy_error` is our own trouble recording a call that went fine
+    failed = sum(c["n"] for c in classes if c["error_class"] not in (None, "proxy_error"))
     return {
         "since": since,
         "until": until,

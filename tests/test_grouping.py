@@ -97,6 +97,7 @@ class Harness:
             request,
             kind,
             AttemptRow(id=flow, started_at=timestamp(self.now)),
+            api="anthropic.messages",
             provider="anthropic",
             endpoint="e",
             started_at=self.now,
