@@ -18,6 +18,7 @@ from mitmproxy.net.encoding import decode as decode_body
 
 from addons import redact
 from addons.classify import Classifier
+from addons.cost import Prices
 from addons.exchange import Exchange
 from addons.normalized import Error, Request, Response
 from addons.outcome import Outcome, decide
@@ -49,10 +50,13 @@ class Pipeline:
         max_queue: int = 10_000,
         tick_seconds: float = 1.0,
         profiles: list[Path] | tuple[Path, ...] = (),
+        prices: list[Path] | tuple[Path, ...] = (),
     ) -> None:
         self.submit = submit
         self.classifier = Classifier(profiles)
-        self.tracker = Tracker(submit, retry_window=retry_window, stale_after=stale_after)
+        self.tracker = Tracker(
+            submit, retry_window=retry_window, stale_after=stale_after, prices=Prices(prices)
+        )
         self.counters = Counters()
         self.tick_seconds = tick_seconds
         self.max_queue = max_queue  # bounds the calls waiting to start; a finish is never refused

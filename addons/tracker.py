@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from addons.classify import SIDE_KINDS, Classification
+from addons.cost import Prices, add
 from addons.grouping import Grouper, Lookup, StepRef, has_user_text
 from addons.normalized import Error, Request, Response, Usage
 from addons.outcome import Outcome
@@ -54,6 +55,7 @@ class Flight:
     attempt: AttemptRow
     body: BodyRow
     request_hash: str | None
+    started_at: float = 0.0
     secrets: set[str] = field(default_factory=set)  # credential values to scrub from its rows
     fault: str | None = None  # why the request could not be read
     streamed: bool = False
@@ -66,9 +68,11 @@ class Tracker:
         *,
         retry_window: float = 30.0,
         stale_after: float = 300.0,
+        prices: Prices | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.submit = submit
+        self.prices = prices or Prices()
         self.retry_window = retry_window
         self.stale_after = stale_after
         self.clock = clock
@@ -124,7 +128,7 @@ class Tracker:
         if full_hash is not None:
             ref = StepRef(run.row.id, step.row.id, run.row.conversation_id, started_at)
             self.index.learn_request(full_hash, ref)
-        flight = Flight(run, step, attempt, BodyRow(id=attempt.id), full_hash)
+        flight = Flight(run, step, attempt, BodyRow(id=attempt.id), full_hash, started_at)
         self.flights[flow_id] = flight
         self._emit(run, step, attempt)
         return flight
@@ -297,6 +301,7 @@ class Tracker:
             step.row.usage = step.usage.model_dump()
             for name, value in run.usage:
                 setattr(run.row, name, value)
+            self._price(flight, response)
         run.row.updated_at = stamp
         if outcome.status == "completed":
             step.pending_failure = None
@@ -323,6 +328,18 @@ class Tracker:
                 step.pending_failure = (finished_at + self.retry_window, outcome)
         self._emit(run, step, attempt)
         return flight
+
+    def _price(self, flight: Flight, response: Response) -> None:
+        """The attempt's cost at the time of the call; its step and run sum their attempts'."""
+        run, step, attempt = flight.run, flight.step, flight.attempt
+        model = response.model or run.row.model
+        cost = self.prices.cost(run.row.provider or "", model, response.usage, flight.started_at)
+        if cost is None:
+            return
+        attempt.cost = cost.as_dict()
+        step.row.cost = add(step.row.cost, attempt.cost)
+        run.row.cost = add(run.row.cost, attempt.cost)
+        run.row.cost_total = run.row.cost["total"] if run.row.cost else None
 
     # ---- time passes --------------------------------------------------------------------
 

@@ -178,3 +178,18 @@ migration(
     """,
     only="sqlite",
 )
+
+
+# What each call cost (null where the model's price is unknown); conversations sum their runs'.
+migration(
+    """
+    ALTER TABLE runs ADD COLUMN cost TEXT;
+    ALTER TABLE runs ADD COLUMN cost_total REAL;
+    ALTER TABLE steps ADD COLUMN cost TEXT;
+    ALTER TABLE attempts ADD COLUMN cost TEXT;
+    ALTER TABLE conversations ADD COLUMN cost_total REAL;
+    ALTER TABLE conversations ADD COLUMN kinds TEXT;
+    ALTER TABLE conversations ADD COLUMN error_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversations ADD COLUMN total_tokens INTEGER NOT NULL DEFAULT 0;
+    """
+)
