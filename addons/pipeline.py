@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from addons.exchange import Exchange
 from addons.normalized import Error, Request, Response
 from addons.outcome import Outcome, decide
 from addons.providers.base import ParseError, cap_request_texts, loads
-from addons.tracker import Tracker
+from addons.tracker import RUN_ID, Tracker
 from storage.records import AttemptRow, Row, timestamp
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,10 @@ class Pipeline:
         tick_seconds: float = 1.0,
         profiles: list[Path] | tuple[Path, ...] = (),
         prices: list[Path] | tuple[Path, ...] = (),
+        recall: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
     ) -> None:
         self.submit = submit
+        self.recall = recall  # a stored run by id, for runs named again after memory let them go
         self.classifier = Classifier(profiles)
         self.tracker = Tracker(
             submit, retry_window=retry_window, stale_after=stale_after, prices=Prices(prices)
@@ -109,6 +111,7 @@ class Pipeline:
             kind, exchange = await self._queue.get()
             try:
                 if kind == "start":
+                    await self._recall_forced_run(exchange)
                     self._start(exchange)
                 else:
                     self._finish(exchange)
@@ -126,6 +129,18 @@ class Pipeline:
                 self.tracker.tick()
             except Exception:
                 log.exception("tracker tick failed")
+
+    async def _recall_forced_run(self, ex: Exchange) -> None:
+        run_id = ex.hints.get("x-chatdebug-run", "")
+        if self.recall is None or not RUN_ID.fullmatch(run_id) or run_id in self.tracker.runs:
+            return
+        try:
+            stored = await self.recall(run_id)
+        except Exception as e:  # the store is away: the run starts afresh in memory
+            log.warning("could not look up run %s in the store: %s", run_id, e)
+            return
+        if stored is not None:
+            self.tracker.resume(stored)
 
     # ---- one exchange -----------------------------------------------------------------------
 

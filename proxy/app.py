@@ -58,6 +58,7 @@ class Sidecar:
             retry_window=settings.retry_window,
             stale_after=settings.stale_after,
             profiles=settings.profiles,
+            recall=store.get_run,
         )
         sidecar = cls(settings, store, writer, pipeline, EventHub())
         try:
