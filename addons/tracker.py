@@ -96,8 +96,10 @@ class Tracker:
         started_at: float,
         hints: dict[str, str],
         request_dump: dict | None = None,
+        found: Lookup | None = None,
     ) -> Flight:
-        found = self.index.lookup(request) if request is not None else None
+        if found is None and request is not None:
+            found = self.index.lookup(request)
         run, step, signal = self._place(request, classification, found, hints)
         if run is None:
             run = self._new_run(
@@ -111,6 +113,7 @@ class Tracker:
                     number=len(run.steps) + 1,
                     started_at=attempt.started_at,
                     request=request_dump,
+                    request_hash=found.full_hash if found is not None else None,
                 )
             )
             run.steps.append(step)
@@ -313,6 +316,7 @@ class Tracker:
             self._settle_step(step, "completed", stamp)
             if not step.tool_calls_pending and run.row.status != "completed":
                 self._settle_run(run, "completed", stamp, None)
+            step.row.response_id = response.id[:200] if response is not None and response.id else None
             if response is not None and flight.request_hash is not None:
                 summary_of = run.row.conversation_id if run.row.kind == "compaction" else None
                 self.index.learn_response(flight.request_hash, response, summary_of)

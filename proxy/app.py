@@ -59,6 +59,7 @@ class Sidecar:
             stale_after=settings.stale_after,
             profiles=settings.profiles,
             recall=store.get_run,
+            history=store.find_history,
         )
         sidecar = cls(settings, store, writer, pipeline, EventHub())
         try:

@@ -210,6 +210,9 @@ class SqliteStore:
             return None
         return "rowid IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ?)", [phrase]
 
+    async def find_history(self, hashes: list[str], response_id: str | None) -> list[dict[str, Any]]:
+        return await queries.find_history(self._fetch, hashes, response_id)
+
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
         return await queries.get_run(self._fetch, run_id)
 

@@ -259,3 +259,32 @@ def test_a_forced_run_id_named_again_after_a_restart_adds_to_the_stored_run(
         time.sleep(0.05)
     assert run["step_count"] == 4 and run["attempt_count"] == 4
     assert [s["number"] for s in run["steps"]] == [1, 2, 3, 4]
+
+
+def test_after_a_restart_a_known_history_is_found_in_the_store(
+    own_sidecar: Callable[..., Sidecar], upstream: Upstream
+) -> None:
+    """No session id anywhere: the second turn, sent to a restarted sidecar, joins the first's conversation."""
+    marker = unique("restart-history")
+    first_turn = [{"role": "user", "content": f"{marker} plan a trip to Kyoto"}]
+    sidecar = own_sidecar()
+    upstream.push(Reply.json(wire.openai_completion("Day 1: temples.", usage=wire.openai_usage(5, 3))))
+    openai_client(sidecar, upstream).chat.completions.create(model="gpt-4.1", messages=first_turn)
+    (first,) = sidecar.wait_runs(1, q=marker)
+    assert first["conversation_source"] == "derived"
+    assert sidecar.stop() == 0
+    sidecar = own_sidecar()
+    second_turn = [
+        *first_turn,
+        {"role": "assistant", "content": "Day 1: temples."},
+        {"role": "user", "content": "and day 2?"},
+    ]
+    upstream.push(Reply.json(wire.openai_completion("Day 2: gardens.", usage=wire.openai_usage(9, 3))))
+    openai_client(sidecar, upstream).chat.completions.create(model="gpt-4.1", messages=second_turn)
+    runs = sidecar.wait_runs(2, q=marker)
+    second = next(r for r in runs if r["id"] != first["id"])
+    assert second["prompt"] == "and day 2?"
+    assert (second["conversation_id"], second["conversation_source"]) == (
+        first["conversation_id"],
+        "continuation",
+    )
