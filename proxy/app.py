@@ -19,7 +19,7 @@ from proxy.metrics import Metrics
 from proxy.mitm import EmbeddedProxy, publish_ca, start_proxy
 from proxy.settings import Settings
 from storage.records import now
-from storage.retention import run_retention, run_sweep
+from storage.retention import end_previous_runs, run_retention, run_sweep
 from storage.spool import Spool
 from storage.spool import default_path as default_spool_path
 from storage.sqlite import SqliteStore
@@ -46,8 +46,7 @@ class Sidecar:
         store = SqliteStore(settings.sqlite_path)
         spool = Spool(default_spool_path(store.path), settings.spool_max_bytes)
         writer = Writer(store, spool=spool)
-        started = now()
-        writer.retry(lambda s: s.interrupt_open(now(), updated_before=started))
+        writer.retry(end_previous_runs(now()))
         pipeline = Pipeline(
             writer.submit,
             retry_window=settings.retry_window,

@@ -16,9 +16,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from storage.base import StoreUnavailable
-from storage.records import now, timestamp
-from storage.writer import Writer
+from storage.base import Store, StoreUnavailable
+from storage.records import Row, RunRow, now, timestamp
+from storage.writer import Job, Writer
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,30 @@ async def expire_once(writer: Writer, delete_runs: DeleteRuns, days: float, batc
     return deleted
 
 
+def end_previous_runs(started: str) -> Job:
+    """A writer job (`Writer.retry`) ending the runs a previous process left open: those not
+    updated since this process started at `started`."""
+
+    async def job(store: Store) -> list[Row]:
+        rows = await store.interrupt_open(now(), updated_before=started)
+        if ended := _runs(rows):
+            log.info("ended %d open run(s) of a previous process as interrupted", ended)
+        return rows
+
+    return job
+
+
 async def sweep_once(writer: Writer, older_than: float) -> int:
     """End runs left `in_progress` with no update for `older_than` seconds; returns how many."""
     cutoff = timestamp(time.time() - older_than)
     rows = await writer.execute_rows(lambda store: store.interrupt_open(now(), updated_before=cutoff))
-    return sum(1 for r in rows if r.table == "runs")
+    if ended := _runs(rows):
+        log.info("ended %d run(s) idle for over %gs as interrupted", ended, older_than)
+    return ended
+
+
+def _runs(rows: list[Row]) -> int:
+    return sum(1 for r in rows if isinstance(r, RunRow))
 
 
 async def periodically(

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from storage.files import PRIVATE, make_private
+from storage.files import PRIVATE, make_private, tighten
 from storage.records import AttemptRow, BodyRow, Row, RunRow, StepRow, dumps
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ class Spool:
         """The spooled rows in order, `size` at a time (lines that do not decode are counted in `torn`)."""
         if not self.path.exists():
             return
+        tighten(self.path)  # left by an earlier process, perhaps under a looser umask
         batch: list[Row] = []
         with self.path.open("rb") as f:
             for line in f:

@@ -192,8 +192,6 @@ class SqliteStore:
                 [finished_at, finished_at, *params],
             )
             _refresh_conversations(conn, {r["conversation_id"] for r in runs if r["conversation_id"]})
-        if runs:
-            log.info("ended %d run(s) left in progress as interrupted", len(runs))
         return [
             *(_from_db(RunRow, r) for r in runs),
             *(_from_db(StepRow, r) for r in steps),
