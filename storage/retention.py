@@ -70,11 +70,8 @@ async def periodically(
     while True:
         try:
             await once()
-        except StoreUnavailable as e:
-            level = logging.WARNING if delay == retry_first else logging.DEBUG  # once per outage
-            log.log(
-                level, "%s: the database is unavailable (%s); retrying in %gs", name, e, min(delay, every)
-            )
+        except StoreUnavailable as e:  # the writer has said so, once: no warning per pass
+            log.debug("%s: the database is unavailable (%s); retrying in %gs", name, e, min(delay, every))
         except Exception:
             log.exception("%s failed; retrying in %gs", name, min(delay, every))
         else:

@@ -46,13 +46,12 @@ from storage.records import (
 
 log = logging.getLogger(__name__)
 
+BUSY_SECONDS = 1.0  # a locked database fails fast: the writer spools meanwhile
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",  # WAL + NORMAL: durable across process crashes, fast commits
     "PRAGMA foreign_keys = ON",
-    "PRAGMA busy_timeout = 1000",  # a locked database fails fast: the writer spools meanwhile
 )
-_READER_PRAGMAS = ("PRAGMA busy_timeout = 1000",)  # the reader never writes, not even the journal mode
 # Takes the write lock and touches the main database, so a read-only descriptor fails here
 # (BEGIN IMMEDIATE alone succeeds on one).
 _WRITE_PROBE = "UPDATE schema_migrations SET name = name WHERE 0"
@@ -101,7 +100,7 @@ class SqliteStore:
             create_private(self.path)  # SQLite gives its WAL and -shm files the database's mode
             for suffix in ("-wal", "-shm"):
                 tighten(f"{self.path}{suffix}")
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
         try:
             for pragma in _PRAGMAS:
                 conn.execute(pragma)
@@ -330,10 +329,11 @@ class SqliteStore:
         await self._close_reader()
         generation = self._generation
         try:  # never creates the file: that is the writer's, made private
-            reader = await aiosqlite.connect(_read_uri(self.path), uri=True, isolation_level=None)
+            # the reader never writes, not even the journal mode: no pragmas
+            reader = await aiosqlite.connect(
+                _read_uri(self.path), timeout=BUSY_SECONDS, uri=True, isolation_level=None
+            )
             reader.row_factory = sqlite3.Row
-            for pragma in _READER_PRAGMAS:
-                await reader.execute(pragma)
         except sqlite3.DatabaseError as e:
             raise StoreUnavailable(str(e)) from e
         self._reader, self._reader_file, self._reader_generation = reader, current, generation

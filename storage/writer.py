@@ -75,7 +75,7 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         # Degraded until the first probe opens the store and replays what an earlier process spooled.
         self.degraded = True
-        self.unavailable: str | None = "the database has not been opened yet"
+        self.unavailable: str | None = "the database is being opened"
         self._probe_delay = probe_every
         self._next_probe = 0.0
         self._warned: str | None = None  # the cause last logged: logged once, not per probe
