@@ -9,6 +9,8 @@ import logging
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -390,6 +392,31 @@ def test_short_write_on_a_full_disk_is_cut_back_to_the_last_whole_line(tmp_path:
         assert [orjson.loads(line)["row"]["id"] for line in lines] == [r.id for r in rows[:kept]]
         assert spool.append(rows[kept:]) == 0  # still full: nothing kept, nothing torn
         assert len(spooled_lines(spool.path)) == kept
+
+
+_UNDER_A_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from storage.records import RunRow
+from storage.spool import Spool
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a killed process
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+spool = Spool(sys.argv[1], 1 << 30)
+rows = [RunRow(id=f"run_{i:04d}", first_message="z" * 1000, started_at="t", updated_at="t") for i in range(60)]
+print(spool.append(rows[:10]), spool.append(rows[10:]), spool.append(rows[:1]))
+"""
+
+
+def test_a_file_size_limit_stops_the_spool_at_a_whole_line(tmp_path: Path) -> None:
+    """EFBIG past RLIMIT_FSIZE (in a child process): the same cut-back as a full disk."""
+    path = tmp_path / "spool"
+    done = subprocess.run(
+        [sys.executable, "-c", _UNDER_A_FILE_SIZE_LIMIT, str(path)],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    first, second, third = map(int, done.stdout.split())
+    lines = spooled_lines(path)
+    assert first == 10 and 0 < second < 50 and third == 0
+    assert len(lines) == first + second and path.stat().st_size <= 20_000
 
 
 def test_a_torn_tail_is_cut_before_the_next_append_and_counted(tmp_path: Path) -> None:
