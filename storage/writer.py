@@ -344,13 +344,17 @@ class Writer:
         """Late rows of a deleted run: expected, so counted quietly (a debug line once per run)."""
         self._drop(len(rows), "run_deleted")
         for row in rows:
-            run_id = row.id if isinstance(row, RunRow) else getattr(row, "run_id", None)
-            key = run_id if isinstance(row, RunRow | StepRow | AttemptRow) else "bodies"
-            if key not in self._quiet_logged:
-                self._quiet_logged[key] = None
+            if isinstance(row, RunRow):
+                run_id = row.id
+            elif isinstance(row, StepRow | AttemptRow):
+                run_id = row.run_id
+            else:
+                continue  # bodies name only their attempt; its run is logged by its other rows
+            if run_id not in self._quiet_logged:
+                self._quiet_logged[run_id] = None
                 if len(self._quiet_logged) > 1_000:
                     self._quiet_logged.popitem(last=False)
-                log.debug("dropping late records of deleted run %s", key)
+                log.debug("dropping late records of deleted run %s", run_id)
 
     def _drop(self, count: int, reason: str, *, exc_info: bool = False) -> None:
         if count <= 0:
