@@ -11,6 +11,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from proxy.events import EventHub, last_event_id
-from storage.base import StoreUnavailable
+from storage.base import RunFilter, StoreUnavailable
 from storage.records import AttemptRow, BodyRow, Row, RunRow, StepRow, now, timestamp
 from storage.retention import end_previous_runs, periodically, sweep_once
 from storage.spool import Spool, encode
@@ -184,7 +185,7 @@ async def test_reader_follows_a_replaced_database_file(tmp_path: Path) -> None:
     await writer.flush()
     store = writer.store
     assert isinstance(store, SqliteStore)
-    assert [r["id"] for r in await store.list_runs(_all(), 10, None)] == ["run_0001"]
+    assert [r["id"] for r in await store.list_runs(RunFilter(), 10, None)] == ["run_0001"]
 
     other = SqliteStore(str(tmp_path / "other.sqlite"))
     await other.open()
@@ -194,12 +195,12 @@ async def test_reader_follows_a_replaced_database_file(tmp_path: Path) -> None:
     for suffix in ("-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{db}{suffix}")
-    assert [r["id"] for r in await store.list_runs(_all(), 10, None)] == ["run_0009"]  # no write needed
+    assert [r["id"] for r in await store.list_runs(RunFilter(), 10, None)] == ["run_0009"]  # no write needed
 
     writer.submit(run(2))
     await writer.flush()
     await until(lambda: not writer.degraded)
-    assert {r["id"] for r in await store.list_runs(_all(), 10, None)} == {"run_0009", "run_0002"}
+    assert {r["id"] for r in await store.list_runs(RunFilter(), 10, None)} == {"run_0009", "run_0002"}
     await stop(writer)
 
 
@@ -210,15 +211,15 @@ async def test_removed_database_is_recreated_and_the_reader_sees_the_new_one(tmp
     await writer.flush()
     store = writer.store
     assert isinstance(store, SqliteStore)
-    await store.list_runs(_all(), 10, None)  # the reader is open on the first file
+    await store.list_runs(RunFilter(), 10, None)  # the reader is open on the first file
     for suffix in ("", "-wal", "-shm"):
         os.unlink(f"{db}{suffix}")
     with pytest.raises(StoreUnavailable):
-        await store.list_runs(_all(), 10, None)  # gone, not stale rows from a deleted file
+        await store.list_runs(RunFilter(), 10, None)  # gone, not stale rows from a deleted file
     writer.submit(run(2))
     await writer.flush()
     await until(lambda: not writer.degraded)
-    assert [r["id"] for r in await store.list_runs(_all(), 10, None)] == ["run_0002"]
+    assert [r["id"] for r in await store.list_runs(RunFilter(), 10, None)] == ["run_0002"]
     assert mode(db) == 0o600
     await stop(writer)
 
@@ -236,17 +237,11 @@ async def test_read_only_at_start_recovers_once_writable(tmp_path: Path) -> None
         await until(lambda: writer.unavailable is not None and "readonly" in writer.unavailable)
         store = writer.store
         assert isinstance(store, SqliteStore)
-        assert [r["id"] for r in await store.list_runs(_all(), 10, None)] == ["run_0001"]  # reads go on
+        assert [r["id"] for r in await store.list_runs(RunFilter(), 10, None)] == ["run_0001"]  # reads go on
     writer._next_probe = 0
     await until(lambda: not writer.degraded)
-    assert {r["id"] for r in await store.list_runs(_all(), 10, None)} == {"run_0001", "run_0002"}
+    assert {r["id"] for r in await store.list_runs(RunFilter(), 10, None)} == {"run_0001", "run_0002"}
     await stop(writer)
-
-
-def _all() -> Any:
-    from storage.base import RunFilter
-
-    return RunFilter()
 
 
 # ---- interrupting a previous process's runs, and the stale sweep ------------------------------
@@ -298,8 +293,6 @@ async def test_stale_sweep_ends_runs_the_database_still_holds_open_and_tells_lis
     writer = await started(db)
     hub = EventHub()
     writer.listeners.append(hub.committed)
-    import time
-
     for row in [*tree(1, at=timestamp(time.time() - 3600)), *tree(2, at=now())]:
         writer.submit(row)
     await writer.flush()
