@@ -1,9 +1,15 @@
-"""What kind of run a call starts, from the request alone.
+"""What kind of run a call starts, from the normalized request alone.
 
-Precedence: the `X-Chatdebug-Kind` header; client metadata that states it (Codex's
-`x-codex-turn-metadata`); profiles of known applications (data: `profiles/builtin.json`, plus
-the user's `--profiles` files, which win); heuristics for applications nobody profiled; and
-last the default (`chat_turn` for conversations, `quickgen` for one-shot generations).
+Precedence: the `X-Chatdebug-Kind` header; a kind the client states (Codex's turn metadata);
+profiles of known applications (data: `profiles/builtin.json`, plus the user's `--profiles`
+files, which win); rules that follow what a request asks for, for applications nobody profiled;
+and last `chat_turn`. Only a request that could not be read at all is `unknown`.
+
+The rules key on meaning, not on one application's words or numbers: a title request asks for
+a title, name or one-line summary of the session (in its instructions, its output schema or its
+forced tool), whatever output cap it sends; a compaction asks for a summary of the history so
+far, wherever the instruction stands; a side call that hands structured data or an artifact
+back to the application is `quickgen`. A turn that merely starts from a summary is a turn.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from addons.normalized import Message, Request, TextPart, ToolCallPart, ToolResu
 
 Kind = Literal["chat_turn", "compaction", "title_generation", "quickgen", "unknown"]
 KINDS: tuple[str, ...] = ("chat_turn", "compaction", "title_generation", "quickgen", "unknown")
+SIDE_KINDS = ("compaction", "title_generation", "quickgen")
 
-# Client-stated kinds (Codex `request_kind`) in our vocabulary.
+# Client-stated kinds (Codex `request_kind`, `thread_source`) in our vocabulary.
 CLIENT_KINDS = {
     "turn": "chat_turn",
     "chat": "chat_turn",
@@ -32,6 +39,7 @@ CLIENT_KINDS = {
     "compact": "compaction",
     "title": "title_generation",
     "title_generation": "title_generation",
+    "thread_title": "title_generation",
     "prewarm": "quickgen",
     "memory": "quickgen",
 }
@@ -56,10 +64,17 @@ def _texts(message: Message) -> list[str]:
     return [p.text for p in message.parts if isinstance(p, TextPart) and p.text.strip()]
 
 
+HEAD = 2_000  # an instruction stands at the start or the end of its text, not in the middle
+
+
+def _ends(text: str) -> str:
+    """The head and tail of a long text: where instructions stand (the middle is quoted content)."""
+    return text if len(text) <= 2 * HEAD else f"{text[:HEAD]} … {text[-HEAD:]}"
+
+
 @dataclass
 class Facts:
     request: Request
-    body: Any
     path: str
 
     @cached_property
@@ -72,6 +87,11 @@ class Facts:
         return fold("\n".join([self.request.system or "", *inline]))
 
     @cached_property
+    def system_head(self) -> str:
+        """The system prompt's own instruction: its start (agents append long guidance after it)."""
+        return fold(self.request.system or "")[:HEAD] or self.system[:HEAD]
+
+    @cached_property
     def user_messages(self) -> list[Message]:
         return [m for m in self.conversation if m.role == "user" and _texts(m)]
 
@@ -81,11 +101,15 @@ class Facts:
 
     @cached_property
     def last_user(self) -> list[str]:
-        """Texts of the final user message (each block, and all of them joined)."""
+        """Texts of the final user (or tool-result) message: each block, and all of them joined."""
         if not self.conversation or self.conversation[-1].role not in ("user", "tool"):
             return []
         texts = [fold(t) for t in _texts(self.conversation[-1])]
         return [*texts, " ".join(texts)] if len(texts) > 1 else texts
+
+    @cached_property
+    def last_user_ends(self) -> list[str]:
+        return [_ends(t) for t in self.last_user[:20]]
 
     @cached_property
     def tool_names(self) -> set[str]:
@@ -93,11 +117,7 @@ class Facts:
 
     @cached_property
     def tool_choice_name(self) -> str | None:
-        choice = self.request.tool_choice
-        if isinstance(choice, dict):
-            name = choice.get("name") or (choice.get("function") or {}).get("name")
-            return str(name) if name else None
-        return None
+        return self.request.signals.forced_tool
 
     @cached_property
     def max_output_tokens(self) -> int | None:
@@ -109,15 +129,19 @@ class Facts:
         return any(isinstance(p, ToolCallPart | ToolResultPart) for m in self.conversation for p in m.parts)
 
     @cached_property
-    def input_item_types(self) -> set[str]:
-        items = self.body.get("input") if isinstance(self.body, dict) else None
-        if not isinstance(items, list):
-            return set()
-        return {str(i.get("type")) for i in items if isinstance(i, dict) and i.get("type")}
-
-    @cached_property
     def history_chars(self) -> int:
         return sum(len(t) for m in self.conversation for t in _texts(m))
+
+    @cached_property
+    def output_fields(self) -> set[str]:
+        schema = self.request.signals.output_schema
+        return {fold(f) for f in schema.fields} if schema else set()
+
+    @cached_property
+    def side_call_shape(self) -> bool:
+        """Offers the model nothing to do but answer: no tools, or one it must call, or a lone
+        schema-like tool (a title tool offered without `tool_choice`)."""
+        return not self.tool_names or self.tool_choice_name is not None or len(self.tool_names) == 1
 
 
 # ---- profiles: data-driven rules ---------------------------------------------------------------
@@ -132,15 +156,19 @@ class Match(BaseModel):
     system_contains: str | None = None
     first_user_starts_with: str | None = None
     last_user_starts_with: str | None = None
-    last_user_contains: str | None = None
+    last_user_contains: str | None = None  # any text block of the final user message
     any_instruction_contains: str | None = None  # the system prompt or the final user message
     tools_include: str | None = None
     tools_present: bool | None = None
     tool_choice_name: str | None = None
+    output_field: str | None = None  # a top-level field of the requested output schema
+    structured_output: bool | None = None
+    client_matches: str | None = None  # a regular expression over the client (user agent product)
+    client_purpose: str | None = None  # a purpose the client states (Codex `thread_source`)
+    compaction_endpoint: bool | None = None
     max_output_tokens_at_most: int | None = None
     model_matches: str | None = None  # a regular expression
     path_ends_with: str | None = None
-    input_item_type: str | None = None  # an OpenAI Responses input item type
     message_count_at_most: int | None = None
 
     def compile(self) -> list[tuple[Callable[[Facts, Any], bool], Any]]:
@@ -156,6 +184,7 @@ FOLDED = {
     "last_user_starts_with",
     "last_user_contains",
     "any_instruction_contains",
+    "output_field",
 }
 CHECKS: dict[str, Callable[[Facts, Any], bool]] = {
     "system_starts_with": lambda f, v: f.system.startswith(v),
@@ -167,10 +196,14 @@ CHECKS: dict[str, Callable[[Facts, Any], bool]] = {
     "tools_include": lambda f, v: v in f.tool_names,
     "tools_present": lambda f, v: bool(f.tool_names) == v,
     "tool_choice_name": lambda f, v: f.tool_choice_name == v,
+    "output_field": lambda f, v: v in f.output_fields,
+    "structured_output": lambda f, v: (f.request.signals.output_schema is not None) == v,
+    "client_matches": lambda f, v: re.search(v, f.request.signals.client or "") is not None,
+    "client_purpose": lambda f, v: f.request.signals.client_purpose == v,
+    "compaction_endpoint": lambda f, v: f.request.signals.compaction_endpoint == v,
     "max_output_tokens_at_most": lambda f, v: f.max_output_tokens is not None and f.max_output_tokens <= v,
     "model_matches": lambda f, v: re.search(v, f.request.model or "") is not None,
     "path_ends_with": lambda f, v: f.path.endswith(v),
-    "input_item_type": lambda f, v: v in f.input_item_types,
     "message_count_at_most": lambda f, v: len(f.conversation) <= v,
 }
 
@@ -187,6 +220,7 @@ class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
+    versions: str | None = None  # the releases whose traffic the rules were taken from
     rules: list[Rule]
 
 
@@ -203,87 +237,133 @@ def load_profiles(extra: list[Path] | tuple[Path, ...] = ()) -> list[Profile]:
     return [p for raw in files for p in ProfileFile.model_validate(orjson.loads(raw)).profiles]
 
 
-# ---- heuristics ----------------------------------------------------------------------------------
+# ---- rules that follow meaning -------------------------------------------------------------------
 
+_SUBJECT = r"(conversation|chat|session|thread|discussion|dialog(ue)?|exchange|task|request|query|prompt)"
+_NAME = r"(title|headline|name|label|subject line)"
+_SHORT = (
+    r"(one|1|single)[ -]?(line|sentence)"
+    r"|\b(\d+|few|short|concise|brief)(\s*-\s*\d+)?\s*(words?|char(acter)?s?)"
+    r"|max(imum)?\.? \d+ char"
+)
 _TITLE_ASK = re.compile(
-    r"\b(title|headline|name)\b.{0,80}\b(conversation|chat|message|thread|session|discussion|query|prompt)"
-    r"|\b(generate|create|write|suggest|give|produce|come up with)\b.{0,40}\b(title|headline)\b"
-    r"|\btitle\b.{0,40}\b(\d\s*-\s*\d|\d+|few|short|concise|brief)\s*(words?|characters?)"
+    rf"\b{_NAME}s?\b.{{0,80}}\b(of|for|to|from|captur\w*|summariz\w*|describ\w*)\b.{{0,60}}\b{_SUBJECT}"
+    rf"|\b{_SUBJECT}\s+(title|headline|name)s?\b"
+    rf"|\b(generate|create|write|suggest|give|produce|propose|come up with|output|return|pick|choose)\b"
+    rf".{{0,60}}\b(title|headline)s?\b"
+    rf"|\btitle (generator|writer|maker)\b|\bnam(e|ing) (the|this) {_SUBJECT}"
+    rf"|\bsummar\w*\b.{{0,120}}({_SHORT}).{{0,120}}|({_SHORT}).{{0,60}}\bsummar(y|ize|ise)\b"
 )
+_TITLE_FIELDS = {"title", "name", "headline", "summary_title", "session_title", "chat_title", "thread_title"}
+
+# An instruction to summarise the history: an imperative or a stated role, never a report that
+# a summary follows ("the conversation is summarized below" opens a continued session).
 _SUMMARY_ASK = re.compile(
-    r"\b(summar(y|ise|ize|izing|ising)|compact(ion)?|condense|checkpoint|hand\s?-?over|handoff|recap)\b"
+    r"\b(summari[sz]e|condense|compact|distill|recap|compress)\b(?! below)"
+    r"|\b(create|write|produce|provide|generate|give|prepare|draft|output|return|make)\b[^.!?\n]{0,80}"
+    r"\b(summary|summaries|recap|handoff|hand-off|hand off|checkpoint|snapshot|digest)\b"
+    r"|\b(tasked with|job is to|task is to|goal is to|you are an?|act as an?|role is)\b[^.!?\n]{0,60}"
+    r"\b(summari[sz]\w*|condens\w*|compact\w*|distill\w*|compress\w*)"
+    r"|\b(summari[sz]ing|distilling|condensing|compacting)\b[^.!?\n]{0,40}\b(the|this|our|chat|conversation|history)"
+    r"|\bsummari[sz]es\b"
 )
-_OF_CONVERSATION = re.compile(
-    r"\b(conversation|chat|context|session|history|transcript|so far|above|thread|discussion)\b"
+_OF_HISTORY = re.compile(
+    r"\b(conversation|chat|context|session|history|transcript|so far|above|thread|discussion|dialog(ue)?"
+    r"|messages|exchange|work)\b"
 )
-TITLE_MAX_OUTPUT = 512
+_CONTINUES = re.compile(
+    r"\b(being continued|continued from|continuing from|resumed from|picks? up from)\b"
+    r"|\b(summary|summari[sz]ed) (is )?(below|above|follows)\b|\bhere is (a|the) summary\b"
+)
+# Side calls that hand something back to the application rather than answer the user.
+_ARTIFACT_ASK = re.compile(
+    r"\byou are an? [\w\s-]{0,40}(generator|classifier|router|labell?er|tagger|extractor|categori[sz]er"
+    r"|namer|evaluator|judge|scorer|detector)\b"
+    r"|\b(generate|write|suggest|propose|produce|create)\b[^.!?\n]{0,30}"
+    r"\b(commit messages?|tags|labels|follow-?ups?|follow-up questions|questions to ask|keywords|categories"
+    r"|memories)\b"
+    r"|\b(extract|save|update|record)\b[^.!?\n]{0,40}\b(memor(y|ies)|facts about the user)\b"
+    r"|\blabel what\b|\bclassify (the|this|whether)\b|\bcomplexity score\b"
+    r"|\b(respond|reply|answer) (with )?only (with )?(json|a json|yes|true|one word)\b"
+)
 COMPACTION_MIN_MESSAGES = 3
 COMPACTION_MIN_CHARS = 1500
+INLINE_TRANSCRIPT_CHARS = 400  # one message that quotes the transcript it asks to summarise
 
 
-def heuristic(f: Facts) -> Classification | None:
-    instruction = " ".join([f.system, *f.last_user])
-    if (
-        len(f.conversation) <= 2
-        and not f.used_tools
-        and (f.max_output_tokens is None or f.max_output_tokens <= TITLE_MAX_OUTPUT)
-        and (not f.tool_names or (f.tool_choice_name or "").lower().find("title") >= 0)
-        and _TITLE_ASK.search(instruction)
-    ):
-        return Classification("title_generation", "heuristic", "a short request asking for a title")
-    ask = " ".join(t[:600] for t in f.last_user)
-    long_history = len(f.conversation) >= COMPACTION_MIN_MESSAGES or f.history_chars >= COMPACTION_MIN_CHARS
-    if long_history and _SUMMARY_ASK.search(ask) and _OF_CONVERSATION.search(ask):
-        return Classification(
-            "compaction", "heuristic", "a long history ending with an instruction to summarise it"
-        )
-    system = f.system[:600]
-    if long_history and not f.tool_names and _SUMMARY_ASK.search(system) and _OF_CONVERSATION.search(system):
-        return Classification("compaction", "heuristic", "a system prompt asking to summarise the history")
+def _summary_ask(text: str) -> bool:
+    if _CONTINUES.search(text[:400]):
+        return False  # a turn that starts from a summary is not asking for one
+    for match in _SUMMARY_ASK.finditer(text):
+        window = text[max(0, match.start() - 150) : match.end() + 150]
+        if _OF_HISTORY.search(window):
+            return True
+    return False
+
+
+def title_reason(f: Facts) -> str | None:
+    if f.used_tools or not f.side_call_shape:
+        return None
+    if f.tool_choice_name and "title" in f.tool_choice_name.casefold():
+        return f"a forced tool for the title ({f.tool_choice_name})"
+    fields = f.output_fields
+    if fields & _TITLE_FIELDS and fields <= _TITLE_FIELDS | {"emoji", "reasoning", "reason"}:
+        return f"an output schema for a title ({', '.join(sorted(f.output_fields))})"
+    if len(f.tool_names) == 1 and any("title" in n.casefold() for n in f.tool_names):
+        return f"a lone title tool ({next(iter(f.tool_names))})"
+    if _TITLE_ASK.search(f.system_head):
+        return "the system prompt asks for a title of the session"
+    if any(_TITLE_ASK.search(t) for t in f.last_user_ends):
+        return "the final message asks for a title of the session"
     return None
 
 
-def structured_output(body: Any) -> bool:
-    """The request asks for JSON rather than prose (OpenAI, Responses, Gemini, Ollama, Anthropic)."""
-    if not isinstance(body, dict):
-        return False
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
-        return True
-    text = body.get("text")
-    if isinstance(text, dict) and isinstance(text.get("format"), dict):
-        return text["format"].get("type") in ("json_object", "json_schema")
-    config = body.get("generationConfig")
-    if isinstance(config, dict) and (config.get("responseSchema") or config.get("responseJsonSchema")):
-        return True
-    return bool(body.get("format") or body.get("output_format"))
+def compaction_reason(f: Facts) -> str | None:
+    if f.request.signals.compaction_endpoint:
+        return "a compaction endpoint"
+    long_history = len(f.conversation) >= COMPACTION_MIN_MESSAGES or f.history_chars >= COMPACTION_MIN_CHARS
+    for text in f.last_user_ends:
+        if (long_history or len(text) >= INLINE_TRANSCRIPT_CHARS) and _summary_ask(text):
+            return "the final message asks for a summary of the conversation so far"
+    if f.conversation and _summary_ask(f.system_head[:800]):
+        return "the system prompt asks to summarise the history"
+    return None
 
 
-def default(f: Facts) -> Classification:
-    one_shot = len(f.conversation) == 1 and (not f.tool_names or f.tool_choice_name is not None)
-    if one_shot and (structured_output(f.body) or f.tool_choice_name is not None):
-        return Classification("quickgen", "default", "a single prompt asking for structured output")
-    return Classification("chat_turn", "default", "a conversational call")
+def quickgen_reason(f: Facts) -> str | None:
+    if not f.side_call_shape or len(f.user_messages) > 2:
+        return None
+    if f.request.signals.output_schema is not None and not f.tool_names:
+        return "a side call asking for structured output"
+    if f.tool_choice_name is not None and not f.used_tools:
+        return f"a side call forcing the tool {f.tool_choice_name}"
+    if not f.tool_names and (
+        _ARTIFACT_ASK.search(f.system_head) or any(_ARTIFACT_ASK.search(t) for t in f.last_user_ends)
+    ):
+        return "a side call asking for something the application uses"
+    return None
+
+
+def heuristic(f: Facts) -> Classification | None:
+    if reason := title_reason(f):
+        return Classification("title_generation", "heuristic", reason)
+    if reason := compaction_reason(f):
+        return Classification("compaction", "heuristic", reason)
+    if reason := quickgen_reason(f):
+        return Classification("quickgen", "heuristic", reason)
+    return None
 
 
 # ---- the classifier -----------------------------------------------------------------------------
 
 
-def client_metadata(headers: dict[str, str], body: Any) -> Classification | None:
-    raw: Any = headers.get("x-codex-turn-metadata")
-    source = "x-codex-turn-metadata"
-    if raw is None and isinstance(body, dict) and isinstance(body.get("client_metadata"), dict):
-        raw, source = body["client_metadata"], "client_metadata"
-    if isinstance(raw, str):
-        try:
-            raw = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return None
-    stated = raw.get("request_kind") if isinstance(raw, dict) else None
-    kind = CLIENT_KINDS.get(str(stated).lower()) if stated else None
-    if kind is None:
-        return None
-    return Classification(kind, "client_metadata", f"{source} request_kind={stated}")
+def client_stated(request: Request) -> Classification | None:
+    signals = request.signals
+    for stated, source in ((signals.client_purpose, "thread_source"), (signals.client_kind, "request_kind")):
+        kind = CLIENT_KINDS.get(stated.lower()) if stated else None
+        if kind is not None:
+            return Classification(kind, "client_metadata", f"the client states {source}={stated}")
+    return None
 
 
 class Classifier:
@@ -296,23 +376,18 @@ class Classifier:
             if (conditions := rule.match.compile())
         ]
 
-    def classify(
-        self,
-        request: Request | None,
-        body: Any,
-        path: str,
-        headers: dict[str, str],
-        hints: dict[str, str],
-    ) -> Classification:
+    def classify(self, request: Request | None, path: str, hints: dict[str, str]) -> Classification:
         stated = hints.get("x-chatdebug-kind", "").strip().lower()
         if stated in KINDS:
             return Classification(stated, "header", f"X-Chatdebug-Kind: {stated}")
-        if found := client_metadata(headers, body):
-            return found
         if request is None:
-            return Classification("unknown", "default", "the request could not be parsed")
-        facts = Facts(request, body, path)
+            return Classification("unknown", "default", "the request body could not be read as JSON")
+        # a stated `turn` is what Codex says of its title calls too: for it, profiles and meaning go first
+        found = client_stated(request)
+        if found is not None and found.kind != "chat_turn":
+            return found
+        facts = Facts(request, path)
         for kind, reason, conditions in self.rules:
             if all(check(facts, value) for check, value in conditions):
                 return Classification(kind, "profile", reason)
-        return heuristic(facts) or default(facts)
+        return heuristic(facts) or found or Classification("chat_turn", "default", "a conversational call")

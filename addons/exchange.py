@@ -26,6 +26,7 @@ class Exchange:
     capture: Capture | None = None
     finished_at: float | None = None
     error: str | None = None  # mitmproxy's flow error message: disconnects, resets, timeouts
+    client_gone: bool = False  # the error came from the client's side (it went away)
     fault: str | None = None  # a recorder hook failed on this flow (the flow itself went on)
 
     @property

@@ -1,13 +1,16 @@
-"""Which run and step a call belongs to, from the traffic alone.
+"""What the traffic tells about where a call belongs: an index the tracker consults.
 
-- A request whose messages are a known step's request plus assistant output and tool results
-  (no new user text) is the next step of that step's run. Prefixes are found through chained
-  hashes of canonical messages (`canonical.py`): one lookup per message.
-- OpenAI Responses chains by `previous_response_id`; any API also continues a run when its
-  trailing tool results answer tool calls a step of that run made.
-- The same canonical request as an in-flight or failed attempt (or one the client marks with
-  `x-stainless-retry-count`) is the next attempt of that step.
-- Anything else starts a run, in the conversation the request continues where one is known.
+The index remembers small pointers, never live state:
+- requests by chained hashes of their canonical messages (`canonical.py`), so the longest known
+  prefix of a new request costs one lookup per message; system messages (and Claude Code's
+  mid-conversation ones, which move) do not count, the system prompt seeds the chain;
+- provider response ids (OpenAI Responses' `previous_response_id`) and tool-call ids (a request
+  whose tool results answer a step's calls continues that step's run);
+- for conversations: recent prompts (a side call that quotes one belongs to its conversation),
+  compaction summaries (a request that starts from one continues that conversation) and side
+  calls still waiting for the turn they quote (a title sent before its turn).
+
+Deciding what follows (retry, next step, new run) is the tracker's; the index only answers.
 """
 
 from __future__ import annotations
@@ -16,20 +19,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import orjson
 
 from addons.canonical import chain, digest
-from addons.classify import Classification, fold
-from addons.exchange import Exchange
+from addons.classify import fold
 from addons.normalized import Message, Request, Response, TextPart, ToolCallPart, ToolResultPart
-from addons.outcome import Outcome
-from addons.tracker import FINAL_RUN, Placement, RunState, StepState
 
-SESSION_KEYS = ("conversation_id", "session_id", "thread_id", "chat_id")
-SESSION_HEADERS = ("conversation_id", "session_id", "x-session-id", "x-conversation-id")
-MIN_LINK_TEXT = 8  # shorter first messages ("hi") are too common to link a title run by
+MIN_LINK_TEXT = 8  # shorter prompts ("hi") are too common to link a side call by
+SUMMARY_SLICE = 120  # characters of a summary that must reappear to continue its conversation
+MAX_SCANNED = 50_000  # characters of a side call searched for a quoted prompt
 
 
 @dataclass(slots=True)
@@ -60,6 +57,10 @@ class Index[V]:
         while len(self._items) > self.max_entries:
             self._items.popitem(last=False)
 
+    def pop(self, key: str) -> V | None:
+        item = self._items.pop(key, None)
+        return item[1] if item is not None else None
+
     def expire(self, now: float) -> None:
         while self._items:
             key, (stamp, _) = next(iter(self._items.items()))
@@ -75,125 +76,60 @@ class Index[V]:
 
 
 @dataclass(slots=True)
-class _Flow:
-    request_hash: str
-    placement: Placement
+class Lookup:
+    """What the index knows of a request, strongest evidence first."""
+
+    conversation: list[Message]  # the request's messages without system ones
+    full_hash: str
+    same: StepRef | None = None  # an identical request
+    previous: StepRef | None = None  # the step whose response `previous_response_id` names
+    prefix: StepRef | None = None  # the longest known request this one extends
+    rest: list[Message] | None = None  # what it adds to that request
+    answers: StepRef | None = None  # the step whose tool calls its trailing results answer
+
+    @property
+    def continues(self) -> StepRef | None:
+        return self.previous or self.prefix or self.answers
 
 
 class Grouper:
     def __init__(
         self,
-        live: Callable[[str], RunState | None],
         *,
-        retry_window: float = 30.0,
         ttl: float = 3600.0,
         max_entries: int = 100_000,
+        orphan_ttl: float = 120.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.live = live  # the tracker's open (or recently settled) runs, by id
-        self.retry_window = retry_window
         self.clock = clock
-        self.requests: Index[StepRef] = Index(max_entries, ttl)  # full request hash -> step
+        self.requests: Index[StepRef] = Index(max_entries, ttl)  # request hash -> its step
         self.responses: Index[StepRef] = Index(max_entries, ttl)  # provider response id -> step
         self.calls: Index[StepRef] = Index(max_entries, ttl)  # tool call id -> step that made it
-        self.aliases: Index[str] = Index(max_entries, ttl)  # derived conversation id -> stated id
-        self.firsts: Index[str] = Index(2_000, ttl)  # conversation id -> its first user text, folded
-        self._flows: dict[str, _Flow] = {}
+        self.prompts: Index[str] = Index(2_000, ttl)  # folded prompt -> conversation id
+        self.summaries: Index[str] = Index(500, ttl)  # slice of a compaction summary -> conversation
+        self.orphans: Index[str] = Index(500, orphan_ttl)  # side-call run id -> its folded text
 
-    # ---- placing a new attempt -------------------------------------------------------------
+    # ---- questions -------------------------------------------------------------------------
 
-    def place(
-        self, ex: Exchange, request: Request | None, body: Any, classification: Classification
-    ) -> tuple[Placement, str | None]:
-        stated = ex.hints.get("x-chatdebug-conversation") or session_id(body, ex.call.headers)
-        if request is None:
-            return Placement(), stated
-        hashes = chain(request.messages, seed=digest(request.api.encode(), (request.system or "").encode()))
-        full = hashes[-1] if hashes else digest(b"empty", request.api.encode())
-        placement, continues = self._find(ex, request, body, hashes, classification)
-        self._flows[ex.flow_id] = _Flow(full, placement)
-        if placement.run is not None:
-            return placement, placement.run.row.conversation_id
-        derived = derived_conversation(request.messages)
-        conversation = (
-            stated
-            or continues
-            or (self.aliases.get(derived) if derived else None)
-            or self._linked(request, classification)
-            or derived
-        )
-        now = self.clock()
-        if stated and derived:
-            self.aliases.put(derived, stated, now)
-        if conversation and self.firsts.get(conversation) is None and (first := first_user_text(request)):
-            self.firsts.put(conversation, first, now)
-        return placement, conversation
-
-    def _find(
-        self,
-        ex: Exchange,
-        request: Request,
-        body: Any,
-        hashes: list[str],
-        classification: Classification,
-    ) -> tuple[Placement, str | None]:
-        """A retry of a step, the next step of a run, or a new run (and the conversation it continues)."""
-        messages = request.messages
-        if hashes and (ref := self.requests.get(hashes[-1])):
-            run, step = self._resolve(ref)
-            signal = self._retry_signal(run, step, ref, ex.call.headers, classification)
-            if signal is not None:
-                return Placement(run, step, signal), None
-        previous = body.get("previous_response_id") if isinstance(body, dict) else None
-        if isinstance(previous, str) and (ref := self.responses.get(previous)):
-            return self._continue(ref, messages), ref.conversation_id
+    def lookup(self, request: Request) -> Lookup:
+        conversation = [m for m in request.messages if m.role != "system"]
+        seed = digest(request.api.encode(), (request.system or "").encode())
+        hashes = chain(conversation, seed=seed)
+        found = Lookup(conversation, hashes[-1] if hashes else digest(b"empty", seed.encode()))
+        if hashes:
+            found.same = self.requests.get(hashes[-1])
+        if previous := request.signals.previous_response_id:
+            found.previous = self.responses.get(previous)
+            found.rest = conversation if found.previous else None
         for i in range(len(hashes) - 2, -1, -1):
             if ref := self.requests.get(hashes[i]):
-                return self._continue(ref, messages[i + 1 :]), ref.conversation_id
-        if ref := self._answered_calls(messages):
-            return self._continue(ref, trailing_turn(messages)), ref.conversation_id
-        return Placement(), None
+                found.prefix, found.rest = ref, found.rest or conversation[i + 1 :]
+                break
+        if found.continues is None and (ref := self._answered(conversation)):
+            found.answers, found.rest = ref, trailing_turn(conversation)
+        return found
 
-    def _resolve(self, ref: StepRef) -> tuple[RunState | None, StepState | None]:
-        run = self.live(ref.run_id)
-        if run is None:
-            return None, None
-        return run, next((s for s in reversed(run.steps) if s.row.id == ref.step_id), None)
-
-    def _retry_signal(
-        self,
-        run: RunState | None,
-        step: StepState | None,
-        ref: StepRef,
-        headers: dict[str, str],
-        classification: Classification,
-    ) -> str | None:
-        if run is None or step is None or step is not run.steps[-1] or not step.attempts:
-            return None
-        if (
-            classification.source in ("header", "client_metadata", "profile")
-            and classification.kind != run.row.kind
-        ):
-            return None  # the same messages asked for another purpose (a title of the same chat)
-        count = headers.get("x-stainless-retry-count", "0")
-        header = f"x-stainless-retry-count={count}" if count.isdigit() and int(count) >= 1 else None
-        last = step.attempts[-1]
-        if last.status == "in_progress":
-            return header or "identical request while the previous attempt was in flight"
-        if step.pending_failure is not None:
-            return header or f"identical request after a {last.error_class or 'failed'} attempt"
-        if header and self.clock() - ref.seen <= self.retry_window:
-            return header
-        return None
-
-    def _continue(self, ref: StepRef, rest: list[Message]) -> Placement:
-        """The next step of the run, unless the new messages carry a new user turn (or it ended)."""
-        run = self.live(ref.run_id)
-        if run is None or run.row.status in FINAL_RUN or any(has_user_text(m) for m in rest):
-            return Placement()
-        return Placement(run=run)
-
-    def _answered_calls(self, messages: list[Message]) -> StepRef | None:
+    def _answered(self, messages: list[Message]) -> StepRef | None:
         for message in reversed(messages):
             ids = [p.id for p in message.parts if isinstance(p, ToolResultPart) and p.id]
             if not ids:
@@ -203,57 +139,85 @@ class Grouper:
                     return ref
         return None
 
-    def _linked(self, request: Request, classification: Classification) -> str | None:
-        """A title or compaction run names a conversation whose first message it quotes."""
-        if classification.kind not in ("title_generation", "compaction"):
+    def quoted_prompt(self, request: Request) -> tuple[str, str] | None:
+        """A known prompt that a side call quotes (a title of that turn), and its conversation."""
+        text = side_text(request)
+        for prompt, conversation in self.prompts.newest():
+            if prompt in text:
+                return prompt, conversation
+        return None
+
+    def summary_continued(self, request: Request) -> str | None:
+        """The conversation whose compaction summary this request starts from."""
+        if not self.summaries:
             return None
-        text = fold(" ".join(t for m in request.messages for t in _texts(m)))
-        for conversation, first in self.firsts.newest():
-            if len(first) >= MIN_LINK_TEXT and first in text:
+        texts = [fold(t) for m in request.messages if m.role == "user" for t in texts_of(m)][:3]
+        for piece, conversation in self.summaries.newest():
+            if any(piece in t for t in texts):
                 return conversation
         return None
 
-    # ---- learning from attempts ---------------------------------------------------------------
+    # ---- learning ----------------------------------------------------------------------------
 
-    def started(self, ex: Exchange, run: RunState, step: StepState) -> None:
-        flow = self._flows.get(ex.flow_id)
-        if flow is not None:
-            now = self.clock()
-            self.requests.put(
-                flow.request_hash, StepRef(run.row.id, step.row.id, run.row.conversation_id, now), now
-            )
+    def learn_request(self, full_hash: str, ref: StepRef) -> None:
+        self.requests.put(full_hash, ref, ref.seen)
 
-    def finished(self, ex: Exchange, response: Response | None, outcome: Outcome) -> None:
-        flow = self._flows.pop(ex.flow_id, None)
-        if flow is None:
-            return
-        ref = self.requests.get(flow.request_hash)
-        if ref is None:
-            return
+    def learn_response(self, full_hash: str, response: Response, summary_of: str | None) -> None:
+        """A completed response: its id and tool calls point back to the step; a compaction's
+        summary (when `summary_of` names its conversation) is remembered for what continues it."""
+        ref = self.requests.get(full_hash)
         now = self.clock()
-        ref.seen = now
-        if response is not None and outcome.status == "completed":
+        if ref is not None:
+            ref.seen = now
             if response.id:
                 self.responses.put(response.id, ref, now)
             for part in response.content:
                 if isinstance(part, ToolCallPart) and part.id:
                     self.calls.put(part.id, ref, now)
+        if summary_of:
+            summary = fold(" ".join(p.text for p in response.content if isinstance(p, TextPart)))
+            if len(summary) >= 2 * SUMMARY_SLICE:
+                middle = len(summary) // 2
+                for start in (0, middle, len(summary) - SUMMARY_SLICE):
+                    self.summaries.put(summary[start : start + SUMMARY_SLICE], summary_of, now)
+
+    def learn_prompts(self, prompts: list[str | None], conversation: str | None) -> list[str]:
+        """A chat turn's prompt and its conversation's first message; returns the side calls
+        waiting for one of them (they quote it)."""
+        folded = {fold(p) for p in prompts if p}
+        folded = {p for p in folded if len(p) >= MIN_LINK_TEXT}
+        if not conversation or not folded:
+            return []
+        now = self.clock()
+        for prompt in folded:
+            self.prompts.put(prompt, conversation, now)
+        waiting = [run_id for run_id, text in self.orphans.newest() if any(p in text for p in folded)]
+        for run_id in waiting:
+            self.orphans.pop(run_id)
+        return waiting
+
+    def learn_orphan(self, run_id: str, request: Request) -> None:
+        """A side call placed by its own session id or by nothing: its turn may come later."""
+        self.orphans.put(run_id, side_text(request), self.clock())
+
+    def forget_run(self, run_id: str) -> None:
+        self.orphans.pop(run_id)
 
     def expire(self) -> None:
         now = self.clock()
-        for index in (self.requests, self.responses, self.calls, self.aliases, self.firsts):
+        for index in (self.requests, self.responses, self.calls, self.prompts, self.summaries, self.orphans):
             index.expire(now)
 
 
 # ---- plain functions ------------------------------------------------------------------------------
 
 
-def _texts(message: Message) -> list[str]:
+def texts_of(message: Message) -> list[str]:
     return [p.text for p in message.parts if isinstance(p, TextPart) and p.text.strip()]
 
 
 def has_user_text(message: Message) -> bool:
-    return message.role == "user" and bool(_texts(message))
+    return message.role == "user" and bool(texts_of(message))
 
 
 def trailing_turn(messages: list[Message]) -> list[Message]:
@@ -264,50 +228,7 @@ def trailing_turn(messages: list[Message]) -> list[Message]:
     return messages
 
 
-def first_user_text(request: Request) -> str | None:
-    for message in request.messages:
-        if has_user_text(message):
-            return fold(" ".join(_texts(message)))
-    return None
-
-
-def derived_conversation(messages: list[Message]) -> str | None:
-    """A stable id from the conversation's opening: everything up to its first user message.
-
-    Deterministic, so a restarted proxy and a title or compaction request that quotes the same
-    opening arrive at the same id.
-    """
-    for i, message in enumerate(messages):
-        if has_user_text(message):
-            opening = [m for m in messages[: i + 1] if m.role != "system"]
-            return "conv_" + chain(opening)[-1][:20]
-    return None
-
-
-def session_id(body: Any, headers: dict[str, str]) -> str | None:
-    """A conversation id the client itself sent, in the places SDKs and CLIs put one."""
-    for name in SESSION_HEADERS:
-        if headers.get(name):
-            return headers[name]
-    codex = headers.get("x-codex-turn-metadata")
-    if codex:
-        try:
-            meta = orjson.loads(codex)
-        except orjson.JSONDecodeError:
-            meta = None
-        if isinstance(meta, dict):
-            for key in SESSION_KEYS:
-                if meta.get(key):
-                    return str(meta[key])
-    if not isinstance(body, dict):
-        return None
-    metadata = body.get("metadata")
-    if isinstance(metadata, dict):
-        for key in SESSION_KEYS:
-            if metadata.get(key):
-                return str(metadata[key])
-    if isinstance(body.get("prompt_cache_key"), str):
-        return body["prompt_cache_key"]
-    if isinstance(metadata, dict) and metadata.get("user_id"):
-        return str(metadata["user_id"])
-    return body["user"] if isinstance(body.get("user"), str) and body["user"] else None
+def side_text(request: Request) -> str:
+    """Everything a side call says, folded: where a quoted prompt would stand."""
+    pieces = [request.system or ""] + [t for m in request.messages for t in texts_of(m)]
+    return fold(" ".join(pieces)[:MAX_SCANNED])

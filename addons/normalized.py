@@ -61,8 +61,16 @@ class MediaPart(_Model):
     size: int
 
 
+class OtherPart(_Model):
+    """A part of a type we do not know yet, kept as it came (capped) rather than dropped."""
+
+    type: Literal["other"] = "other"
+    raw_type: str | None = None
+    data: Any = None
+
+
 Part = Annotated[
-    TextPart | ReasoningPart | ToolCallPart | ToolResultPart | MediaPart,
+    TextPart | ReasoningPart | ToolCallPart | ToolResultPart | MediaPart | OtherPart,
     Field(discriminator="type"),
 ]
 
@@ -70,6 +78,7 @@ Part = Annotated[
 class Message(_Model):
     role: Role
     parts: list[Part]
+    raw_role: str | None = None  # the wire's own role where it is none of ours (kept as `user`)
 
 
 class Tool(_Model):
@@ -102,6 +111,34 @@ class Error(_Model):
     code: str | None = None
 
 
+class SessionId(_Model):
+    source: str  # where the client stated it: a header name or a body field path
+    value: str
+
+
+class OutputSchema(_Model):
+    """Structured output the request asks for: JSON mode, a JSON schema, or a forced tool's input."""
+
+    name: str | None = None
+    fields: list[str] = []  # the top-level property names, which say what the output is for
+
+
+class Signals(_Model):
+    """What a request says about itself beyond its messages, read by the provider's parser (body)
+    and the boundary (headers), so classification and grouping never read raw bodies."""
+
+    session_ids: list[SessionId] = []  # most specific first
+    user: str | None = None  # an end-user id (OpenAI `user`): not a session
+    previous_response_id: str | None = None
+    output_schema: OutputSchema | None = None
+    forced_tool: str | None = None
+    client: str | None = None  # the application, from its headers or user agent
+    client_kind: str | None = None  # a kind the client itself states (Codex `request_kind`)
+    client_purpose: str | None = None  # a finer purpose it states (Codex `thread_source`)
+    compaction_endpoint: bool = False  # an API endpoint whose only job is compaction
+    retry_count: int | None = None  # the client's own retry counter (`x-stainless-retry-count`)
+
+
 class Request(_Model):
     api: str
     model: str | None = None
@@ -111,6 +148,8 @@ class Request(_Model):
     tool_choice: Any = None
     options: dict[str, Any] = {}
     stream: bool = False
+    signals: Signals = Field(default_factory=Signals)
+    warnings: list[str] = []  # what the parser kept as it came rather than understood
 
 
 class Response(_Model):

@@ -16,15 +16,6 @@ class Outcome:
     status: str  # attempt status: completed | failed | interrupted
     error: Error | None = None
 
-    @property
-    def retryable(self) -> bool:
-        """Failures a client typically retries (what makes a later identical request an attempt)."""
-        return self.error is not None and self.error.error_class not in (
-            "client_error",
-            "auth_error",
-            "proxy_error",
-        )
-
 
 def _error(error_class: ErrorClass, message: str, type_: str | None = None) -> Error:
     return Error.model_validate({"class": error_class, "message": message, "type": type_})
@@ -44,10 +35,20 @@ def decide(
     response: Response | None,
     flow_error: str | None,
     fault: str | None,
+    client_gone: bool = False,
 ) -> Outcome:
-    """The attempt's ending, most telling evidence first."""
-    if flow_error is not None:
-        error_class = classify_flow_error(flow_error)
+    """The attempt's ending, most telling evidence first. A response that arrived whole (a
+    stream's terminal event included) completed, whatever the client did next: SDKs close the
+    connection right after `[DONE]`."""
+    delivered = (
+        response is not None
+        and response.complete
+        and response.error is None
+        and (response.finish_reason is not None or bool(response.content))
+        and (http_status is None or http_status < 400)
+    )
+    if flow_error is not None and not delivered:
+        error_class = "canceled" if client_gone else classify_flow_error(flow_error)
         status = "interrupted" if error_class == "canceled" else "failed"
         return Outcome(status, _error(error_class, flow_error))
     if http_status is not None and http_status >= 400:

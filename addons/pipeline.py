@@ -18,13 +18,13 @@ from mitmproxy.net.encoding import decode as decode_body
 
 from addons import redact
 from addons.classify import Classifier
+from addons.cost import Prices
 from addons.exchange import Exchange
-from addons.grouping import Grouper
 from addons.normalized import Error, Request, Response
 from addons.outcome import Outcome, decide
 from addons.providers.base import ParseError, cap_request_texts, loads
 from addons.tracker import Tracker
-from storage.records import AttemptRow, BodyRow, Row, timestamp
+from storage.records import AttemptRow, Row, timestamp
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,6 @@ class Counters:
     hook_errors: int = 0
 
 
-@dataclasses.dataclass(slots=True)
-class _Open:
-    attempt: AttemptRow
-    body: BodyRow
-    secrets: set[str]
-    fault: str | None  # why the request could not be parsed
-    streamed: bool  # what the request asked for
-
-
 class Pipeline:
     def __init__(
         self,
@@ -59,16 +50,17 @@ class Pipeline:
         max_queue: int = 10_000,
         tick_seconds: float = 1.0,
         profiles: list[Path] | tuple[Path, ...] = (),
+        prices: list[Path] | tuple[Path, ...] = (),
     ) -> None:
         self.submit = submit
         self.classifier = Classifier(profiles)
-        self.tracker = Tracker(submit, retry_window=retry_window, stale_after=stale_after)
-        self.grouper = Grouper(self.tracker.runs.get, retry_window=retry_window)
+        self.tracker = Tracker(
+            submit, retry_window=retry_window, stale_after=stale_after, prices=Prices(prices)
+        )
         self.counters = Counters()
         self.tick_seconds = tick_seconds
         self.max_queue = max_queue  # bounds the calls waiting to start; a finish is never refused
         self._queue: asyncio.Queue[tuple[str, Exchange]] = asyncio.Queue()
-        self._open: dict[str, _Open] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---- the recorder's sink: called from hooks, never blocks ----------------------------
@@ -132,7 +124,6 @@ class Pipeline:
             await asyncio.sleep(self.tick_seconds)
             try:
                 self.tracker.tick()
-                self.grouper.expire()
             except Exception:
                 log.exception("tracker tick failed")
 
@@ -141,10 +132,8 @@ class Pipeline:
     def _start(self, ex: Exchange) -> None:
         secrets = redact.secret_values(ex.request_headers, ex.url)
         raw, body_text, truncated = _body_text(ex.request_body, ex.request_encoding, ex.call.capture_limit)
-        truncated = truncated or not ex.request_complete
-        body, request, fault = _parse_request(ex, raw)
-        classification = self.classifier.classify(request, body, ex.call.path, ex.call.headers, ex.hints)
-        placement, conversation_id = self.grouper.place(ex, request, body, classification)
+        request, fault = _parse_request(ex, raw)
+        classification = self.classifier.classify(request, ex.call.path, ex.hints)
         request_dump = _dump(cap_request_texts(request, ex.call.text_limit), secrets) if request else None
         attempt = AttemptRow(
             id=f"att_{ex.flow_id.replace('-', '')}",
@@ -154,48 +143,44 @@ class Pipeline:
             request_bytes=ex.request_size,
             request_headers=redact.headers(ex.request_headers),
         )
-        run, step, _ = self.tracker.start(
+        flight = self.tracker.begin(
             ex.flow_id,
-            placement,
-            request=request,
-            request_dump=request_dump,
-            classification=classification,
-            conversation_id=conversation_id,
+            request,
+            classification,
+            attempt,
+            api=ex.api.name,
             provider=ex.provider,
             endpoint=f"{ex.call.host}{ex.call.path}",
-            attempt=attempt,
             started_at=ex.started_at,
-            run_id=ex.hints.get("x-chatdebug-run"),
+            hints=ex.hints,
+            request_dump=request_dump,
         )
-        self.grouper.started(ex, run, step)
-        body = BodyRow(
-            id=attempt.id, request_body=redact.text(body_text, secrets), request_truncated=truncated
-        )
-        self._open[ex.flow_id] = _Open(attempt, body, secrets, fault, bool(request and request.stream))
+        flight.secrets, flight.fault = secrets, fault
+        flight.streamed = bool(request and request.stream)
+        flight.body.request_body = redact.text(body_text, secrets)
+        flight.body.request_truncated = truncated or not ex.request_complete
         ex.request_body = b""  # read: the attempt keeps its capped copy, not the whole body
-        self.submit(body)
+        self.submit(dataclasses.replace(flight.body))
 
     def _abandon(self, ex: Exchange, error: Exception) -> None:
         """A start or finish that failed half-way: the attempt still ends, as our own error."""
-        self._open.pop(ex.flow_id, None)
         message = f"could not record this attempt: {type(error).__name__}: {error}"
         outcome = Outcome("failed", Error.model_validate({"class": "proxy_error", "message": message}))
-        self.tracker.finish(ex.flow_id, outcome, None, None, ex.finished_at or ex.started_at)
-        self.grouper.finished(ex, None, outcome)
+        self.tracker.end(ex.flow_id, outcome, None, None, ex.finished_at or ex.started_at)
 
     def _finish(self, ex: Exchange) -> None:
-        opened = self._open.get(ex.flow_id)
-        if opened is None:
+        flight = self.tracker.flights.get(ex.flow_id)
+        if flight is None:
             return
-        attempt, body = opened.attempt, opened.body
+        attempt, body = flight.attempt, flight.body
         response, fault = _result(ex)
-        outcome = decide(ex.status, response, ex.error, opened.fault or ex.fault or fault)
+        outcome = decide(ex.status, response, ex.error, flight.fault or ex.fault or fault, ex.client_gone)
         if outcome.error is not None:  # upstream error messages echo keys back
-            outcome.error.message = redact.text(outcome.error.message, opened.secrets)
+            outcome.error.message = redact.text(outcome.error.message, flight.secrets)
         capture = ex.capture
         attempt.http_status = ex.status
         attempt.response_headers = redact.headers(ex.response_headers) if ex.response_headers else None
-        attempt.streamed = opened.streamed or _is_stream(ex)
+        attempt.streamed = flight.streamed or _is_stream(ex)
         finished = ex.finished_at or ex.started_at
         attempt.duration_ms = round((finished - ex.started_at) * 1000, 3)
         if capture is not None:
@@ -205,12 +190,10 @@ class Pipeline:
             text = (
                 capture.body.decode("utf-8", "replace") if _is_text(capture.body) else _binary(capture.body)
             )
-            body.response_body = redact.text(text, opened.secrets)
+            body.response_body = redact.text(text, flight.secrets)
             body.response_truncated = capture.truncated
-        response_dump = _dump(response, opened.secrets) if response is not None else None
-        self.tracker.finish(ex.flow_id, outcome, response, response_dump, finished)
-        self.grouper.finished(ex, response, outcome)
-        del self._open[ex.flow_id]
+        response_dump = _dump(response, flight.secrets) if response is not None else None
+        self.tracker.end(ex.flow_id, outcome, response, response_dump, finished)
         self.submit(body)
         self.counters.recorded += 1
 
@@ -243,18 +226,19 @@ def _binary(data: bytes) -> str:
     return f"[{len(data)} bytes of binary data, not stored]"
 
 
-def _parse_request(ex: Exchange, raw: bytes) -> tuple[Any, Request | None, str | None]:
-    """The decoded JSON body and the normalized request (uncut: grouping hashes whole texts)."""
-    body: Any = None
+def _parse_request(ex: Exchange, raw: bytes) -> tuple[Request | None, str | None]:
+    """The normalized request (uncut: grouping hashes whole texts), or why there is none: only a
+    body that is not JSON (or too large to read) has none; anything else the parser keeps."""
     if not ex.request_complete:
-        return None, None, f"the request body ({ex.request_size} bytes) is too large to parse for recording"
+        return None, f"the request body ({ex.request_size} bytes) is too large to parse for recording"
     try:
         body = loads(raw)
-        return body, ex.api.parse_request(body, dataclasses.replace(ex.call, text_limit=_UNLIMITED)), None
     except ParseError as e:
-        return body, None, f"could not parse the {ex.api.name} request: {e}"
-    except Exception as e:
-        return body, None, f"could not parse the {ex.api.name} request: {type(e).__name__}: {e}"
+        return None, f"could not parse the {ex.api.name} request: the body is not JSON ({e})"
+    try:
+        return ex.api.parse_request(body, dataclasses.replace(ex.call, text_limit=_UNLIMITED)), None
+    except Exception as e:  # the boundary keeps what it can; this is a bug, recorded as ours
+        return None, f"could not parse the {ex.api.name} request: {type(e).__name__}: {e}"
 
 
 def _result(ex: Exchange) -> tuple[Response | None, str | None]:

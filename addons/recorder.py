@@ -29,6 +29,7 @@ _TEE = "chatdebug-request"
 # Request bodies past this are passed on but not parsed for recording: parsing runs on the
 # proxy's one event loop, and real requests, long histories included, stay far below it.
 MAX_PARSE_BYTES = 16 << 20
+MAX_HINT = 200  # characters of an X-Chatdebug-* value: longer ones are ignored, never stored as ids
 
 
 class Sink(Protocol):
@@ -73,6 +74,7 @@ class Recorder:
         hints = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith(HINT_PREFIX)}
         for name in hints:
             del request.headers[name]  # ours alone: the provider never sees them
+        hints = {k: v.strip() for k, v in hints.items() if len(v) <= MAX_HINT}  # ids, not payloads
         path = request.path.split("?", 1)[0]
         api = find_api(request.method, path)
         if api is not None:
@@ -145,7 +147,12 @@ class Recorder:
 
     @_guarded
     def error(self, flow: http.HTTPFlow) -> None:
-        self._finish(flow, flow.error.msg if flow.error else "unknown error")
+        message = flow.error.msg if flow.error else "unknown error"
+        exchange = _exchange(flow)
+        if exchange is not None:
+            # who went away: HTTP/2 says "peer closed connection" for either side, so ask the connection
+            exchange.client_gone = not flow.client_conn.connected or "client" in message.lower()
+        self._finish(flow, message)
 
     def _finish(self, flow: http.HTTPFlow, error: str | None) -> None:
         # a streamed request that failed before its end (upstream unreachable, client gone

@@ -1,23 +1,30 @@
-"""Runs, steps and attempts in memory: their lifecycle, statuses and summaries.
+"""Runs, steps and attempts: the one owner of their live state and of the rows they become.
 
-The tracker owns the live state and turns every change into row snapshots for the writer.
-Where a call belongs (which run, which step) is the grouper's decision; what follows from it
-(counts, usage, statuses, timers) is decided here.
+`begin` places a new attempt (a retry of a step, the next step of a run, or a new run, in the
+conversation it belongs to), consulting the grouping index; `end` settles it; `tick` lets time
+pass (failures nobody retried, runs nobody continued). Every change is handed to `submit` as a
+row snapshot. Nothing else decides or writes these rows.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from addons.classify import Classification
-from addons.normalized import Error, Request, Response, TextPart, Usage
+from addons.classify import SIDE_KINDS, Classification
+from addons.cost import Prices, add
+from addons.grouping import Grouper, Lookup, StepRef, has_user_text
+from addons.normalized import Error, Request, Response, Usage
 from addons.outcome import Outcome
-from storage.records import AttemptRow, Row, RunRow, StepRow, names, new_id, timestamp
+from addons.prompts import first_words, prompt_of
+from storage.records import AttemptRow, BodyRow, Row, RunRow, StepRow, names, new_id, timestamp
 
 STEP_ORDER = {"in_progress": 0, "interrupted": 1, "error": 2, "completed": 3}
 FINAL_RUN = ("completed", "error", "interrupted")
+# An id a client forces with X-Chatdebug-Run: anything else is ignored, not stored.
+RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 @dataclass(slots=True)
@@ -26,6 +33,7 @@ class StepState:
     attempts: list[AttemptRow] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     pending_failure: tuple[float, Outcome] | None = None  # (deadline, outcome) awaiting a retry
+    retry_until: float = 0.0  # an identical request until then is the next attempt
     tool_calls_pending: bool = False
 
 
@@ -39,12 +47,18 @@ class RunState:
 
 
 @dataclass(slots=True)
-class Placement:
-    """Where a new attempt goes: an existing step (a retry), a new step of a run, or a new run."""
+class Flight:
+    """One attempt between `begin` and `end`: where it went and the rows it fills."""
 
-    run: RunState | None = None
-    step: StepState | None = None
-    retry_signal: str | None = None
+    run: RunState
+    step: StepState
+    attempt: AttemptRow
+    body: BodyRow
+    request_hash: str | None
+    started_at: float = 0.0
+    secrets: set[str] = field(default_factory=set)  # credential values to scrub from its rows
+    fault: str | None = None  # why the request could not be read
+    streamed: bool = False
 
 
 class Tracker:
@@ -54,64 +68,47 @@ class Tracker:
         *,
         retry_window: float = 30.0,
         stale_after: float = 300.0,
+        prices: Prices | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.submit = submit
+        self.prices = prices or Prices()
         self.retry_window = retry_window
         self.stale_after = stale_after
         self.clock = clock
+        self.index = Grouper(clock=clock)
         self.runs: dict[str, RunState] = {}
-        self.attempts: dict[str, tuple[RunState, StepState, AttemptRow]] = {}  # by flow id
+        self.flights: dict[str, Flight] = {}  # by flow id
 
     # ---- an attempt begins --------------------------------------------------------------
 
-    def start(
+    def begin(
         self,
         flow_id: str,
-        placement: Placement,
-        *,
         request: Request | None,
-        request_dump: dict | None,
         classification: Classification,
-        conversation_id: str | None,
+        attempt: AttemptRow,
+        *,
+        api: str,
         provider: str,
         endpoint: str,
-        attempt: AttemptRow,
         started_at: float,
-        run_id: str | None = None,
-    ) -> tuple[RunState, StepState, AttemptRow]:
-        stamp = timestamp(started_at)
-        if placement.run is not None and placement.run.row.id not in self.runs:
-            placement = Placement()  # the run was deleted meanwhile: start afresh
-        if run_id and (placement.run is None or placement.run.row.id != run_id):
-            # X-Chatdebug-Run: the client says which run, whatever the traffic suggests
-            placement = Placement(run=self.runs.get(run_id))
-        run = placement.run
+        hints: dict[str, str],
+        request_dump: dict | None = None,
+    ) -> Flight:
+        found = self.index.lookup(request) if request is not None else None
+        run, step, signal = self._place(request, classification, found, hints)
         if run is None:
-            row = RunRow(
-                id=run_id or new_id("run_"),
-                conversation_id=conversation_id,
-                kind=classification.kind,
-                classification_source=classification.source,
-                classification_reason=classification.reason,
-                provider=provider,
-                api=request.api if request else attempt.url,
-                model=request.model if request else None,
-                endpoint=endpoint,
-                first_message=first_user_text(request),
-                started_at=stamp,
-                updated_at=stamp,
+            run = self._new_run(
+                request, classification, found, hints, (api, provider, endpoint), attempt.started_at
             )
-            run = RunState(row)
-            self.runs[row.id] = run
-        step = placement.step
         if step is None:
             step = StepState(
                 StepRow(
                     id=new_id("stp_"),
                     run_id=run.row.id,
                     number=len(run.steps) + 1,
-                    started_at=stamp,
+                    started_at=attempt.started_at,
                     request=request_dump,
                 )
             )
@@ -119,36 +116,183 @@ class Tracker:
         step.pending_failure = None
         attempt.step_id, attempt.run_id = step.row.id, run.row.id
         attempt.number = len(step.attempts) + 1
-        attempt.retry_signal = placement.retry_signal
+        attempt.retry_signal = signal
         step.attempts.append(attempt)
         run.in_flight += 1
         run.last_activity = started_at
         run.row.step_count = len(run.steps)
         run.row.attempt_count = sum(len(s.attempts) for s in run.steps)
-        run.row.updated_at = stamp
+        run.row.updated_at = attempt.started_at
         run.row.model = run.row.model or (request.model if request else None)
-        self.attempts[flow_id] = (run, step, attempt)
+        full_hash = found.full_hash if found is not None else None
+        if full_hash is not None:
+            ref = StepRef(run.row.id, step.row.id, run.row.conversation_id, started_at)
+            self.index.learn_request(full_hash, ref)
+        flight = Flight(run, step, attempt, BodyRow(id=attempt.id), full_hash, started_at)
+        self.flights[flow_id] = flight
         self._emit(run, step, attempt)
-        return run, step, attempt
+        return flight
+
+    def _place(
+        self,
+        request: Request | None,
+        classification: Classification,
+        found: Lookup | None,
+        hints: dict[str, str],
+    ) -> tuple[RunState | None, StepState | None, str | None]:
+        """A retry of a step, the next step of a run, or (None, None) for a new run."""
+        forced = hints.get("x-chatdebug-run", "")
+        if RUN_ID.fullmatch(forced):
+            run = self.runs.get(forced)
+            if run is None:
+                return None, None, None
+            same = found is not None and found.same is not None and found.same.run_id == forced
+            step = self._step(run, found.same.step_id) if same and found and found.same else None
+            return run, step, "X-Chatdebug-Run names this run" if step else None
+        if request is None or found is None:
+            return None, None, None
+        if found.same is not None:
+            run, step = self._resolve(found.same)
+            signal = self._retry_signal(run, step, request, classification)
+            if signal is not None:
+                return run, step, signal
+        ref = found.continues
+        if ref is not None and found.rest is not None:
+            run = self.runs.get(ref.run_id)
+            if (
+                run is not None
+                and run.row.status not in FINAL_RUN
+                and not any(has_user_text(m) for m in found.rest)
+                and not _another_purpose(run, classification)
+            ):
+                return run, None, None
+        return None, None, None
+
+    def _new_run(
+        self,
+        request: Request | None,
+        classification: Classification,
+        found: Lookup | None,
+        hints: dict[str, str],
+        where: tuple[str, str, str],
+        stamp: str,
+    ) -> RunState:
+        api, provider, endpoint = where
+        side = classification.kind in SIDE_KINDS
+        quoted = self.index.quoted_prompt(request) if request is not None and side else None
+        conversation, source = self._conversation(request, classification, found, hints, quoted)
+        forced = hints.get("x-chatdebug-run", "")
+        row = RunRow(
+            id=forced if RUN_ID.fullmatch(forced) else new_id("run_"),
+            conversation_id=conversation,
+            conversation_source=source,
+            kind=classification.kind,
+            classification_source=classification.source,
+            classification_reason=classification.reason,
+            provider=provider,
+            api=request.api if request else api,
+            model=request.model if request else None,
+            endpoint=endpoint,
+            # a side call's words are its task, quoting what it is about: kept whole
+            first_message=first_words(request, strip=not side),
+            prompt=quoted[0] if quoted else prompt_of(request, strip=not side),
+            started_at=stamp,
+            updated_at=stamp,
+        )
+        run = RunState(row)
+        self.runs[row.id] = run
+        if request is not None and classification.kind == "chat_turn":
+            for waiting in self.index.learn_prompts([row.prompt, row.first_message], conversation):
+                self._join(waiting, conversation)
+        elif request is not None and side and source != "continuation":
+            self.index.learn_orphan(row.id, request)  # a title may come before the turn it names
+        return run
+
+    def _conversation(
+        self,
+        request: Request | None,
+        classification: Classification,
+        found: Lookup | None,
+        hints: dict[str, str],
+        quoted: tuple[str, str] | None,
+    ) -> tuple[str, str]:
+        """Where a new run belongs: the application's own id, else the history it continues,
+        else a new conversation. A side call that quotes a known prompt belongs to that prompt's
+        conversation even when it runs under an id of its own (Codex titles use a temporary thread)."""
+        if stated := hints.get("x-chatdebug-conversation", "").strip()[:200]:
+            return stated, "header"
+        side = classification.kind in SIDE_KINDS
+        if quoted is not None:
+            return quoted[1], "continuation"
+        sessions = request.signals.session_ids if request is not None else []
+        if sessions:
+            return sessions[0].value, "client_session"
+        if found is not None and (ref := found.continues) and ref.conversation_id:
+            return ref.conversation_id, "continuation"
+        if found is not None and found.same is not None and found.same.conversation_id and side:
+            return found.same.conversation_id, "continuation"  # the same history, asked for a title
+        if request is not None and (continued := self.index.summary_continued(request)):
+            return continued, "continuation"
+        return new_id("conv_"), "derived"
+
+    def _join(self, run_id: str, conversation: str | None) -> None:
+        """A side call that quoted this turn's prompt before the turn arrived moves to its conversation."""
+        run = self.runs.get(run_id)
+        if run is None or conversation is None or run.row.conversation_id == conversation:
+            return
+        run.row.conversation_id = conversation
+        run.row.conversation_source = "continuation"
+        self._emit(run)
+
+    def _resolve(self, ref: StepRef) -> tuple[RunState | None, StepState | None]:
+        run = self.runs.get(ref.run_id)
+        return (run, self._step(run, ref.step_id)) if run is not None else (None, None)
+
+    @staticmethod
+    def _step(run: RunState, step_id: str) -> StepState | None:
+        return next((s for s in reversed(run.steps) if s.row.id == step_id), None)
+
+    def _retry_signal(
+        self,
+        run: RunState | None,
+        step: StepState | None,
+        request: Request,
+        classification: Classification,
+    ) -> str | None:
+        if run is None or step is None or step is not run.steps[-1] or not step.attempts:
+            return None
+        if _another_purpose(run, classification):
+            return None  # the same messages asked for another purpose (a title of the same chat)
+        count = request.signals.retry_count
+        header = f"x-stainless-retry-count={count}" if count else None
+        last = step.attempts[-1]
+        if last.status == "in_progress":
+            return header or "identical request while the previous attempt was in flight"
+        if last.status in ("failed", "interrupted") and self.clock() <= step.retry_until:
+            return header or f"identical request after a {last.error_class or last.status} attempt"
+        if header and self.clock() - run.last_activity <= self.retry_window:
+            return header
+        return None
 
     # ---- an attempt ends ----------------------------------------------------------------
 
-    def finish(
+    def end(
         self,
         flow_id: str,
         outcome: Outcome,
         response: Response | None,
         response_dump: dict | None,
         finished_at: float,
-    ) -> None:
-        placed = self.attempts.pop(flow_id, None)
-        if placed is None:
-            return
-        run, step, attempt = placed
+    ) -> Flight | None:
+        flight = self.flights.pop(flow_id, None)
+        if flight is None:
+            return None
+        run, step, attempt = flight.run, flight.step, flight.attempt
         run.in_flight -= 1
         run.last_activity = finished_at
+        stamp = timestamp(finished_at)
         attempt.status = outcome.status
-        attempt.finished_at = timestamp(finished_at)
+        attempt.finished_at = stamp
         attempt.response = response_dump
         _set_error(attempt, outcome.error)
         if response is not None and response.usage is not None:
@@ -157,20 +301,45 @@ class Tracker:
             step.row.usage = step.usage.model_dump()
             for name, value in run.usage:
                 setattr(run.row, name, value)
-        run.row.updated_at = attempt.finished_at
+            self._price(flight, response)
+        run.row.updated_at = stamp
         if outcome.status == "completed":
             step.pending_failure = None
             step.row.response = response_dump
             step.row.error = outcome.error.model_dump(by_alias=True) if outcome.error else None
-            step.tool_calls_pending = _has_tool_calls(response)
-            self._settle_step(step, "completed", attempt.finished_at)
-            if not step.tool_calls_pending and run.row.status == "in_progress":
-                self._settle_run(run, "completed", attempt.finished_at, None)
+            # a side call answered with a tool call is done: its caller reads the call, no loop follows
+            step.tool_calls_pending = run.row.kind not in SIDE_KINDS and _has_tool_calls(response)
+            self._settle_step(step, "completed", stamp)
+            if not step.tool_calls_pending and run.row.status != "completed":
+                self._settle_run(run, "completed", stamp, None)
+            if response is not None and flight.request_hash is not None:
+                summary_of = run.row.conversation_id if run.row.kind == "compaction" else None
+                self.index.learn_response(flight.request_hash, response, summary_of)
         else:
             if step.row.response is None:
                 step.row.response = response_dump
-            step.pending_failure = (finished_at + self.retry_window, outcome)
+            step.retry_until = finished_at + self.retry_window
+            if outcome.status == "interrupted":  # the client went away: say so now; a retry still joins
+                step.row.error = outcome.error.model_dump(by_alias=True) if outcome.error else None
+                self._settle_step(step, "interrupted", stamp)
+                if run.row.status == "in_progress" and step is run.steps[-1]:
+                    self._settle_run(run, "interrupted", stamp, outcome.error)
+            else:
+                step.pending_failure = (finished_at + self.retry_window, outcome)
         self._emit(run, step, attempt)
+        return flight
+
+    def _price(self, flight: Flight, response: Response) -> None:
+        """The attempt's cost at the time of the call; its step and run sum their attempts'."""
+        run, step, attempt = flight.run, flight.step, flight.attempt
+        model = response.model or run.row.model
+        cost = self.prices.cost(run.row.provider or "", model, response.usage, flight.started_at)
+        if cost is None:
+            return
+        attempt.cost = cost.as_dict()
+        step.row.cost = add(step.row.cost, attempt.cost)
+        run.row.cost = add(run.row.cost, attempt.cost)
+        run.row.cost_total = run.row.cost["total"] if run.row.cost else None
 
     # ---- time passes --------------------------------------------------------------------
 
@@ -182,12 +351,11 @@ class Tracker:
                 if step.pending_failure is not None and step.pending_failure[0] <= now:
                     _, outcome = step.pending_failure
                     step.pending_failure = None
-                    status = "interrupted" if outcome.status == "interrupted" else "error"
                     stamp = timestamp(now)
                     step.row.error = outcome.error.model_dump(by_alias=True) if outcome.error else None
-                    self._settle_step(step, status, stamp)
+                    self._settle_step(step, "error", stamp)
                     if run.row.status == "in_progress" and step is run.steps[-1]:
-                        self._settle_run(run, status, stamp, outcome.error)
+                        self._settle_run(run, "error", stamp, outcome.error)
                     self._emit(run, step)
             if run.row.status in FINAL_RUN and run.in_flight == 0:
                 if now - run.last_activity >= 2 * self.retry_window:
@@ -201,13 +369,15 @@ class Tracker:
                         self._settle_step(step, "interrupted", stamp)
                 self._settle_run(run, "interrupted", stamp, None)
                 self._emit(run)
+        self.index.expire()
 
     def forget(self, run_id: str) -> None:
         run = self.runs.pop(run_id, None)
+        self.index.forget_run(run_id)
         if run is not None:
-            for flow_id, (r, _, _) in list(self.attempts.items()):
-                if r is run:
-                    del self.attempts[flow_id]
+            for flow_id, flight in list(self.flights.items()):
+                if flight.run is run:
+                    del self.flights[flow_id]
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -236,6 +406,12 @@ class Tracker:
             self.submit(_copy(attempt))
 
 
+def _another_purpose(run: RunState, classification: Classification) -> bool:
+    """A request classified as another kind than the run (by more than the default) is its own run:
+    Claude Code asks for a compaction in the same tool turn that would continue the loop."""
+    return classification.source != "default" and classification.kind != run.row.kind
+
+
 def _copy[R: Row](row: R) -> R:
     """Snapshots go to the writer; the live row keeps changing."""
     return type(row)(*[getattr(row, name) for name in names(type(row))])
@@ -252,15 +428,3 @@ def _has_tool_calls(response: Response | None) -> bool:
     return response.finish_reason == "tool_calls" or any(
         p.type == "tool_call" and not getattr(p, "server", None) for p in response.content
     )
-
-
-def first_user_text(request: Request | None, limit: int = 200) -> str | None:
-    """The first user text of a request, whitespace folded."""
-    if request is None:
-        return None
-    for message in request.messages:
-        if message.role == "user":
-            for part in message.parts:
-                if isinstance(part, TextPart) and part.text.strip():
-                    return " ".join(part.text.split())[:limit]
-    return None

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 Kind = Literal["chat_turn", "compaction", "title_generation", "quickgen", "unknown"]
 Status = Literal["in_progress", "completed", "error", "interrupted"]
 AttemptStatus = Literal["in_progress", "completed", "failed", "interrupted"]
+ConversationSource = Literal["header", "client_session", "continuation", "derived"]
 Source = Literal["header", "client_metadata", "profile", "heuristic", "default"]
 MAX_LIMIT = 500
 
@@ -85,6 +86,18 @@ class Usage(_Out):
     reasoning_tokens: int = 0
 
 
+class Cost(_Out):
+    """USD, from the normalized usage and the price table at the time of the call."""
+
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float
+    total: float
+    currency: str = "USD"
+    source: str
+
+
 class ErrorInfo(_Out):
     model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True)
 
@@ -120,6 +133,7 @@ class Attempt(_Out):
     response_headers: dict[str, str] | None
     retry_signal: str | None
     response: dict[str, Any] | None = Field(None, description="this attempt's own normalized response")
+    cost: Cost | None = Field(None, description="null when the model's price is not known")
 
 
 class AttemptDetail(Attempt):
@@ -140,6 +154,7 @@ class Step(_Out):
     response: dict[str, Any] | None
     usage: Usage | None
     error: ErrorInfo | None
+    cost: Cost | None = None
     attempts: list[Attempt] = []
 
 
@@ -154,13 +169,18 @@ class Run(_Out):
     model: str | None
     endpoint: str | None
     first_message: str | None
+    prompt: str | None = Field(None, description="the user's own words that started the run")
     started_at: str
     updated_at: str
     finished_at: str | None
     step_count: int
     attempt_count: int
     usage: Usage
+    cost: Cost | None = Field(None, description="null when no attempt's price is known")
     error: ErrorInfo | None
+    conversation_source: ConversationSource | None = Field(
+        None, description="how the run was placed in its conversation"
+    )
 
 
 class RunDetail(Run):
@@ -178,6 +198,15 @@ class Conversation(_Out):
     run_count: int
     started_at: str
     last_activity_at: str
+    kinds: list[Kind] = Field([], description="the kinds of run the conversation holds")
+    error_count: int = Field(0, description="runs that ended with an error")
+    total_tokens: int = 0
+    cost_total: float | None = Field(None, description="USD; null when no run's price is known")
+
+    @field_validator("kinds", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return sorted(value.split(",")) if isinstance(value, str) else value or []
 
 
 class ConversationList(_Out):
@@ -214,11 +243,25 @@ class AttemptStats(_Out):
     ttfb_ms: Percentiles
 
 
+class ModelCost(_Out):
+    provider: str | None
+    model: str | None
+    total: float
+    runs: int
+
+
+class CostStats(_Out):
+    total: float | None = Field(description="USD over the window; null when no run's price is known")
+    currency: str = "USD"
+    by_model: list[ModelCost] = []
+
+
 class Stats(_Out):
     since: str
     until: str
     runs: RunStats
     usage: Usage
+    cost: CostStats | None = None
     attempts: AttemptStats
 
 

@@ -140,3 +140,56 @@ migration(
     """,
     only="sqlite",
 )
+
+
+# What the user asked (boilerplate left out) and how the run was placed in its conversation.
+migration(
+    """
+    ALTER TABLE runs ADD COLUMN prompt TEXT;
+    ALTER TABLE runs ADD COLUMN conversation_source TEXT;
+    """
+)
+
+
+# `q` finds text in the prompt as well as in the first message.
+migration(
+    """
+    DROP TRIGGER runs_fts_insert;
+    DROP TRIGGER runs_fts_delete;
+    DROP TRIGGER runs_fts_update;
+    DROP TABLE runs_fts;
+    CREATE VIRTUAL TABLE runs_fts USING fts5(
+        first_message, prompt, content='runs', content_rowid='rowid', tokenize='trigram'
+    );
+    INSERT INTO runs_fts (runs_fts) VALUES ('rebuild');
+    CREATE TRIGGER runs_fts_insert AFTER INSERT ON runs BEGIN
+        INSERT INTO runs_fts (rowid, first_message, prompt) VALUES (new.rowid, new.first_message, new.prompt);
+    END;
+    CREATE TRIGGER runs_fts_delete AFTER DELETE ON runs BEGIN
+        INSERT INTO runs_fts (runs_fts, rowid, first_message, prompt)
+        VALUES ('delete', old.rowid, old.first_message, old.prompt);
+    END;
+    CREATE TRIGGER runs_fts_update AFTER UPDATE OF first_message, prompt ON runs
+    WHEN old.first_message IS NOT new.first_message OR old.prompt IS NOT new.prompt BEGIN
+        INSERT INTO runs_fts (runs_fts, rowid, first_message, prompt)
+        VALUES ('delete', old.rowid, old.first_message, old.prompt);
+        INSERT INTO runs_fts (rowid, first_message, prompt) VALUES (new.rowid, new.first_message, new.prompt);
+    END;
+    """,
+    only="sqlite",
+)
+
+
+# What each call cost (null where the model's price is unknown); conversations sum their runs'.
+migration(
+    """
+    ALTER TABLE runs ADD COLUMN cost TEXT;
+    ALTER TABLE runs ADD COLUMN cost_total REAL;
+    ALTER TABLE steps ADD COLUMN cost TEXT;
+    ALTER TABLE attempts ADD COLUMN cost TEXT;
+    ALTER TABLE conversations ADD COLUMN cost_total REAL;
+    ALTER TABLE conversations ADD COLUMN kinds TEXT;
+    ALTER TABLE conversations ADD COLUMN error_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversations ADD COLUMN total_tokens INTEGER NOT NULL DEFAULT 0;
+    """
+)

@@ -24,13 +24,15 @@ def _json(value: Any) -> Any:
 
 
 def run_shape(row: Mapping[str, Any]) -> dict[str, Any]:
-    run = {k: row[k] for k in names(RunRow) if k != "error_class" and k not in USAGE_FIELDS}
+    hidden = ("error_class", "cost_total")
+    run = {k: row[k] for k in names(RunRow) if k not in hidden and k not in USAGE_FIELDS}
     run["classification"] = {
         "source": run.pop("classification_source"),
         "reason": run.pop("classification_reason"),
     }
     run["usage"] = {k: row[k] for k in USAGE_FIELDS}
-    run["error"] = _json(row["error"])
+    for column in RunRow.json_columns:
+        run[column] = _json(row[column])
     return run
 
 
@@ -79,8 +81,8 @@ def _run_filter(where: RunFilter) -> tuple[list[str], list[Any]]:
         clauses.append("error_class IS NOT NULL" if where.has_error else "error_class IS NULL")
     if where.q:
         escaped = where.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        clauses.append("first_message LIKE ? ESCAPE '\\'")
-        params.append(f"%{escaped}%")
+        clauses.append("(prompt LIKE ? ESCAPE '\\' OR first_message LIKE ? ESCAPE '\\')")
+        params += [f"%{escaped}%", f"%{escaped}%"]
     return clauses, params
 
 
@@ -176,18 +178,32 @@ async def _percentiles(fetch: Fetch, column: str, since: str, until: str) -> dic
     }
 
 
+async def _cost_by_model(fetch: Fetch, since: str, until: str) -> list[dict[str, Any]]:
+    rows = await fetch(
+        "SELECT provider, model, SUM(cost_total) AS total, COUNT(*) AS runs FROM runs"
+        " WHERE started_at >= ? AND started_at < ? AND cost_total IS NOT NULL"
+        " GROUP BY provider, model ORDER BY total DESC LIMIT 50",
+        [since, until],
+    )
+    return [dict(r) for r in rows]
+
+
 async def stats(fetch: Fetch, since: str, until: str) -> dict[str, Any]:
     sums = ", ".join(f"SUM({c}) AS {c}" for c in USAGE_FIELDS)
     groups = await fetch(
         f"SELECT kind, status, COUNT(*) AS n, SUM(CASE WHEN error_class IS NULL THEN 0 ELSE 1 END) AS errors,"
-        f" {sums} FROM runs WHERE started_at >= ? AND started_at < ? GROUP BY kind, status",
+        f" {sums}, SUM(cost_total) AS cost FROM runs"
+        " WHERE started_at >= ? AND started_at < ? GROUP BY kind, status",
         [since, until],
     )
     by_kind: dict[str, int] = {}
     by_status: dict[str, int] = {}
     usage = dict.fromkeys(USAGE_FIELDS, 0)
     runs = run_errors = 0
+    cost: float | None = None
     for g in groups:
+        if g["cost"] is not None:
+            cost = (cost or 0.0) + g["cost"]
         by_kind[g["kind"]] = by_kind.get(g["kind"], 0) + g["n"]
         by_status[g["status"]] = by_status.get(g["status"], 0) + g["n"]
         runs += g["n"]
@@ -200,7 +216,8 @@ async def stats(fetch: Fetch, since: str, until: str) -> dict[str, Any]:
         [since, until],
     )
     attempts = sum(c["n"] for c in classes)
-    failed = sum(c["n"] for c in classes if c["error_class"] is not None)
+    # provider and transport failures; `proxy_error` is our own trouble recording a call that went fine
+    failed = sum(c["n"] for c in classes if c["error_class"] not in (None, "proxy_error"))
     return {
         "since": since,
         "until": until,
@@ -214,6 +231,7 @@ async def stats(fetch: Fetch, since: str, until: str) -> dict[str, Any]:
             "error_rate": run_errors / runs if runs else 0.0,
         },
         "usage": usage,
+        "cost": {"total": cost, "currency": "USD", "by_model": await _cost_by_model(fetch, since, until)},
         "attempts": {
             "total": attempts,
             "with_error": failed,

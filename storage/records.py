@@ -77,7 +77,7 @@ class Row:
 @dataclass(slots=True)
 class RunRow(Row):
     table: ClassVar[str] = "runs"
-    json_columns: ClassVar[tuple[str, ...]] = ("error",)
+    json_columns: ClassVar[tuple[str, ...]] = ("error", "cost")
 
     conversation_id: str | None = None
     kind: str = "unknown"
@@ -89,6 +89,8 @@ class RunRow(Row):
     model: str | None = None
     endpoint: str | None = None
     first_message: str | None = None
+    prompt: str | None = None
+    conversation_source: str | None = None
     started_at: str = ""
     updated_at: str = ""
     finished_at: str | None = None
@@ -102,12 +104,14 @@ class RunRow(Row):
     reasoning_tokens: int = 0
     error_class: str | None = None
     error: dict[str, Any] | None = None
+    cost: dict[str, Any] | None = None
+    cost_total: float | None = None  # the cost's total, a plain column the sums read
 
 
 @dataclass(slots=True)
 class StepRow(Row):
     table: ClassVar[str] = "steps"
-    json_columns: ClassVar[tuple[str, ...]] = ("request", "response", "usage", "error")
+    json_columns: ClassVar[tuple[str, ...]] = ("request", "response", "usage", "error", "cost")
 
     run_id: str = ""
     number: int = 1
@@ -118,6 +122,7 @@ class StepRow(Row):
     response: dict[str, Any] | None = None
     usage: dict[str, int] | None = None
     error: dict[str, Any] | None = None
+    cost: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -128,6 +133,7 @@ class AttemptRow(Row):
         "request_headers",
         "response_headers",
         "response",
+        "cost",
     )
 
     step_id: str = ""
@@ -150,6 +156,7 @@ class AttemptRow(Row):
     response_headers: dict[str, str] | None = None
     retry_signal: str | None = None
     response: dict[str, Any] | None = None  # this attempt's own normalized response
+    cost: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

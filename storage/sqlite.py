@@ -372,17 +372,24 @@ def _probe_writes(conn: sqlite3.Connection) -> None:
 
 
 _CONVERSATION_UPSERT = """
-INSERT INTO conversations (id, first_message, started_at, last_activity_at, run_count)
+INSERT INTO conversations (id, first_message, started_at, last_activity_at, run_count,
+                           cost_total, kinds, error_count, total_tokens)
 SELECT conversation_id,
        (SELECT first_message FROM runs f WHERE f.conversation_id = runs.conversation_id
         ORDER BY started_at, id LIMIT 1),
-       MIN(started_at), MAX(updated_at), COUNT(*)
+       MIN(started_at), MAX(updated_at), COUNT(*),
+       SUM(cost_total), GROUP_CONCAT(DISTINCT kind),
+       SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), SUM(total_tokens)
 FROM runs WHERE conversation_id = ? GROUP BY conversation_id
 ON CONFLICT (id) DO UPDATE SET
     first_message = excluded.first_message,
     started_at = excluded.started_at,
     last_activity_at = excluded.last_activity_at,
-    run_count = excluded.run_count
+    run_count = excluded.run_count,
+    cost_total = excluded.cost_total,
+    kinds = excluded.kinds,
+    error_count = excluded.error_count,
+    total_tokens = excluded.total_tokens
 """
 
 
@@ -411,6 +418,22 @@ class _transaction:
 
     def __exit__(self, kind: object, *_: object) -> None:
         self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _moved_from(conn: sqlite3.Connection, runs: list[RunRow]) -> set[str]:
+    """Conversations that runs of this batch are leaving (a title joined its turn's conversation)."""
+    if not runs:
+        return set()
+    found: set[str] = set()
+    new = {r.id: r.conversation_id for r in runs}
+    ids = list(new)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for run_id, old in conn.execute(f"SELECT id, conversation_id FROM runs WHERE id IN ({marks})", chunk):
+            if old is not None and old != new[run_id]:
+                found.add(old)
+    return found
 
 
 def _refresh_conversations(
@@ -474,9 +497,11 @@ def _upsert(conn: sqlite3.Connection, rows: list[Row]) -> None:
         by_table.setdefault(type(row), []).append(_values(row))
     conversations = {r.conversation_id for r in rows if isinstance(r, RunRow) and r.conversation_id}
     with _transaction(conn):
+        moved = _moved_from(conn, [r for r in rows if isinstance(r, RunRow)])
         for kind, values in by_table.items():
             conn.executemany(_upsert_sql(kind), values)
         _refresh_conversations(conn, conversations)
+        _refresh_conversations(conn, moved - conversations, deleted=True)
 
 
 def _orphans(conn: sqlite3.Connection, rows: list[Row]) -> list[Row]:

@@ -360,6 +360,6 @@ CASES: list[Case] = [
         },
         {},
         "quickgen",
-        "default",
+        "heuristic",
     ),
 ]

@@ -6,14 +6,16 @@ from typing import Any
 
 from addons.canonical import chain
 from addons.classify import Classifier
-from addons.exchange import Exchange
-from addons.grouping import Grouper, derived_conversation, session_id
+from addons.grouping import Grouper
 from addons.normalized import Error, Request
 from addons.outcome import Outcome
 from addons.providers import anthropic_messages, openai_chat
 from addons.providers.base import Call
+from addons.providers.boundary import Guarded
 from addons.tracker import Tracker
-from storage.records import AttemptRow, Row
+from storage.records import AttemptRow, Row, RunRow, timestamp
+
+ANTHROPIC = Guarded(anthropic_messages.API)
 
 
 def anthropic(messages: list[dict[str, Any]], system: Any = "sys") -> Request:
@@ -71,71 +73,49 @@ def test_real_differences_change_the_hash() -> None:
     assert chain(a.messages, seed="x") != chain(a.messages, seed="y")
 
 
-def test_derived_conversation_ignores_the_system_prompt() -> None:
-    chat = openai(
-        [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Plan Kyoto"}]
-    )
-    title = openai(
-        [{"role": "system", "content": "Write a short title."}, {"role": "user", "content": "Plan Kyoto"}]
-    )
-    assert derived_conversation(chat.messages) == derived_conversation(title.messages) is not None
-
-
-def test_session_ids_from_client_metadata() -> None:
-    assert session_id({"metadata": {"user_id": "user_1_session_9"}}, {}) == "user_1_session_9"
-    assert session_id({"prompt_cache_key": "conv-7", "user": "u"}, {}) == "conv-7"
-    assert session_id({"metadata": {"session_id": "s-1"}, "prompt_cache_key": "k"}, {}) == "s-1"
-    assert session_id({}, {"x-codex-turn-metadata": '{"conversation_id": "c-3"}'}) == "c-3"
-    assert session_id({"user": "alice"}, {}) == "alice"
-    assert session_id({}, {}) is None
-
-
 class Harness:
-    """Grouper and tracker as the pipeline drives them, on a fake clock."""
+    """The tracker (and the index it consults) as the pipeline drives it, on a fake clock."""
 
     def __init__(self) -> None:
         self.now = 1_000.0
         self.rows: list[Row] = []
         self.tracker = Tracker(self.rows.append, retry_window=5, clock=lambda: self.now)
-        self.grouper = Grouper(self.tracker.runs.get, retry_window=5, clock=lambda: self.now)
         self.classifier = Classifier()
         self.flows = 0
 
-    def call(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[str, str, int, int]:
+    def call(
+        self, body: dict[str, Any], headers: dict[str, str] | None = None, hints: dict[str, str] | None = None
+    ) -> tuple[str, str, int, int]:
         """Start an attempt; returns (flow id, run id, step number, attempt number)."""
         self.flows += 1
         flow = f"flow-{self.flows}"
         call = Call("POST", "api.anthropic.com", "/v1/messages", headers=headers or {})
-        request = anthropic_messages.API.parse_request(body, call)
-        ex = Exchange(flow, anthropic_messages.API, "anthropic", call, "https://x", self.now, [], b"")
-        kind = self.classifier.classify(request, body, call.path, call.headers, {})
-        placement, conversation = self.grouper.place(ex, request, body, kind)
-        run, step, attempt = self.tracker.start(
+        request = ANTHROPIC.parse_request(body, call)
+        kind = self.classifier.classify(request, call.path, hints or {})
+        flight = self.tracker.begin(
             flow,
-            placement,
-            request=request,
-            request_dump=None,
-            classification=kind,
-            conversation_id=conversation,
+            request,
+            kind,
+            AttemptRow(id=flow, started_at=timestamp(self.now)),
+            api="anthropic.messages",
             provider="anthropic",
             endpoint="e",
-            attempt=AttemptRow(id=flow),
             started_at=self.now,
+            hints=hints or {},
         )
-        self.grouper.started(ex, run, step)
-        self._ex = {**getattr(self, "_ex", {}), flow: ex}
-        return flow, run.row.id, step.row.number, attempt.number
+        return flow, flight.run.row.id, flight.step.row.number, flight.attempt.number
+
+    def run(self, run_id: str) -> RunRow:
+        return self.tracker.runs[run_id].row
 
     def end(self, flow: str, response_body: dict[str, Any] | None, status: str = "completed") -> None:
         response = anthropic_messages.parse_response(response_body, 1000) if response_body else None
-        error = (
-            None
-            if status == "completed"
-            else Error.model_validate({"class": "overloaded", "message": "busy"})
-        )
-        outcome = Outcome(status, error)
-        self.tracker.finish(flow, outcome, response, None, self.now)
-        self.grouper.finished(self._ex[flow], response, outcome)
+        error = None
+        if status == "failed":
+            error = Error.model_validate({"class": "overloaded", "message": "busy"})
+        elif status == "interrupted":
+            error = Error.model_validate({"class": "canceled", "message": "Client disconnected."})
+        self.tracker.end(flow, Outcome(status, error), response, None, self.now)
 
 
 def tool_use(tool_id: str) -> dict[str, Any]:
@@ -277,7 +257,7 @@ def test_stale_open_run_ends_interrupted_and_index_stays_bounded() -> None:
     h.now += 61
     h.tracker.tick(h.now)
     assert h.tracker.runs[run].row.status == "interrupted"
-    grouper = Grouper(h.tracker.runs.get, max_entries=3)
+    grouper = Grouper(max_entries=3)
     for i in range(10):
         grouper.requests.put(str(i), None, 0.0)  # type: ignore[arg-type]
     assert len(grouper.requests) == 3
@@ -291,25 +271,153 @@ def test_forced_run_id_collects_its_calls() -> None:
     second = {"model": "c", "max_tokens": 10, "messages": [{"role": "user", "content": "two"}]}
     placements = []
     for body in (first, second):
-        h.flows += 1
-        flow = f"forced-{h.flows}"
-        call = Call("POST", "api.anthropic.com", "/v1/messages")
-        request = anthropic_messages.API.parse_request(body, call)
-        ex = Exchange(flow, anthropic_messages.API, "anthropic", call, "https://x", h.now, [], b"")
-        kind = h.classifier.classify(request, body, call.path, {}, {})
-        placement, conversation = h.grouper.place(ex, request, body, kind)
-        run, step, _ = h.tracker.start(
-            flow,
-            placement,
-            request=request,
-            request_dump=None,
-            classification=kind,
-            conversation_id=conversation,
-            provider="anthropic",
-            endpoint="e",
-            attempt=AttemptRow(id=flow),
-            started_at=h.now,
-            run_id="run_forced",
-        )
-        placements.append((run.row.id, step.row.number))
+        _, run, step, _ = h.call(body, hints={"x-chatdebug-run": "run_forced"})
+        placements.append((run, step))
     assert placements == [("run_forced", 1), ("run_forced", 2)]
+    _, run, _, _ = h.call(first, hints={"x-chatdebug-run": "x" * 129})  # not an id: ignored
+    assert run != "run_forced"
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+def body_of(*messages: dict[str, Any], system: str = "You are an agent.", **extra: Any) -> dict[str, Any]:
+    return {"model": "c", "max_tokens": 64000, "system": system, "messages": list(messages), **extra}
+
+
+def test_sessions_that_merely_begin_alike_are_two_conversations() -> None:
+    h = Harness()
+    opening = [user("<environment_context>cwd /repo</environment_context>"), user("list the files please")]
+    flow_a, run_a, _, _ = h.call(body_of(*opening))
+    h.end(flow_a, text_reply("a.txt"))
+    h.now += 60
+    flow_b, run_b, _, _ = h.call(body_of(*opening))
+    h.end(flow_b, text_reply("b.txt"))
+    assert run_a != run_b
+    assert h.run(run_a).conversation_id != h.run(run_b).conversation_id
+    assert h.run(run_b).conversation_source == "derived"
+    assert h.run(run_a).prompt == "list the files please"
+    assert h.run(run_a).first_message == "list the files please"  # boilerplate left out
+    # the second turn of session B continues B, not A
+    _, run_b2, _, _ = h.call(body_of(*opening, {"role": "assistant", "content": "b.txt"}, user("and now?")))
+    assert h.run(run_b2).conversation_id == h.run(run_b).conversation_id
+    assert h.run(run_b2).conversation_source == "continuation"
+
+
+def test_a_moving_system_message_does_not_split_a_tool_loop() -> None:
+    h = Harness()
+    agents = {"role": "system", "content": "Available agent types for the Agent tool: general"}
+    flow, run, _, _ = h.call(body_of(user("read a"), agents))
+    h.end(flow, tool_use("toolu_m"))
+    loop = body_of(
+        user("read a"),
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_m", "name": "Read", "input": {"path": "a"}}],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_m", "content": "x"}]},
+        agents,
+    )
+    _, run2, step2, _ = h.call(loop)
+    assert (run2, step2) == (run, 2)
+
+
+def test_a_compaction_in_the_tool_turn_is_its_own_run_and_what_follows_continues_it() -> None:
+    h = Harness()
+    session = {"x-claude-code-session-id": "sess-1"}
+    flow, run, _, _ = h.call(body_of(user("fix the bug")), session)
+    h.end(flow, tool_use("toolu_c"))
+    ask = (
+        "CRITICAL: Respond with TEXT ONLY. Do NOT call any tools. Your task is to create a detailed summary "
+        "of the conversation so far."
+    )
+    compact = body_of(
+        user("fix the bug"),
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_c", "name": "Read", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_c", "content": "x"},
+                {"type": "text", "text": ask},
+            ],
+        },
+        tools=[{"name": "Read", "input_schema": {}}],
+    )
+    flow_c, run_c, step_c, _ = h.call(compact, session)
+    assert run_c != run and step_c == 1
+    assert h.run(run_c).kind == "compaction"
+    assert h.run(run_c).conversation_id == "sess-1"
+    summary = "Primary request: fix the parser bug in module x. " + "Details of the work so far. " * 20
+    h.end(flow_c, text_reply(summary))
+    # no session id at all: the summary alone ties the next turn to the conversation
+    continued = body_of(
+        user(
+            "This session is being continued from a previous conversation. The conversation is summarized below: "
+            + summary.lower()
+        ),
+        user("go on"),
+    )
+    _, run_n, _, _ = h.call(continued)
+    assert h.run(run_n).kind == "chat_turn"
+    assert (h.run(run_n).conversation_id, h.run(run_n).conversation_source) == ("sess-1", "continuation")
+
+
+def test_side_calls_join_the_conversation_of_the_prompt_they_quote() -> None:
+    h = Harness()
+    title = {
+        "model": "c",
+        "max_tokens": 32000,
+        "system": "Generate a concise, single-line task title of at most 36 characters.",
+        "messages": [user("The user's latest prompt: 'migrate the settings to pydantic v2'")],
+    }
+    # the title call comes first, under a temporary thread of its own
+    _, run_t, _, _ = h.call(title, {"session_id": "temp-thread"})
+    assert h.run(run_t).kind == "title_generation"
+    assert h.run(run_t).conversation_id == "temp-thread"
+    flow, _, _, _ = h.call(body_of(user("migrate the settings to pydantic v2")), {"session_id": "sess-main"})
+    assert (h.run(run_t).conversation_id, h.run(run_t).conversation_source) == ("sess-main", "continuation")
+    moved = [r for r in h.rows if isinstance(r, RunRow) and r.id == run_t]
+    assert moved[-1].conversation_id == "sess-main"  # the move reached storage too
+    h.end(flow, text_reply("done"))
+    # later title calls find the prompt at once
+    _, run_t2, _, _ = h.call(title, {"session_id": "temp-2"})
+    assert h.run(run_t2).conversation_id == "sess-main"
+
+
+def test_a_client_that_goes_away_is_interrupted_at_once_and_a_retry_still_joins() -> None:
+    h = Harness()
+    body = body_of(user("stream me something"))
+    flow, run, _, _ = h.call(body)
+    h.end(flow, None, status="interrupted")
+    assert h.run(run).status == "interrupted"
+    assert h.tracker.runs[run].steps[0].row.status == "interrupted"
+    h.now += 2
+    flow2, run2, step2, attempt2 = h.call(body)
+    assert (run2, step2, attempt2) == (run, 1, 2)
+    h.end(flow2, text_reply("here"))
+    assert h.run(run).status == "completed"
+    assert h.tracker.runs[run].steps[0].row.status == "completed"
+
+
+def test_a_title_answered_with_a_tool_call_is_complete() -> None:
+    h = Harness()
+    title = body_of(
+        user("Kyoto trip"),
+        system="Generate a short chat title (2-5 words) for this conversation.",
+        tools=[{"name": "set_title", "input_schema": {}}],
+        tool_choice={"type": "tool", "name": "set_title"},
+    )
+    flow, run, _, _ = h.call(title)
+    h.end(flow, tool_use("toolu_t"))
+    assert (h.run(run).kind, h.run(run).status) == ("title_generation", "completed")
+
+
+def test_metadata_user_id_gives_the_session_inside_it() -> None:
+    h = Harness()
+    user_id = '{"device_id":"dev","account_uuid":"acc","session_id":"5e3c-sess"}'
+    _, run, _, _ = h.call(body_of(user("hello there"), metadata={"user_id": user_id}))
+    assert (h.run(run).conversation_id, h.run(run).conversation_source) == ("5e3c-sess", "client_session")

@@ -24,11 +24,15 @@ from addons.normalized import (
     Usage,
 )
 from addons.providers.anthropic_messages import API
-from addons.providers.base import Call, ParseError
+from addons.providers.base import Call
+from addons.providers.boundary import Guarded
 
 FIXTURES = Path(__file__).parent / "fixtures" / "anthropic_messages"
 SSE = "text/event-stream"
 JSON = "application/json"
+
+
+GUARDED = Guarded(API)  # as the pipeline sees it: warnings and header signals added
 
 
 def _call(text_limit: int = 10_000) -> Call:
@@ -446,11 +450,97 @@ def test_request_media_parts_keep_only_type_and_size() -> None:
     assert blocks[0]["source"]["data"] not in r.model_dump_json()
 
 
-def test_request_with_a_bad_role_is_rejected() -> None:
-    with pytest.raises(ParseError):
-        API.parse_request(
-            {"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}]}, _call()
-        )
+def test_a_mid_conversation_system_message_stays_in_its_place() -> None:
+    """Claude Code 2.1 (beta mid-conversation-system-2026-04-07) sends its agent list as the 2nd message."""
+    r = GUARDED.parse_request(
+        {
+            "model": "m",
+            "max_tokens": 1,
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "system", "content": "Available agent types for the Agent tool: ..."},
+                {"role": "user", "content": [{"type": "text", "text": "go on"}]},
+            ],
+        },
+        _call(),
+    )
+    assert [m.role for m in r.messages] == ["user", "system", "user"]
+    assert r.messages[1].parts == [TextPart(text="Available agent types for the Agent tool: ...")]
+    assert r.warnings == []
+
+
+def test_unknown_roles_blocks_and_shapes_are_kept_with_a_warning() -> None:
+    r = GUARDED.parse_request(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "critic", "content": "too long"},
+                {
+                    "role": "user",
+                    "content": [{"type": "hologram", "x": 1}, "bare", {"type": "text", "text": "ok"}],
+                },
+                7,
+            ],
+        },
+        _call(),
+    )
+    assert r.messages[0].role == "user" and r.messages[0].raw_role == "critic"
+    assert [p.type for p in r.messages[1].parts] == ["other", "other", "text"]
+    assert r.messages[1].parts[0].model_dump() == {
+        "type": "other",
+        "raw_type": "hologram",
+        "data": {"type": "hologram", "x": 1},
+    }
+    assert len(r.messages) == 3 and r.messages[2].parts[0].type == "other"
+    assert any("critic" in w for w in r.warnings) and any("hologram" in w for w in r.warnings)
+
+
+def test_a_body_of_the_wrong_shape_still_names_its_api_and_model() -> None:
+    r = GUARDED.parse_request({"model": "claude-x", "messages": {"not": "a list"}}, _call())
+    assert (r.api, r.model, r.messages) == ("anthropic.messages", "claude-x", [])
+    assert r.warnings and "not a list" in r.warnings[0]
+    r = GUARDED.parse_request(["not", "an", "object"], _call())
+    assert r.api == "anthropic.messages" and r.warnings[0].startswith("could not read the request")
+
+
+def test_claude_code_session_id_is_read_from_metadata_and_header() -> None:
+    user_id = orjson.dumps({"device_id": "d" * 64, "account_uuid": "", "session_id": "8c1f-session"}).decode()
+    call = Call(
+        method="POST",
+        host="h",
+        path="/v1/messages",
+        headers={
+            "x-claude-code-session-id": "8c1f-session",
+            "user-agent": "claude-cli/2.1.3 (external, cli)",
+        },
+    )
+    r = GUARDED.parse_request({"model": "m", "metadata": {"user_id": user_id}, "messages": []}, call)
+    assert [s.value for s in r.signals.session_ids] == ["8c1f-session"]
+    assert r.signals.session_ids[0].source == "x-claude-code-session-id"
+    assert r.signals.client == "claude-cli/2.1.3" and r.signals.user is None
+    legacy = GUARDED.parse_request(
+        {"model": "m", "metadata": {"user_id": "user_abc_account_x_session_77aa"}, "messages": []}, _call()
+    )
+    assert [s.value for s in legacy.signals.session_ids] == ["77aa"]
+    opaque = GUARDED.parse_request({"model": "m", "metadata": {"user_id": "u-42"}, "messages": []}, _call())
+    assert opaque.signals.session_ids == [] and opaque.signals.user == "u-42"
+
+
+def test_structured_output_and_forced_tool_are_signals() -> None:
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "x"}],
+        "output_config": {
+            "format": {
+                "type": "json_schema",
+                "schema": {"type": "object", "properties": {"title": {"type": "string"}}},
+            }
+        },
+        "tool_choice": {"type": "tool", "name": "propose_title"},
+    }
+    r = GUARDED.parse_request(body, _call())
+    assert r.signals.output_schema is not None and r.signals.output_schema.fields == ["title"]
+    assert r.signals.forced_tool == "propose_title"
 
 
 def _without_cache_control(value: Any) -> Any:

@@ -22,7 +22,8 @@ from addons.normalized import (
     ToolResultPart,
     Usage,
 )
-from addons.providers.base import Call, ParseError
+from addons.providers.base import Call
+from addons.providers.boundary import Guarded
 from addons.providers.openai_chat import API
 
 FIXTURES = Path(__file__).parent / "fixtures" / "openai_chat"
@@ -457,9 +458,58 @@ def test_request_long_text_is_cut() -> None:
     assert r.messages[0].parts == [TextPart(text="x" * 20, original_length=50)]
 
 
-def test_request_without_messages_is_rejected() -> None:
-    with pytest.raises(ParseError):
-        API.parse_request({"model": "m", "prompt": "legacy completions"}, _call())
+def test_request_without_messages_still_names_its_model() -> None:
+    r = Guarded(API).parse_request({"model": "m", "prompt": "legacy completions"}, _call())
+    assert (r.api, r.model, r.messages, r.warnings) == ("openai.chat_completions", "m", [], [])
+
+
+def test_unknown_roles_and_parts_are_kept_with_a_warning() -> None:
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "critic", "content": "x"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "video_url", "video_url": {"url": "https://v"}},
+                    {"type": "text", "text": "see"},
+                ],
+            },
+            "bare",
+        ],
+    }
+    r = Guarded(API).parse_request(body, _call())
+    assert (r.messages[0].role, r.messages[0].raw_role) == ("user", "critic")
+    assert [p.type for p in r.messages[1].parts] == ["other", "text"]
+    assert r.messages[2].parts[0].type == "other"
+    assert len(r.warnings) == 3
+
+
+def test_session_schema_and_forced_tool_signals() -> None:
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "x"}],
+        "metadata": {"session_id": "s-1"},
+        "prompt_cache_key": "pck",
+        "user": "end-user",
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "tags", "schema": {"properties": {"tags": {}}}},
+        },
+        "tool_choice": {"type": "function", "function": {"name": "set_title"}},
+    }
+    call = Call(method="POST", host="h", path="/v1/chat/completions", headers={"x-session-id": "ses_9"})
+    signals = Guarded(API).parse_request(body, call).signals
+    assert [(s.source, s.value) for s in signals.session_ids] == [
+        ("x-session-id", "ses_9"),
+        ("metadata.session_id", "s-1"),
+        ("prompt_cache_key", "pck"),
+    ]
+    assert signals.user == "end-user" and signals.forced_tool == "set_title"
+    assert signals.output_schema is not None and (
+        signals.output_schema.name,
+        signals.output_schema.fields,
+    ) == ("tags", ["tags"])
 
 
 def _user(text: str) -> Message:

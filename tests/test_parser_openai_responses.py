@@ -83,8 +83,9 @@ def test_request_tools_and_options() -> None:
         "store": True,
         "response_format": "text",
         "verbosity": "low",
-        "compaction": True,  # the input ends with a compaction_trigger item
     }
+    assert r.signals.compaction_endpoint  # the input ends with a compaction_trigger item
+    assert r.signals.previous_response_id == "resp_0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 
 
 def test_request_string_input_and_unknown_items() -> None:
@@ -104,9 +105,16 @@ def test_request_string_input_and_unknown_items() -> None:
             },
         ],
     }
-    assert [(m.role, m.parts) for m in API.parse_request(odd, call()).messages] == [
-        ("user", [TextPart(text="a")])
+    kept = API.parse_request(odd, call()).messages  # unknown items and parts are kept as they came
+    assert [(m.role, [p.type for p in m.parts]) for m in kept] == [
+        ("user", ["other"]),
+        ("user", ["text", "other"]),
     ]
+    assert kept[0].parts[0].model_dump() == {
+        "type": "other",
+        "raw_type": "future_item",
+        "data": {"type": "future_item", "x": 1},
+    }
 
 
 @pytest.mark.parametrize("chunk", [0, 1, 7, 64])
@@ -236,7 +244,7 @@ def test_http_error_body() -> None:
 
 def test_compact_request_and_response() -> None:
     r = request("compact.request.json", path="/v1/responses/compact")
-    assert r.options == {"compaction": True}
+    assert r.options == {} and r.signals.compaction_endpoint
     assert r.system == "Summarize the session."
     assert [m.role for m in r.messages] == ["user", "assistant"]
     resp = parse("compact.json", content_type="application/json", path="/v1/responses/compact")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from addons.normalized import (
     Error,
     FinishReason,
@@ -12,6 +14,9 @@ from addons.normalized import (
     ReasoningPart,
     Request,
     Response,
+    Role,
+    SessionId,
+    Signals,
     Tool,
     ToolCallPart,
     ToolResultPart,
@@ -24,12 +29,17 @@ from addons.providers.base import (
     ResponseParser,
     TextBuffer,
     as_int,
+    as_list,
     each_event,
     finish,
     loads,
     media_part,
+    metadata_sessions,
+    other_part,
     parse_arguments,
     reasoning_part,
+    role_of,
+    schema_signal,
     stream_error,
     text_part,
     usage,
@@ -46,6 +56,9 @@ FINISH: dict[str, FinishReason] = {
     "pause_turn": "other",
 }
 OPTIONS = ("temperature", "top_p", "top_k", "thinking", "service_tier")
+ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant", "system": "system"}
+# Block types that carry nothing to show (cache markers, containers): skipped without a note.
+SILENT_BLOCKS = ("container_upload", "cache_control", "search_result_location")
 
 
 class AnthropicMessages:
@@ -56,14 +69,19 @@ class AnthropicMessages:
         return method == "POST" and path.endswith("/v1/messages")
 
     def parse_request(self, body: Any, call: Call) -> Request:
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            raise ParseError("a messages request needs a `messages` list")
+        if not isinstance(body, dict):
+            raise ParseError("a messages request must be an object")
         limit = call.text_limit
         messages = []
-        for raw in body["messages"]:
-            if not isinstance(raw, dict) or raw.get("role") not in ("user", "assistant"):
-                raise ParseError("a message needs role user or assistant")
-            messages.extend(_messages(raw["role"], raw.get("content"), limit))
+        for raw in as_list(body.get("messages"), "`messages`"):
+            if not isinstance(raw, dict):
+                messages.append(Message(role="user", parts=[other_part(raw)]))
+                continue
+            # a `system` message mid-conversation (Claude Code's agent list) stays in its place
+            role, raw_role = role_of(raw.get("role"), ROLES)
+            for message in _messages(role, raw.get("content"), limit):
+                message.raw_role = raw_role
+                messages.append(message)
         options = {k: body[k] for k in OPTIONS if body.get(k) is not None}
         if body.get("max_tokens") is not None:
             options["max_output_tokens"] = body["max_tokens"]
@@ -78,12 +96,51 @@ class AnthropicMessages:
             tool_choice=body.get("tool_choice"),
             options=options,
             stream=bool(body.get("stream")),
+            signals=signals(body),
         )
 
     def response_parser(self, call: Call, content_type: str, status: int) -> ResponseParser:
         if "text/event-stream" in content_type:
             return MessagesStream(call.text_limit)
         return JsonBodyParser(lambda body: parse_response(body, call.text_limit), status, call.capture_limit)
+
+
+def signals(body: dict[str, Any]) -> Signals:
+    found = Signals()
+    metadata = body.get("metadata")
+    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+    if isinstance(user_id, str) and user_id:
+        session, user = _user_id(user_id)
+        if session:
+            found.session_ids.append(SessionId(source="metadata.user_id.session_id", value=session))
+        found.user = user
+    found.session_ids += metadata_sessions(metadata, "metadata")
+    for key in ("output_config", "output_format"):  # structured outputs, then its beta name
+        config = body.get(key)
+        fmt = config.get("format") if key == "output_config" and isinstance(config, dict) else config
+        if isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json"):
+            found.output_schema = schema_signal(fmt.get("name"), fmt.get("schema"))
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "tool" and isinstance(choice.get("name"), str):
+        found.forced_tool = choice["name"]
+    return found
+
+
+def _user_id(raw: str) -> tuple[str | None, str | None]:
+    """Claude Code's `metadata.user_id`: a JSON string `{device_id, account_uuid, session_id}`, or
+    the older `user_<hash>_account_<uuid>_session_<uuid>`; anything else names a user."""
+    if raw.startswith("{"):
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            value = None
+        if isinstance(value, dict):
+            session = value.get("session_id")
+            return (str(session)[:200] if session else None), None
+    _, sep, session = raw.rpartition("_session_")
+    if sep and session:
+        return session[:200], None
+    return None, raw[:200]
 
 
 def _system(system: Any) -> str | None:
@@ -109,9 +166,7 @@ def _messages(role: str, content: Any, limit: int) -> list[Message]:
     other APIs; text sent alongside the results (clients add reminders there) stays in it."""
     if isinstance(content, str):
         return [Message(role=role, parts=[text_part(content, limit)])]  # type: ignore[arg-type]
-    if not isinstance(content, list):
-        raise ParseError("message content must be a string or a list of blocks")
-    parts = [part for block in content if (part := block_part(block, limit)) is not None]
+    parts = [part for block in as_list(content, "message content") if (part := block_part(block, limit))]
     if any(isinstance(p, ToolResultPart) for p in parts):
         parts.sort(key=lambda p: not isinstance(p, ToolResultPart))  # results first, as OpenAI orders them
         return [Message(role="tool", parts=parts)]
@@ -120,7 +175,7 @@ def _messages(role: str, content: Any, limit: int) -> list[Message]:
 
 def block_part(block: Any, limit: int) -> Part | None:
     if not isinstance(block, dict):
-        raise ParseError("a content block must be an object")
+        return other_part(block)
     kind = block.get("type")
     if kind == "text":
         return text_part(str(block.get("text", "")), limit)
@@ -149,7 +204,9 @@ def block_part(block: Any, limit: int) -> Part | None:
         )
     if kind in ("image", "document"):
         return _media(block)
-    return None  # containers, citations-only blocks and future types carry nothing to show
+    if kind in SILENT_BLOCKS:
+        return None
+    return other_part(block, kind)
 
 
 def _media(block: dict[str, Any]) -> Part:

@@ -6,7 +6,9 @@ knows nothing of mitmproxy: it gets bytes, decoded JSON and a `Call` (where the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,10 +19,14 @@ from addons.normalized import (
     FinishReason,
     MediaPart,
     Message,
+    OtherPart,
+    OutputSchema,
     Part,
     ReasoningPart,
     Request,
     Response,
+    Role,
+    SessionId,
     TextPart,
     ToolResultPart,
     Usage,
@@ -73,6 +79,90 @@ def each_event(handle: Callable[..., None], events: Any, warnings: list[str]) ->
             handle(event)
         except Exception as e:
             warnings.append(f"skipped an event the parser could not read ({type(e).__name__}: {e})")
+
+
+# ---- leniency: what a parser keeps as it came, rather than refusing the request ------------------
+# Apps move faster than wire documentation (a `system` role mid-conversation, a new block type):
+# a parser keeps what it does not know, in its place, and notes it; the notes become the
+# request's warnings at the plug-in boundary. A context variable spares every helper a parameter.
+
+_notes: ContextVar[list[str] | None] = ContextVar("chatdebug_parse_notes", default=None)
+MAX_NOTES = 20
+OTHER_DATA_LIMIT = 2_000  # characters of an unknown part's JSON kept for a reader
+
+
+def note(text: str) -> None:
+    notes = _notes.get()
+    if notes is not None and len(notes) < MAX_NOTES and text not in notes:
+        notes.append(text)
+
+
+@contextmanager
+def noting() -> Iterator[list[str]]:
+    notes: list[str] = []
+    token = _notes.set(notes)
+    try:
+        yield notes
+    finally:
+        _notes.reset(token)
+
+
+def other_part(raw: Any, kind: Any = None) -> OtherPart:
+    raw_type = str(kind) if isinstance(kind, str | int) else type(raw).__name__
+    note(f"kept a part of unknown type {raw_type!r} as it came")
+    return OtherPart(raw_type=raw_type, data=capped(raw))
+
+
+def capped(value: Any, limit: int = OTHER_DATA_LIMIT) -> Any:
+    """A JSON value as it came when small, else its JSON text cut to `limit` characters."""
+    try:
+        text = orjson.dumps(value).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return str(value)[:limit]
+    return value if len(text) <= limit else text[:limit]
+
+
+def role_of(raw: Any, known: dict[str, Role]) -> tuple[Role, str | None]:
+    """Our role for a wire role; an unknown one is kept (as `user`, with the wire's name)."""
+    if isinstance(raw, str) and raw in known:
+        return known[raw], None
+    note(f"kept a message with unknown role {raw!r} as a user message")
+    return "user", str(raw) if raw is not None else None
+
+
+def as_list(value: Any, what: str) -> list[Any]:
+    """A list the wire format promises; anything else is noted and read as empty."""
+    if isinstance(value, list):
+        return value
+    if value is not None:
+        note(f"{what} is {type(value).__name__}, not a list: skipped")
+    return []
+
+
+# ---- signals: what a request says about itself --------------------------------------------------
+
+
+def schema_signal(name: Any, schema: Any) -> OutputSchema:
+    """An output schema by its name and top-level fields (what says what the output is for)."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if isinstance(schema, dict) and not isinstance(props, dict) and isinstance(schema.get("schema"), dict):
+        props = schema["schema"].get("properties")  # {name, schema: {...}} wrappers
+    fields = [str(k) for k in props][:20] if isinstance(props, dict) else []
+    return OutputSchema(name=str(name) if isinstance(name, str) and name else None, fields=fields)
+
+
+SESSION_KEYS = ("conversation_id", "session_id", "thread_id", "chat_id", "sessionId", "conversationId")
+
+
+def metadata_sessions(metadata: Any, path: str) -> list[SessionId]:
+    """Session ids in a `metadata`-style object: `{"session_id": ...}` and friends."""
+    if not isinstance(metadata, dict):
+        return []
+    return [
+        SessionId(source=f"{path}.{key}", value=str(metadata[key])[:200])
+        for key in SESSION_KEYS
+        if isinstance(metadata.get(key), str | int) and metadata[key] != ""
+    ]
 
 
 # ---- text ---------------------------------------------------------------------------------
@@ -151,11 +241,6 @@ def loads(data: bytes | str) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise ParseError(f"invalid JSON: {e}") from None
-
-
-def join_text(parts: list[Part]) -> str | None:
-    texts = [p.text for p in parts if isinstance(p, TextPart)]
-    return "\n".join(texts) if texts else None
 
 
 MAX_COUNT = 1 << 53  # token counts past this are garbage, and would not fit a database integer
@@ -282,10 +367,6 @@ def tool_turn_first(role: str, parts: list[Part]) -> list[Message]:
     if rest or not results:
         out.append(Message(role=role, parts=rest))  # type: ignore[arg-type]
     return out
-
-
-def messages_from_system(system: str | None) -> list[Message]:
-    return [Message(role="system", parts=[TextPart(text=system)])] if system else []
 
 
 def cap_request_texts(request: Request, limit: int) -> Request:

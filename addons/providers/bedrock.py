@@ -15,6 +15,8 @@ from addons.normalized import (
     ReasoningPart,
     Request,
     Response,
+    Role,
+    Signals,
     Tool,
     ToolCallPart,
     ToolResultPart,
@@ -27,11 +29,14 @@ from addons.providers.base import (
     ResponseParser,
     TextBuffer,
     as_int,
+    as_list,
     finish,
     loads,
     media_part,
+    other_part,
     parse_arguments,
     reasoning_part,
+    role_of,
     stream_error,
     text_part,
     tool_turn_first,
@@ -77,10 +82,14 @@ class BedrockConverse:
             raise ParseError("a converse request must be an object")
         limit = call.text_limit
         messages: list[Message] = []
-        for raw in body.get("messages") or []:
-            if not isinstance(raw, dict) or raw.get("role") not in ("user", "assistant"):
-                raise ParseError("a message needs role user or assistant")
-            messages.extend(_messages(raw["role"], raw.get("content"), limit))
+        for raw in as_list(body.get("messages"), "`messages`"):
+            if not isinstance(raw, dict):
+                messages.append(Message(role="user", parts=[other_part(raw)]))
+                continue
+            role, raw_role = role_of(raw.get("role"), ROLES)
+            for message in _messages(role, raw.get("content"), limit):
+                message.raw_role = raw_role
+                messages.append(message)
         config = body.get("inferenceConfig") or {}
         options: dict[str, Any] = {}
         for key, option in (("maxTokens", "max_output_tokens"), ("temperature", "temperature"),
@@ -103,6 +112,7 @@ class BedrockConverse:
             tool_choice=tool_config.get("toolChoice"),
             options=options,
             stream=call.path.endswith("/converse-stream"),
+            signals=_signals(tool_config.get("toolChoice")),
         )
 
     def response_parser(self, call: Call, content_type: str, status: int) -> ResponseParser:
@@ -114,20 +124,28 @@ class BedrockConverse:
         )
 
 
+ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant", "system": "system"}
+
+
+def _signals(choice: Any) -> Signals:
+    tool = choice.get("tool") if isinstance(choice, dict) else None
+    name = tool.get("name") if isinstance(tool, dict) else None
+    return Signals(forced_tool=name if isinstance(name, str) else None)
+
+
 # ---- content blocks -----------------------------------------------------------------------------
 
 
 def _messages(role: str, content: Any, limit: int) -> list[Message]:
     """One wire message; tool results become their own `tool` message, as in the other APIs."""
-    if not isinstance(content, list):
-        raise ParseError("message content must be a list of blocks")
-    return tool_turn_first(role, [p for block in content if (p := block_part(block, limit)) is not None])
+    blocks = as_list(content, "message content")
+    return tool_turn_first(role, [p for block in blocks if (p := block_part(block, limit)) is not None])
 
 
 def block_part(block: Any, limit: int) -> Part | None:
     """A ContentBlock: a union with exactly one member set."""
     if not isinstance(block, dict):
-        raise ParseError("a content block must be an object")
+        return other_part(block)
     if isinstance(block.get("text"), str):
         return text_part(block["text"], limit)
     for kind in ("image", "document", "video"):
@@ -148,7 +166,9 @@ def block_part(block: Any, limit: int) -> Part | None:
         return reasoning_part(str((reasoning.get("reasoningText") or {}).get("text", "")), limit)
     if isinstance(guard := block.get("guardContent"), dict):
         return text_part(str((guard.get("text") or {}).get("text", "")), limit)
-    return None  # cachePoint markers, citations and future block types carry nothing to show
+    if set(block) <= {"cachePoint", "citationsContent"}:
+        return None  # cache markers and citations carry nothing to show
+    return other_part(block, next(iter(block), None))
 
 
 def _result_item(item: Any, limit: int) -> Any:

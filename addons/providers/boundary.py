@@ -2,7 +2,7 @@
 
 Parser modules read provider JSON as the provider documents it; input shaped otherwise (a list
 where an object belongs, a number where text does) can make them raise anywhere. Here that is
-contained once for every module: `parse_request` raises only `ParseError`, `feed` never raises
+contained once for every module: `parse_request` never raises on decoded JSON, `feed` never raises
 (a chunk it cannot read is skipped and remembered as the parser's `fault`), `finish` raises only
 `ParseError`, and a response's ids and names are strings.
 """
@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from addons.normalized import Request, Response
-from addons.providers.base import Api, Call, ParseError, ResponseParser
+from addons.providers.base import Api, Call, ParseError, ResponseParser, noting
+from addons.providers.clients import header_signals
 
 
 class Guarded:
@@ -25,12 +26,18 @@ class Guarded:
         return self.api.matches(method, path)
 
     def parse_request(self, body: Any, call: Call) -> Request:
-        try:
-            return self.api.parse_request(body, call)
-        except ParseError:
-            raise
-        except Exception as e:
-            raise ParseError(f"unexpected request shape ({type(e).__name__}: {e})") from e
+        """Never refuses decoded JSON: what the module cannot read becomes a warning, and a body
+        it cannot read at all still gives the call its API and model, so it joins its run."""
+        with noting() as notes:
+            try:
+                request = self.api.parse_request(body, call)
+            except Exception as e:
+                detail = str(e) if isinstance(e, ParseError) else f"{type(e).__name__}: {e}"
+                unread = f"could not read the request: {detail}"
+                request = Request(api=self.name, model=_model(body), warnings=[unread])
+        request.warnings.extend(notes)
+        request.signals = header_signals(call.headers, request.signals)
+        return request
 
     def response_parser(self, call: Call, content_type: str, status: int) -> ResponseParser:
         return GuardedParser(self.api.response_parser(call, content_type, status))
@@ -57,6 +64,11 @@ class GuardedParser:
         if self.fault:
             response.warnings.append(self.fault)
         return strings(response)
+
+
+def _model(body: Any) -> str | None:
+    model = body.get("model") if isinstance(body, dict) else None
+    return model[:200] if isinstance(model, str) else None
 
 
 def strings(response: Response) -> Response:

@@ -22,6 +22,7 @@ from addons.normalized import (
     Part,
     Request,
     Response,
+    Signals,
     Tool,
     ToolCallPart,
     ToolResultPart,
@@ -33,10 +34,14 @@ from addons.providers.base import (
     ResponseParser,
     TextBuffer,
     as_int,
+    as_list,
     error_from_body,
     loads,
     media_part,
+    metadata_sessions,
+    other_part,
     reasoning_part,
+    schema_signal,
     stream_error,
     text_part,
     tool_turn_first,
@@ -44,6 +49,7 @@ from addons.providers.base import (
 )
 from addons.providers.framing import JsonArrayDecoder, SseDecoder
 
+SILENT_PART_KEYS = {"thought", "thoughtSignature", "thought_signature", "videoMetadata", "video_metadata"}
 _PATH = re.compile(r"/(?:models|tunedModels)/([^/:]+):(generateContent|streamGenerateContent)$")
 FINISH: dict[str, FinishReason] = {
     "STOP": "stop",
@@ -89,9 +95,7 @@ class Gemini:
     def parse_request(self, body: Any, call: Call) -> Request:
         if not isinstance(body, dict):
             raise ParseError("a generateContent request must be an object")
-        contents = _get(body, "contents")
-        if not isinstance(contents, list):
-            raise ParseError("a generateContent request needs a `contents` list")
+        contents = as_list(_get(body, "contents"), "`contents`")
         limit = call.text_limit
         messages = [m for c in contents for m in _messages(c, limit)]
         config = _get(body, "generationConfig") or {}
@@ -111,6 +115,7 @@ class Gemini:
             tool_choice=_get(tool_config, "functionCallingConfig"),
             options=options,
             stream=match is not None and match.group(2) == "streamGenerateContent",
+            signals=signals(body, config, tool_config),
         )
 
     def response_parser(self, call: Call, content_type: str, status: int) -> ResponseParser:
@@ -121,6 +126,20 @@ class Gemini:
 
 
 # ---- request ------------------------------------------------------------------------------------
+
+
+def signals(body: dict[str, Any], config: Any, tool_config: Any) -> Signals:
+    found = Signals(session_ids=metadata_sessions(_get(body, "labels"), "labels"))
+    if isinstance(config, dict):
+        schema = _get(config, "responseJsonSchema") or _get(config, "responseSchema")
+        if schema or _get(config, "responseMimeType") == "application/json":
+            found.output_schema = schema_signal(None, schema)
+    calling = _get(tool_config, "functionCallingConfig") if isinstance(tool_config, dict) else None
+    if isinstance(calling, dict) and calling.get("mode") == "ANY":
+        allowed = _get(calling, "allowedFunctionNames")
+        if isinstance(allowed, list) and len(allowed) == 1 and isinstance(allowed[0], str):
+            found.forced_tool = allowed[0]
+    return found
 
 
 def _system(instruction: Any) -> str | None:
@@ -135,18 +154,17 @@ def _system(instruction: Any) -> str | None:
 def _messages(content: Any, limit: int) -> list[Message]:
     """One `Content`; function responses become their own `tool` message, as in the other APIs."""
     if not isinstance(content, dict):
-        raise ParseError("a content must be an object")
+        return [Message(role="user", parts=[other_part(content)])]
     role = {"model": "assistant", "function": "tool", "tool": "tool"}.get(
         content.get("role") or "user", "user"
     )
-    return tool_turn_first(
-        role, [p for raw in _get(content, "parts") or [] if (p := _part(raw, limit)) is not None]
-    )
+    parts = as_list(_get(content, "parts"), "a content's `parts`")
+    return tool_turn_first(role, [p for raw in parts if (p := _part(raw, limit)) is not None])
 
 
 def _part(raw: Any, limit: int) -> Part | None:
     if not isinstance(raw, dict):
-        raise ParseError("a part must be an object")
+        return other_part(raw)
     if isinstance(raw.get("text"), str):
         if raw.get("thought"):
             return reasoning_part(raw["text"], limit)
@@ -163,7 +181,9 @@ def _part(raw: Any, limit: int) -> Part | None:
         return ToolCallPart(name="code_execution", arguments=code, server=True)
     if (outcome := _get(raw, "codeExecutionResult")) is not None:
         return ToolResultPart(name="code_execution", result=outcome)
-    return None  # thought signatures alone, video metadata and future part types carry nothing to show
+    if set(raw) <= SILENT_PART_KEYS:
+        return None  # a thought signature alone, video metadata: nothing to show
+    return other_part(raw, next(iter(raw), None))
 
 
 def _tools(tool: dict[str, Any]) -> list[Tool]:

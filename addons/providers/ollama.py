@@ -15,6 +15,8 @@ from addons.normalized import (
     Part,
     Request,
     Response,
+    Role,
+    Signals,
     TextPart,
     Tool,
     ToolCallPart,
@@ -27,11 +29,15 @@ from addons.providers.base import (
     ResponseParser,
     TextBuffer,
     as_int,
+    as_list,
     error_from_body,
     loads,
     media_part,
+    other_part,
     parse_arguments,
     reasoning_part,
+    role_of,
+    schema_signal,
     stream_error,
     text_part,
     usage,
@@ -40,6 +46,7 @@ from addons.providers.framing import NdjsonDecoder
 
 # "load" and "unload" end a call that only loaded or unloaded the model: no generation at all
 FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
+ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant", "system": "system"}
 OPTIONS = ("temperature", "top_p", "top_k", "min_p", "stop", "seed", "num_ctx", "repeat_penalty",
            "presence_penalty", "frequency_penalty")  # fmt: skip
 _IMAGE_MAGIC = {"iVBOR": "image/png", "/9j/": "image/jpeg", "R0lGOD": "image/gif", "UklGR": "image/webp"}
@@ -67,9 +74,7 @@ class Ollama:
             parts += [_image(i) for i in body.get("images") or []]
             messages = [Message(role="user", parts=parts)]
         else:
-            if not isinstance(body.get("messages"), list):
-                raise ParseError("a chat request needs a `messages` list")
-            messages = [_message(m, limit) for m in body["messages"]]
+            messages = [_message(m, limit) for m in as_list(body.get("messages"), "`messages`")]
             leading: list[str] = []
             while messages and messages[0].role == "system":
                 leading += [p.text for p in messages.pop(0).parts if isinstance(p, TextPart)]
@@ -78,8 +83,10 @@ class Ollama:
         options = {k: raw_options[k] for k in OPTIONS if raw_options.get(k) is not None}
         if raw_options.get("num_predict") is not None:
             options["max_output_tokens"] = raw_options["num_predict"]  # -1: no limit, -2: fill the context
+        signals = Signals()
         if body.get("format") is not None:
             options["response_format"] = body["format"] if isinstance(body["format"], str) else "json_schema"
+            signals.output_schema = schema_signal(None, body["format"])
         for key in ("think", "keep_alive", "raw", "suffix"):
             if body.get(key) is not None:
                 options[key] = body[key]
@@ -91,6 +98,7 @@ class Ollama:
             tools=[_tool(t) for t in body.get("tools") or [] if isinstance(t, dict)],
             options=options,
             stream=body.get("stream", True) is not False,  # Ollama streams unless told not to
+            signals=signals,
         )
 
     def response_parser(self, call: Call, content_type: str, status: int) -> ResponseParser:
@@ -101,7 +109,7 @@ class Ollama:
 
 def _message(raw: Any, limit: int) -> Message:
     if not isinstance(raw, dict):
-        raise ParseError("a message must be an object")
+        return Message(role="user", parts=[other_part(raw)])
     role = raw.get("role")
     content = raw.get("content")
     text = content if isinstance(content, str) else ""
@@ -110,8 +118,7 @@ def _message(raw: Any, limit: int) -> Message:
         return Message(
             role="tool", parts=[ToolResultPart(id=raw.get("tool_call_id"), name=name, result=content)]
         )
-    if role not in ("system", "user", "assistant"):
-        raise ParseError(f"unknown message role {role!r}")
+    ours, raw_role = role_of(role, ROLES)
     parts: list[Part] = []
     if isinstance(raw.get("thinking"), str) and raw["thinking"]:
         parts.append(reasoning_part(raw["thinking"], limit))
@@ -119,7 +126,7 @@ def _message(raw: Any, limit: int) -> Message:
         parts.append(text_part(text, limit))
     parts += [_image(i) for i in raw.get("images") or []]
     parts += [_call(c) for c in raw.get("tool_calls") or [] if isinstance(c, dict)]
-    return Message(role=role, parts=parts)
+    return Message(role=ours, parts=parts, raw_role=raw_role)
 
 
 def _image(data: Any) -> Part:

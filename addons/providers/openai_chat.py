@@ -14,6 +14,9 @@ from addons.normalized import (
     Part,
     Request,
     Response,
+    Role,
+    SessionId,
+    Signals,
     TextPart,
     Tool,
     ToolCallPart,
@@ -27,12 +30,17 @@ from addons.providers.base import (
     ResponseParser,
     TextBuffer,
     as_int,
+    as_list,
     each_event,
     finish,
     loads,
     media_part,
+    metadata_sessions,
+    other_part,
     parse_arguments,
     reasoning_part,
+    role_of,
+    schema_signal,
     stream_error,
     text_part,
     usage,
@@ -61,12 +69,12 @@ class OpenAIChat:
         return method == "POST" and path.endswith("/chat/completions")
 
     def parse_request(self, body: Any, call: Call) -> Request:
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            raise ParseError("a chat completion request needs a `messages` list")
+        if not isinstance(body, dict):
+            raise ParseError("a chat completion request must be an object")
         limit = call.text_limit
         system: list[str] = []
         messages: list[Message] = []
-        for raw in body["messages"]:
+        for raw in as_list(body.get("messages"), "`messages`"):
             message = _message(raw, limit)
             if message.role == "system" and not messages:
                 system.extend(p.text for p in message.parts if isinstance(p, TextPart))
@@ -89,6 +97,7 @@ class OpenAIChat:
             tool_choice=body.get("tool_choice", body.get("function_call")),
             options=options,
             stream=bool(body.get("stream")),
+            signals=signals(body, _format(body.get("response_format"))),
         )
 
     def response_parser(self, call: Call, content_type: str, status: int) -> ResponseParser:
@@ -97,9 +106,39 @@ class OpenAIChat:
         return JsonBodyParser(lambda body: parse_response(body, call.text_limit), status, call.capture_limit)
 
 
+ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+
+
+def signals(body: dict[str, Any], output: Any) -> Signals:
+    """What OpenAI-style bodies (Chat Completions and Responses) say about the call."""
+    found = Signals(output_schema=output)
+    found.session_ids = metadata_sessions(body.get("metadata"), "metadata")
+    if isinstance(body.get("prompt_cache_key"), str) and body["prompt_cache_key"]:
+        found.session_ids.append(SessionId(source="prompt_cache_key", value=body["prompt_cache_key"][:200]))
+    for key in ("user", "safety_identifier"):
+        if isinstance(body.get(key), str) and body[key]:
+            found.user = found.user or body[key][:200]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        fn = choice.get("function") if isinstance(choice.get("function"), dict) else choice
+        if isinstance(fn.get("name"), str):
+            found.forced_tool = fn["name"]
+    if isinstance(body.get("previous_response_id"), str):
+        found.previous_response_id = body["previous_response_id"]
+    return found
+
+
+def _format(fmt: Any) -> Any:
+    """`response_format` / Responses' `text.format`: JSON mode or a named JSON schema."""
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("json_object", "json_schema"):
+        return None
+    inner = fmt.get("json_schema") if isinstance(fmt.get("json_schema"), dict) else fmt  # chat nests it
+    return schema_signal(inner.get("name"), inner.get("schema"))
+
+
 def _message(raw: Any, limit: int) -> Message:
     if not isinstance(raw, dict):
-        raise ParseError("a message must be an object")
+        return Message(role="user", parts=[other_part(raw)])
     role = raw.get("role")
     content = raw.get("content")
     if role in ("tool", "function"):
@@ -116,13 +155,8 @@ def _message(raw: Any, limit: int) -> Message:
     if isinstance(raw.get("refusal"), str):
         parts.append(text_part(raw["refusal"], limit))
     parts.extend(_tool_calls(raw))
-    return Message(role="system" if role in ("system", "developer") else _role(role), parts=parts)
-
-
-def _role(role: Any) -> Any:
-    if role not in ("user", "assistant"):
-        raise ParseError(f"unknown message role {role!r}")
-    return role
+    ours, raw_role = role_of(role, ROLES)
+    return Message(role=ours, parts=parts, raw_role=raw_role)
 
 
 def _parts(content: Any, limit: int) -> list[Part]:
@@ -130,10 +164,8 @@ def _parts(content: Any, limit: int) -> list[Part]:
         return []
     if isinstance(content, str):
         return [text_part(content, limit)]
-    if not isinstance(content, list):
-        raise ParseError("message content must be a string or a list of parts")
     parts: list[Part] = []
-    for item in content:
+    for item in as_list(content, "message content"):
         kind = item.get("type") if isinstance(item, dict) else None
         if kind in ("text", "input_text", "output_text"):
             parts.append(text_part(str(item.get("text", "")), limit))
@@ -152,7 +184,7 @@ def _parts(content: Any, limit: int) -> list[Part]:
         elif isinstance(item, str):
             parts.append(text_part(item, limit))
         else:
-            raise ParseError(f"unknown content part {kind!r}")
+            parts.append(other_part(item, kind))
     return parts
 
 
@@ -166,8 +198,11 @@ def _data_url(url: str, fallback: str) -> Part:
 
 def _tool_calls(raw: dict[str, Any]) -> list[Part]:
     calls: list[Part] = []
-    for call in raw.get("tool_calls") or []:
-        fn = call.get("function") or {}
+    for call in as_list(raw.get("tool_calls"), "`tool_calls`"):
+        if not isinstance(call, dict):
+            calls.append(other_part(call))
+            continue
+        fn = call.get("function") if isinstance(call.get("function"), dict) else {}
         calls.append(
             ToolCallPart(
                 id=call.get("id"),

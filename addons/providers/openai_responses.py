@@ -12,6 +12,7 @@ from addons.normalized import (
     ReasoningPart,
     Request,
     Response,
+    Role,
     TextPart,
     Tool,
     ToolCallPart,
@@ -25,15 +26,21 @@ from addons.providers.base import (
     ResponseParser,
     TextBuffer,
     as_int,
+    as_list,
     loads,
     media_part,
+    other_part,
     parse_arguments,
     reasoning_part,
+    role_of,
+    schema_signal,
     stream_error,
     text_part,
     usage,
 )
+from addons.providers.clients import client_metadata_signals
 from addons.providers.framing import SseDecoder
+from addons.providers.openai_chat import signals as openai_signals
 
 INCOMPLETE: dict[str, FinishReason] = {"max_output_tokens": "length", "content_filter": "content_filter"}
 OPTIONS = (
@@ -60,9 +67,8 @@ class OpenAIResponses:
             raise ParseError("a responses request must be an object")
         limit = call.text_limit
         raw_input = body.get("input")
-        items = [{"role": "user", "content": raw_input}] if isinstance(raw_input, str) else raw_input or []
-        if not isinstance(items, list):
-            raise ParseError("`input` must be a string or a list of items")
+        items = [{"role": "user", "content": raw_input}] if isinstance(raw_input, str) else raw_input
+        items = as_list(items, "`input`")
         messages = _messages(items, limit)
         system = [body["instructions"]] if isinstance(body.get("instructions"), str) else []
         while messages and messages[0].role == "system":  # leading developer/system messages, as in chat
@@ -75,9 +81,12 @@ class OpenAIResponses:
             options["response_format"] = text["format"].get("type")
         if text.get("verbosity") is not None:
             options["verbosity"] = text["verbosity"]
-        # what tells a compaction call from a turn, for whoever classifies runs
-        if call.path.endswith("/compact") or any(_kind(i) == "compaction_trigger" for i in items):
-            options["compaction"] = True
+        signals = openai_signals(body, _format(text.get("format")))
+        client_metadata_signals(body.get("client_metadata"), signals)
+        # the endpoint (or trigger item) whose only job is compaction tells it from a turn
+        signals.compaction_endpoint = call.path.endswith("/compact") or any(
+            _kind(i) == "compaction_trigger" for i in items
+        )
         return Request(
             api=self.name,
             model=body.get("model"),
@@ -87,6 +96,7 @@ class OpenAIResponses:
             tool_choice=body.get("tool_choice"),
             options=options,
             stream=bool(body.get("stream")),
+            signals=signals,
         )
 
     def response_parser(self, call: Call, content_type: str, status: int) -> ResponseParser:
@@ -96,6 +106,18 @@ class OpenAIResponses:
 
 
 # ---- request ------------------------------------------------------------------------------------
+
+
+ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+# Input items that carry nothing to show: skipped without a note.
+SILENT_ITEMS = ("compaction_trigger", "item_reference", "mcp_list_tools", "mcp_approval_request")
+
+
+def _format(fmt: Any) -> Any:
+    """`text.format`: `{type: json_schema, name, schema}` (flat, unlike Chat Completions)."""
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("json_object", "json_schema"):
+        return None
+    return schema_signal(fmt.get("name"), fmt.get("schema"))
 
 
 def _kind(item: Any) -> str | None:
@@ -109,38 +131,34 @@ def _messages(items: list[Any], limit: int) -> list[Message]:
     """Input items as messages; adjacent assistant or tool items of one turn share a message."""
     messages: list[Message] = []
     for item in items:
-        role, parts = _item(item, limit)
+        role, parts, raw_role = _item(item, limit)
         if role is None:
-            continue  # compaction_trigger, item_reference and future item types carry nothing to show
+            continue  # compaction_trigger, item_reference: nothing to show
         if messages and messages[-1].role == role and role in ("assistant", "tool"):
             messages[-1].parts.extend(parts)
         else:
-            messages.append(Message(role=role, parts=parts))  # type: ignore[arg-type]
+            messages.append(Message(role=role, parts=parts, raw_role=raw_role))  # type: ignore[arg-type]
     return messages
 
 
-def _item(item: Any, limit: int) -> tuple[str | None, list[Part]]:
+def _item(item: Any, limit: int) -> tuple[str | None, list[Part], str | None]:
     kind = _kind(item)
     if kind == "message":
-        role = item.get("role")
-        if role not in ("user", "assistant", "system", "developer"):
-            raise ParseError(f"unknown message role {role!r}")
-        return ("system" if role == "developer" else role), _content(item.get("content"), limit)
-    if kind is None:
-        return None, []
+        role, raw_role = role_of(item.get("role"), ROLES)
+        return role, _content(item.get("content"), limit), raw_role
+    if kind is None or kind in SILENT_ITEMS:
+        return (None, [], None) if isinstance(item, dict) else ("user", [other_part(item)], None)
     if kind.endswith("_output") or kind == "mcp_approval_response":
-        return "tool", [_result(item, limit)]
+        return "tool", [_result(item, limit)], None
     parts = output_parts(item, limit)
-    return ("assistant", parts) if parts else (None, [])
+    return ("assistant", parts, None) if parts else ("user", [other_part(item, kind)], None)
 
 
 def _content(content: Any, limit: int) -> list[Part]:
     if isinstance(content, str):
         return [text_part(content, limit)]
-    if not isinstance(content, list):
-        raise ParseError("message content must be a string or a list of parts")
     parts: list[Part] = []
-    for c in content:
+    for c in as_list(content, "message content"):
         kind = c.get("type") if isinstance(c, dict) else None
         if kind in ("input_text", "output_text", "text", "summary_text", "reasoning_text"):
             parts.append(text_part(str(c.get("text", "")), limit))
@@ -155,7 +173,8 @@ def _content(content: Any, limit: int) -> list[Part]:
             parts.append(media_part(f"audio/{audio.get('format', 'wav')}", audio.get("data")))
         elif kind == "computer_screenshot":
             parts.append(_media(c.get("image_url"), "image"))
-        # other part types are new or tool-specific: skipped, so the rest of the request still reads
+        else:
+            parts.append(other_part(c, kind))
     return parts
 
 
