@@ -168,8 +168,9 @@ def test_deleting_a_run_in_progress_is_quiet(own_sidecar: Callable[..., Sidecar]
         for line in metrics.splitlines()
         if line.startswith("chatdebug_rows_dropped_total{")
     }
-    assert counts["run_deleted"] >= 1  # the late rows did reach storage, and were left out there
-    assert sum(counts.values()) == counts["run_deleted"]
+    # Late rows the tracker still hands on are left out by storage under their own reason (the
+    # tracker may drop them first); nothing else is counted as lost.
+    assert {reason for reason, count in counts.items() if count} <= {"run_deleted"}
     assert httpx.get(f"{sidecar.api_url}/api/v1/runs/{run['id']}", timeout=10).status_code == 404
     assert readyz(sidecar).status_code == 200
     log = sidecar.log()
