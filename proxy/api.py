@@ -17,7 +17,7 @@ from aiohttp_sse import sse_response
 from pydantic import BaseModel, ValidationError
 
 from proxy import api_models as m
-from proxy.events import EventHub
+from proxy.events import EventHub, last_event_id
 from proxy.openapi import Route, document
 from storage.base import RunFilter, Store, StoreUnavailable
 from storage.records import timestamp
@@ -39,6 +39,7 @@ class ApiContext:
     metrics: Callable[[], bytes]
     cors_origins: list[str] = field(default_factory=list)
     heartbeat: float = 15.0
+    reasons: Callable[[], dict[str, str]] = dict  # why a failing readiness check fails
 
 
 CTX = web.AppKey("ctx", ApiContext)
@@ -225,8 +226,7 @@ async def get_stats(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
     q = params(request, m.EventsQuery)
-    raw_last = request.headers.get("Last-Event-ID", "")
-    last = int(raw_last) if raw_last.isdigit() else 0
+    last = last_event_id(request.headers.get("Last-Event-ID"))
     sub = ctx.hub.subscribe(q.conversation_id, q.kind)
     try:
         async with sse_response(request) as stream:
@@ -251,10 +251,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    checks = await request.app[CTX].ready()
+    ctx = request.app[CTX]
+    checks = await ctx.ready()
     ok = all(checks.values())
     return json_response(
-        m.Health(status="ok" if ok else "unavailable", checks=checks), status=200 if ok else 503
+        m.Health(status="ok" if ok else "unavailable", checks=checks, reasons=ctx.reasons()),
+        status=200 if ok else 503,
     )
 
 

@@ -8,7 +8,6 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 
@@ -19,10 +18,10 @@ from proxy.events import EventHub
 from proxy.metrics import Metrics
 from proxy.mitm import EmbeddedProxy, publish_ca, start_proxy
 from proxy.settings import Settings
-from storage.base import StoreUnavailable
 from storage.records import now
-from storage.retention import run_retention
+from storage.retention import end_previous_runs, run_retention, run_sweep
 from storage.spool import Spool
+from storage.spool import default_path as default_spool_path
 from storage.sqlite import SqliteStore
 from storage.writer import Writer
 
@@ -42,17 +41,12 @@ class Sidecar:
 
     @classmethod
     async def start(cls, settings: Settings) -> Sidecar:
+        # The store opens on the writer's first turn, or later: until then records are spooled
+        # and /readyz says why. A previous process's open runs are ended once it takes writes.
         store = SqliteStore(settings.sqlite_path)
-        await store.open()
-        spool = Spool(Path(f"{store.path}.spool"), settings.spool_max_bytes)
+        spool = Spool(default_spool_path(store.path), settings.spool_max_bytes)
         writer = Writer(store, spool=spool)
-        if spool and not await writer.recover():
-            log.warning("the database does not take the spooled records yet: they stay spooled")
-        try:
-            if interrupted := await store.interrupt_open(now()):
-                log.info("ended %d open run(s) of a previous process as interrupted", interrupted)
-        except StoreUnavailable as e:  # recording spools until it is back; the chat goes on
-            log.warning("could not end the previous process's open runs: %s", e)
+        writer.retry(end_previous_runs(now()))
         pipeline = Pipeline(
             writer.submit,
             retry_window=settings.retry_window,
@@ -88,6 +82,7 @@ class Sidecar:
             hub=self.hub,
             metrics=metrics.render,
             cors_origins=settings.cors_origins,
+            reasons=self.writer.why_not_ready,
         )
         self.api = web.AppRunner(make_app(ctx), access_log=None, shutdown_timeout=1.0)
         await self.api.setup()
@@ -96,6 +91,8 @@ class Sidecar:
         if settings.retention_days:
             task = run_retention(self.writer, self.delete_runs, settings.retention_days)
             self.tasks.append(asyncio.create_task(task, name="chatdebug-retention"))
+        sweep = run_sweep(self.writer, settings.stale_after)
+        self.tasks.append(asyncio.create_task(sweep, name="chatdebug-stale-sweep"))
 
     async def delete_runs(self, run_ids: list[str]) -> list[str]:
         """Delete through the writer (after rows already queued), then forget and announce."""
