@@ -145,7 +145,7 @@ class EmbeddedProxy:
             await asyncio.sleep(0.05)  # mitmproxy offers no event for "connection idle"
         if self.server.connections:
             log.warning(
-                "%d connection(s) still busy after %.0f s: closing them", len(self.server.connections), grace
+                "%d connection(s) still busy after %g s: closing them", len(self.server.connections), grace
             )
             self._close(lambda _: True)
             deadline = time.monotonic() + 2
