@@ -15,9 +15,10 @@ from addons.pipeline import Pipeline
 from addons.recorder import Recorder
 from proxy import preflight
 from proxy.api import ApiContext, make_app
+from proxy.ca import publish_ca
 from proxy.events import EventHub
 from proxy.metrics import Metrics
-from proxy.mitm import EmbeddedProxy, publish_ca, start_proxy
+from proxy.mitm import EmbeddedProxy, start_proxy
 from proxy.preflight import StartupError, reason
 from proxy.settings import Settings
 from storage.base import StoreUnavailable

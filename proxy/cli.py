@@ -41,7 +41,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def load_settings(argv: list[str]) -> Settings:
-    args = vars(parser().parse_args(argv))
+    return settings_from(parser().parse_args(argv))
+
+
+def settings_from(parsed: argparse.Namespace) -> Settings:
+    args = vars(parsed)
     args.pop("command")
     given: dict[str, Any] = {k: v for k, v in args.items() if v is not None}
     return Settings(**given)
@@ -67,11 +71,12 @@ def check_environment() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parsed = parser().parse_args(sys.argv[1:] if argv is None else argv)  # --help, --version exit here
     if problem := check_environment():
         print(problem, file=sys.stderr)
         return BAD_SETTING
     try:
-        settings = load_settings(sys.argv[1:] if argv is None else argv)
+        settings = settings_from(parsed)
     except ValidationError as e:
         print(describe(e), file=sys.stderr)
         return BAD_SETTING

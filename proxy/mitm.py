@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mitmproxy import connection, http, options
@@ -26,13 +23,11 @@ from mitmproxy.proxy.mode_servers import ServerInstance
 from mitmproxy.proxy.server import ConnectionHandler
 
 from addons.hosts import intercept_regexes
+from proxy.ca import publish_ca
 from proxy.preflight import StartupError, reason
 from proxy.settings import Settings
 
 log = logging.getLogger(__name__)
-
-CA_PUBLIC = "mitmproxy-ca-cert.pem"
-CA_PRIVATE = "mitmproxy-ca.pem"
 
 
 # on stop, a connection with no call in flight that moved nothing for this long is closed
@@ -204,15 +199,3 @@ def _start_error(settings: Settings, failed: list[ServerInstance[Any]]) -> Proxy
     why = reason(error) if isinstance(error, OSError) else str(error) or type(error).__name__
     setting = "reverse" if server.mode.type_name == "reverse" else "proxy_addr"
     return ProxyStartError(setting, f"cannot listen ({server.mode.full_spec}): {why}")
-
-
-def publish_ca(confdir: Path) -> Path:
-    """`ca.pem` is what clients trust: the CA's public certificate only; the key stays 0600."""
-    private = confdir / CA_PRIVATE
-    if private.exists():
-        os.chmod(private, 0o600)
-    target = confdir / "ca.pem"
-    source = confdir / CA_PUBLIC
-    if source.exists() and (not target.exists() or target.read_bytes() != source.read_bytes()):
-        shutil.copyfile(source, target)
-    return target

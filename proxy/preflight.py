@@ -14,9 +14,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from mitmproxy import certs
-from mitmproxy.options import CONF_BASENAME, KEY_SIZE
-
+from proxy.ca import CA_PRIVATE, ensure_ca
 from proxy.flags import flag_and_env
 from proxy.settings import Settings
 
@@ -42,24 +40,25 @@ def check(settings: Settings) -> None:
     """Raise `StartupError` for the first problem; warn about suspicious but valid settings."""
     create_ca(settings.confdir)
     writable_dir("database", settings.database_file.parent, "the database")
+    writable_file("database", settings.database_file, "the database")
     writable_dir("spool_path", settings.spool_file.absolute().parent, "the spool")
+    writable_file("spool_path", settings.spool_file.absolute(), "the spool")
     warn_relative_database(settings)
     free_ports(settings)
 
 
 def create_ca(confdir: Path) -> None:
-    """The CA mitmproxy would create later, and fail on with a logged traceback, made here."""
     confdir = confdir.absolute()
     try:
         _mkdir(confdir)
-        certs.CertStore.from_store(confdir, CONF_BASENAME, KEY_SIZE)
+        ensure_ca(confdir)
     except OSError as e:
         raise StartupError(
             "confdir", f"cannot write the CA to {confdir}: {reason(e)}; choose a directory you can write"
         ) from None
     except ValueError as e:  # a CA file that is there but is not a key and certificate
         raise StartupError(
-            "confdir", f"{confdir / f'{CONF_BASENAME}-ca.pem'} is not a usable CA ({e}); move it away"
+            "confdir", f"{confdir / CA_PRIVATE} is not a usable CA ({e}); move it away"
         ) from None
 
 
@@ -71,6 +70,19 @@ def writable_dir(setting: str, directory: Path, what: str) -> None:
     except OSError as e:
         raise StartupError(
             setting, f"cannot create {what} in {directory}: {reason(e)}; choose a directory you can write"
+        ) from None
+
+
+def writable_file(setting: str, path: Path, what: str) -> None:
+    """An existing file must open for writing (opened, not changed)."""
+    if not path.exists():
+        return
+    try:
+        with path.open("r+b"):
+            pass
+    except OSError as e:
+        raise StartupError(
+            setting, f"cannot write {what} {path}: {reason(e)}; fix its permissions or choose another path"
         ) from None
 
 

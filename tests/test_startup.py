@@ -104,6 +104,18 @@ def test_a_database_directory_that_cannot_be_written_names_path_and_setting(tmp_
     )
 
 
+def test_a_database_path_that_is_not_a_file_is_named(tmp_path: Path) -> None:
+    taken = tmp_path / "taken.db"
+    taken.mkdir()
+    args = loopback(workdir=tmp_path)
+    args[args.index("--database") + 1] = f"sqlite:///{taken}"
+    line = one_line(run_cli("run", *args))
+    assert line == (
+        f"chatdebug: --database / CHATDEBUG_DATABASE: cannot write the database {taken}: "
+        "is a directory; fix its permissions or choose another path"
+    )
+
+
 def test_a_spool_path_that_cannot_be_written_names_its_setting(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("not a directory")
     line = one_line(
@@ -147,9 +159,9 @@ def test_an_empty_token_is_an_invalid_setting_not_no_authentication(
 
 
 def test_version_and_help_name_every_variable_and_default() -> None:
-    version = run_cli("--version")
+    version = run_cli("--version", env={"CHATDEBUG_MISTYPED": "1"})  # no setting is read for these
     assert version.returncode == 0 and re.fullmatch(r"chatdebug \d+\.\d+\.\d+\S*\n", version.stdout)
-    help_ = run_cli("--help")
+    help_ = run_cli("--help", env={"CHATDEBUG_MISTYPED": "1"})
     assert help_.returncode == 0
     entries = {
         " ".join(e.split()).split()[0]: " ".join(e.split()) for e in re.split(r"\n  (?=-)", help_.stdout)
