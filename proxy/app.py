@@ -153,7 +153,7 @@ class Sidecar:
         host, port = self.api.addresses[0][:2]
         parts.append(f"api http://{host}:{port}")
         parts.append(f"database {self.settings.database_file}")
-        parts.append(f"trust the CA: {self.settings.confdir / 'ca.pem'}")
+        parts.append(f"trust the CA: {(self.settings.confdir / 'ca.pem').absolute()}")
         return " · ".join(["chatdebug ready", *parts])
 
 

@@ -1,8 +1,9 @@
 """mitmproxy embedded in our asyncio loop: a minimal master with only the addons we need.
 
 DumpMaster's ~35 default addons cost CPU on every hook; we load core, proxyserver, next_layer
-and tlsconfig, plus the recorder. Only provider hosts are intercepted (`allow_hosts`); every
-other CONNECT is relayed as plain TCP, without TLS interception.
+and tlsconfig, plus the recorder and two small addons of ours: `Drain` (what a clean stop needs
+to know) and `TunnelNotice`. Only provider hosts are intercepted (`allow_hosts`); every other
+CONNECT is relayed as plain TCP, without TLS interception.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Drain:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if self.stopping:
-            flow.kill()  # a call that starts now could not finish: the client retries elsewhere
+            flow.kill()  # refused: a call that starts now might not be given the time to finish
             return
         self.in_flight.setdefault(flow.client_conn.id, set()).add(flow.id)
 
