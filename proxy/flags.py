@@ -58,12 +58,16 @@ def flag_and_env(setting: str) -> str:
     return f"{flag.name} / {env_name(setting)}" if flag else env_name(setting)
 
 
+# variables of ours that are not settings: the parser fuzz tests' knobs
+NOT_SETTINGS = ("CHATDEBUG_FUZZ_",)
+
+
 def unknown_env(environ: Iterable[str]) -> tuple[str, str | None] | None:
     """A `CHATDEBUG_*` variable no setting reads, and the closest one that does."""
     known = [setting.upper() for setting in flags()]
     for name in sorted(environ):
         suffix = name.removeprefix(ENV_PREFIX)
-        if name.startswith(ENV_PREFIX) and suffix not in known:
+        if name.startswith(ENV_PREFIX) and suffix not in known and not name.startswith(NOT_SETTINGS):
             close = difflib.get_close_matches(suffix, known, n=1, cutoff=0.6)
             return name, ENV_PREFIX + close[0] if close else None
     return None

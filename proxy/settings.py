@@ -228,9 +228,12 @@ class Settings(BaseSettings):
     @classmethod
     def _token(cls, value: SecretStr | None) -> SecretStr | None:
         # an empty token would turn authentication off while looking set: refuse it
-        if value is not None and not value.get_secret_value().strip():
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()  # a token read from a file ends in a newline
+        if not token:
             raise ValueError("is empty; unset it to run without a token, or give a real one")
-        return value
+        return SecretStr(token)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
