@@ -78,7 +78,7 @@ class Flag:
     default: str | None = None
 
 
-Hosts = Annotated[list[str], NoDecode]
+CommaList = Annotated[list[str], NoDecode]  # repeatable flag; comma-separated in the environment
 
 
 class Settings(BaseSettings):
@@ -112,7 +112,7 @@ class Settings(BaseSettings):
         Path("~/.chatdebug")
     )
     intercept_hosts: Annotated[
-        Hosts,
+        CommaList,
         Flag(
             "--intercept-host",
             "extra host, host:port or *.suffix to intercept and record",
@@ -145,16 +145,16 @@ class Settings(BaseSettings):
         bool, Flag("--api-allow-anonymous", "allow an API beyond loopback without a token")
     ] = False
     api_allowed_hosts: Annotated[
-        Hosts,
+        CommaList,
         Flag(
             "--api-allowed-host",
-            "Host name the API accepts without a token, beside loopback names",
+            "extra Host header name the tokenless API accepts, beside loopback ones",
             "HOST",
             repeatable=True,
         ),
     ] = []
     cors_origins: Annotated[
-        Hosts,
+        CommaList,
         Flag("--cors-origin", "browser origin allowed to call the API, or *", "ORIGIN", repeatable=True),
     ] = []
     retention_days: Annotated[
