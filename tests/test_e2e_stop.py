@@ -8,6 +8,7 @@ nothing alarming on the way out.
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
+from proxy.mitm import IDLE_AFTER_STOP
 from tests import wire
 from tests.conftest import FAKE_OPENAI_KEY, Sidecar, unique
 from tests.test_e2e_record import trusting
@@ -55,6 +57,12 @@ def stream_call(http: httpx.Client, url: str, call: Call) -> None:
     except BaseException as e:
         call.error = e
         call.first_chunk.set()
+
+
+def quiet_while_stopping() -> None:
+    """Hold the streams silent for longer than an idle connection is given on stop: one the
+    drain wrongly took for idle would be closed now, under its stream."""
+    time.sleep(IDLE_AFTER_STOP * 4)
 
 
 def wait_for(condition: Callable[[], bool], what: str, sidecar: Sidecar, timeout: float = 20) -> None:
@@ -118,6 +126,7 @@ def test_sigterm_finishes_streams_in_flight_and_refuses_new_calls(
     assert refused is not None, "a call made after SIGTERM was served"
     assert not any(f"{marker} refused".encode() in s.body for s in upstream.seen)
 
+    quiet_while_stopping()
     release.set()
     for thread in threads:
         thread.join(30)
@@ -167,3 +176,44 @@ def test_calls_still_running_after_the_grace_period_are_cut_and_recorded(
     log = sidecar.log()
     assert "Traceback" not in log and "CancelledError" not in log, log[-3000:]
     streaming.close()
+
+
+def test_an_http2_stream_in_flight_finishes_after_sigterm(
+    own_sidecar: Callable[..., Sidecar], upstream: Upstream
+) -> None:
+    """curl speaks h2 to the proxy (httpx would pick HTTP/1.1): the stream's connection is
+    closed once the stream has ended, not before."""
+    sidecar = own_sidecar("--stop-grace", "60")
+    marker = unique("drain-h2")
+    release = threading.Event()
+    events = wire.openai_stream(["over ", "h2"], usage=wire.openai_usage(5, 2))
+    upstream.responder = lambda seen: Reply(
+        200, {"Content-Type": "text/event-stream"}, [events[0], Gate(release, 30), *events[1:]]
+    )
+    curl = subprocess.Popen(
+        [
+            "curl", "-sS", "-N", "--http2", "-x", sidecar.proxy_url, "--cacert", str(sidecar.ca_file),
+            "-H", f"Authorization: Bearer {FAKE_OPENAI_KEY}", "-H", "Content-Type: application/json",
+            "-d", body(marker, stream=True).decode(), "-w", "\n%{http_version}",
+            f"{upstream.url}/v1/chat/completions",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_for(upstream.sent_first.is_set, "the stream to start", sidecar)
+        sidecar.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "stopping" in sidecar.log(), "the stop to begin", sidecar)
+        quiet_while_stopping()
+        release.set()
+        out, err = curl.communicate(timeout=30)
+    finally:
+        release.set()
+        if curl.poll() is None:
+            curl.kill()
+    assert curl.returncode == 0, err
+    assert out == b"".join(events) + b"\n2", out[-300:]
+    assert sidecar.process.wait(30) == 0
+    assert db_runs(sidecar, marker) == {marker: "completed"}
+    log = sidecar.log()
+    assert "Traceback" not in log and "CancelledError" not in log, log[-3000:]
