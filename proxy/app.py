@@ -7,21 +7,23 @@ import contextlib
 import logging
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from aiohttp import web
 
 from addons.pipeline import Pipeline
 from addons.recorder import Recorder
+from proxy import preflight
 from proxy.api import ApiContext, make_app
+from proxy.ca import publish_ca
 from proxy.events import EventHub
 from proxy.metrics import Metrics
-from proxy.mitm import EmbeddedProxy, publish_ca, start_proxy
+from proxy.mitm import EmbeddedProxy, start_proxy
+from proxy.preflight import StartupError, reason
 from proxy.settings import Settings
 from storage.records import now
 from storage.retention import end_previous_runs, run_retention, run_sweep
 from storage.spool import Spool
-from storage.spool import default_path as default_spool_path
 from storage.sqlite import SqliteStore
 from storage.writer import Writer
 
@@ -41,10 +43,11 @@ class Sidecar:
 
     @classmethod
     async def start(cls, settings: Settings) -> Sidecar:
+        preflight.check(settings)  # before migrations: a bad setting is one line, not a traceback
         # The store opens on the writer's first turn, or later: until then records are spooled
         # and /readyz says why. A previous process's open runs are ended once it takes writes.
         store = SqliteStore(settings.sqlite_path)
-        spool = Spool(default_spool_path(store.path), settings.spool_max_bytes)
+        spool = Spool(settings.spool_file, settings.spool_max_bytes)
         writer = Writer(store, spool=spool)
         writer.retry(end_previous_runs(now()))
         pipeline = Pipeline(
@@ -76,18 +79,22 @@ class Sidecar:
         ctx = ApiContext(
             store=self.store,
             ca_path=publish_ca(settings.confdir),
-            token=settings.api_token.get_secret_value() if settings.api_token else None,
+            token=settings.token,
             ready=self.ready,
             delete_runs=self.delete_runs,
             hub=self.hub,
             metrics=metrics.render,
             cors_origins=settings.cors_origins,
             reasons=self.writer.why_not_ready,
+            **_allowed_hosts(settings),
         )
         self.api = web.AppRunner(make_app(ctx), access_log=None, shutdown_timeout=1.0)
         await self.api.setup()
         host, port = settings.api_addr
-        await web.TCPSite(self.api, host, port).start()
+        try:
+            await web.TCPSite(self.api, host, port).start()
+        except OSError as e:  # taken between the preflight check and now
+            raise StartupError("api_addr", f"cannot listen on {host}:{port}: {reason(e)}") from None
         if settings.retention_days:
             task = run_retention(self.writer, self.delete_runs, settings.retention_days)
             self.tasks.append(asyncio.create_task(task, name="chatdebug-retention"))
@@ -118,7 +125,7 @@ class Sidecar:
     async def stop(self) -> None:
         """New connections are refused, in-flight ones finish, every queued record lands."""
         if self.proxy is not None:
-            await self.proxy.stop()
+            await self.proxy.stop(self.settings.stop_grace)
         if self.api is not None:
             await self.api.cleanup()  # no API call may wait on a writer that is going away
         for task in self.tasks:
@@ -132,15 +139,28 @@ class Sidecar:
         await self.store.close()
 
     def describe(self) -> str:
+        """The ready line: where to point clients, where the API and the records are, what to trust."""
         assert self.proxy is not None and self.api is not None
         parts = []
         for server in self.proxy.server.servers:
-            addrs = ",".join(f"{a[0]}:{a[1]}" for a in server.listen_addrs)
-            parts.append(f"{server.mode.type_name}={addrs}")
+            for address in server.listen_addrs:
+                url = f"http://{address[0]}:{address[1]}"
+                if server.mode.type_name == "regular":
+                    parts.append(f"proxy {url} (HTTPS_PROXY)")
+                else:
+                    parts.append(f"reverse {url} -> {server.mode.data}")
         host, port = self.api.addresses[0][:2]
-        parts.append(f"api=http://{host}:{port}")
-        parts.append(f"ca={self.settings.confdir / 'ca.pem'}")
-        return "chatdebug ready " + " ".join(parts)
+        parts.append(f"api http://{host}:{port}")
+        parts.append(f"database {self.settings.database_file}")
+        parts.append(f"trust the CA: {(self.settings.confdir / 'ca.pem').absolute()}")
+        return " · ".join(["chatdebug ready", *parts])
+
+
+def _allowed_hosts(settings: Settings) -> dict[str, list[str]]:
+    """`ApiContext.allowed_hosts` where the API has it (Host names accepted beside loopback)."""
+    if "allowed_hosts" in {f.name for f in fields(ApiContext)}:
+        return {"allowed_hosts": settings.api_allowed_hosts}
+    return {}
 
 
 async def serve(settings: Settings) -> None:

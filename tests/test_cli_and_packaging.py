@@ -13,6 +13,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from proxy.cli import load_settings
+from proxy.flags import unknown_env
 from proxy.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,3 +102,13 @@ def test_ca_key_is_private_and_api_defaults_to_loopback(sidecar) -> None:  # typ
     assert b"PRIVATE KEY" not in sidecar.ca_file.read_bytes()  # what clients get is the certificate only
     assert Settings().api_addr == ("127.0.0.1", 8081)
     assert Settings().proxy_addr == ("127.0.0.1", 8080)
+
+
+def test_a_token_is_taken_without_surrounding_whitespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATDEBUG_API_TOKEN", "t0ken-value\n")  # a token file read whole
+    assert load_settings([]).token == "t0ken-value"
+
+
+def test_the_fuzz_knobs_are_not_mistaken_for_settings() -> None:
+    assert unknown_env(["CHATDEBUG_FUZZ_EXAMPLES", "CHATDEBUG_FUZZ_REPORT", "CHATDEBUG_DATABASE"]) is None
+    assert unknown_env(["CHATDEBUG_DATABASE_URL"]) == ("CHATDEBUG_DATABASE_URL", "CHATDEBUG_DATABASE")
