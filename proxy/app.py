@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from addons.pipeline import Pipeline
+from addons.redact import Redactor, install_log_redaction
 from addons.recorder import Recorder
 from proxy.api import ApiContext, make_app
 from proxy.events import EventHub
@@ -42,6 +43,8 @@ class Sidecar:
 
     @classmethod
     async def start(cls, settings: Settings) -> Sidecar:
+        redactor = Redactor()  # every row and log record passes it: secrets stop here
+        install_log_redaction(redactor)
         store = SqliteStore(settings.sqlite_path)
         await store.open()
         spool = Spool(Path(f"{store.path}.spool"), settings.spool_max_bytes)
@@ -54,7 +57,7 @@ class Sidecar:
         except StoreUnavailable as e:  # recording spools until it is back; the chat goes on
             log.warning("could not end the previous process's open runs: %s", e)
         pipeline = Pipeline(
-            writer.submit,
+            redactor.wrap(writer.submit),
             retry_window=settings.retry_window,
             stale_after=settings.stale_after,
             profiles=settings.profiles,
