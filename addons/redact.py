@@ -51,7 +51,7 @@ _CREDENTIAL_ENDINGS = ("key", "token", "secret", "password", "passwd", "credenti
 # `thoughtSignature` are the providers' reasoning signatures, which a replay needs: not redacted.
 _URL_CREDENTIAL_WORDS = frozenset({"signature", "sig"})
 _NOT_CREDENTIAL_WORDS = frozenset({"monkey", "turkey", "hockey", "whiskey", "jockey", "donkey"})
-# Words that make a credential-looking name a count, limit or cache id: max_tokens,
+# Words that make the credential word next to them a count, limit or cache id: max_tokens,
 # promptTokenCount, x-ratelimit-remaining-tokens, budget_tokens, prompt_cache_key, token_type.
 _HARMLESS_WORDS = frozenset({
     "count", "counts", "limit", "limits", "ratelimit", "remaining", "reset", "usage", "details",
@@ -62,16 +62,21 @@ _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 
 @lru_cache(maxsize=8192)  # names come from traffic: bounded, not @cache
 def is_credential(name: str, *, in_url: bool = True) -> bool:
-    """A header or query parameter name (`in_url`), or a JSON field name, that holds a credential."""
+    """A header or query parameter name (`in_url`), or a JSON field name, that holds a credential.
+
+    A harmless word only counts next to the credential word it qualifies: `prompt_cache_key` is
+    an id, `primary_private_key` is not."""
     words = [w.lower() for w in _WORD.findall(name)]
-    if any(w in _HARMLESS_WORDS for w in words):
-        return False
-    return any(
-        w in _CREDENTIAL_WORDS
-        or (in_url and w in _URL_CREDENTIAL_WORDS)
-        or (w.endswith(_CREDENTIAL_ENDINGS) and w not in _NOT_CREDENTIAL_WORDS)
-        for w in words
-    )
+    for i, word in enumerate(words):
+        if not (
+            word in _CREDENTIAL_WORDS
+            or (in_url and word in _URL_CREDENTIAL_WORDS)
+            or (word.endswith(_CREDENTIAL_ENDINGS) and word not in _NOT_CREDENTIAL_WORDS)
+        ):
+            continue
+        if not _HARMLESS_WORDS.intersection(words[max(i - 1, 0) : i + 2]):
+            return True
+    return False
 
 
 def is_secret_field(name: str) -> bool:
