@@ -102,6 +102,7 @@ def main() -> None:
     if redactor_type is not None:
         redactor = redactor_type()
         redactor.learn(HEADERS, URL)
+
         def one_exchange() -> None:
             redactor._clean.clear()  # each exchange brings new content; its own rows repeat it
             for row in rows:

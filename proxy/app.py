@@ -13,8 +13,8 @@ from pathlib import Path
 from aiohttp import web
 
 from addons.pipeline import Pipeline
-from addons.redact import Redactor, install_log_redaction
 from addons.recorder import Recorder
+from addons.redact import Redactor, install_log_redaction
 from proxy.api import ApiContext, make_app
 from proxy.events import EventHub
 from proxy.metrics import Metrics
@@ -89,6 +89,7 @@ class Sidecar:
             hub=self.hub,
             metrics=metrics.render,
             cors_origins=settings.cors_origins,
+            allow_anonymous=settings.api_allow_anonymous,
         )
         self.api = web.AppRunner(make_app(ctx), access_log=None, shutdown_timeout=1.0)
         await self.api.setup()
