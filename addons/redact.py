@@ -140,11 +140,10 @@ class Learned:
             self._values[value] = None
             while len(self._values) > self.size:
                 self._values.popitem(last=False)
-            values = list(reversed(self._values))
-        forms = dict.fromkeys(f for v in values for f in (v, quote(v, safe="")))
-        self.forms = tuple(forms)
-        self.dumped = tuple((orjson.dumps(f)[1:-1], f) for f in forms)
-        self.generation += 1
+            forms = dict.fromkeys(f for v in reversed(self._values) for f in (v, quote(v, safe="")))
+            self.forms = tuple(forms)
+            self.dumped = tuple((orjson.dumps(f)[1:-1], f) for f in forms)
+            self.generation += 1
 
     def __len__(self) -> int:
         return len(self._values)

@@ -253,3 +253,23 @@ def test_the_pipeline_helpers_share_the_vocabulary() -> None:
         "x-ratelimit-remaining-tokens": "5",
     }
     assert redact.text(f'{{"auth": {{"token": "{TOKEN}"}}}}') == '{"auth": "[REDACTED]"}'
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ('{"pin_password": 12345678, "n": 1}', '{"pin_password": "[REDACTED]", "n": 1}'),
+        ('{"api_key": null, "ok": true}', '{"api_key": null, "ok": true}'),
+        ('{"Authorization" : "Bearer abc"}', '{"Authorization" : "[REDACTED]"}'),
+        ('data: {"x": 1, "secret": "s3cr3t-value"}\n\ndata: [DONE]', 'data: {"x": 1, "secret": "[REDACTED]"}\n\ndata: [DONE]'),
+        ('{"tokens": ["a", "b"], "max_tokens": 5}', '{"tokens": ["a", "b"], "max_tokens": 5}'),
+        ('{"auth": {"a": "}", "b": ["]"]}, "next": 1}', '{"auth": "[REDACTED]", "next": 1}'),
+        ('{"content": "{\\"token\\": [\\"a\\", \\"b\\"], \\"k\\": 1}"}', '{"content": "{\\"token\\": \\"[REDACTED]\\", \\"k\\": 1}"}'),
+        ("see https://u:hunter2hunter2@h.example/x?access_token=abc&alt=sse", "see https://u:[REDACTED]@h.example/x?access_token=[REDACTED]&alt=sse"),
+        ("plain words about a key and a token: nothing to do", "plain words about a key and a token: nothing to do"),
+    ],
+)  # fmt: skip
+def test_credentials_in_text(raw: str, expected: str) -> None:
+    scrubbed = Redactor(Learned()).text(raw)
+    assert scrubbed == expected
+    assert Redactor(Learned()).text(scrubbed) == scrubbed  # scrubbing twice changes nothing more
