@@ -26,7 +26,6 @@ from storage.records import timestamp
 
 PREFIX = "/api/v1"
 OPEN_PATHS = OPEN
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 VERSION = "0.1.0"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -162,10 +161,19 @@ def _tokenless_guard(request: web.Request, ctx: ApiContext) -> None:
 
 
 def _is_loopback(address: str) -> bool:
+    if address == "":  # a Unix socket or an in-process test client: not a network peer
+        return True
+    ip = _ip(address)
+    return ip is not None and ip.is_loopback
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address, with IPv4 seen through a dual-stack socket (`::ffff:127.0.0.1`) as IPv4."""
     try:
-        return ipaddress.ip_address(address.partition("%")[0]).is_loopback
+        ip = ipaddress.ip_address(text.partition("%")[0])
     except ValueError:
-        return address == ""  # a Unix socket or an in-process test client: not a network peer
+        return None
+    return (ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else ip
 
 
 def _allowed_host(host: str, ctx: ApiContext) -> bool:
@@ -175,15 +183,11 @@ def _allowed_host(host: str, ctx: ApiContext) -> bool:
     elif name.count(":") == 1:
         name = name.partition(":")[0]
     name = name.rstrip(".")
-    if name in LOOPBACK_NAMES or name in {h.lower().rstrip(".") for h in ctx.allowed_hosts}:
+    if name == "localhost" or name in {h.lower().rstrip(".") for h in ctx.allowed_hosts}:
         return True
-    if not ctx.allow_anonymous:
-        return False
-    try:  # served beyond loopback on purpose: an address is no name an attacker can re-bind
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
+    ip = _ip(name)
+    # Served beyond loopback on purpose, any address will do: re-binding needs a name.
+    return ip is not None and (ip.is_loopback or ctx.allow_anonymous)
 
 
 @web.middleware

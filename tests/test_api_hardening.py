@@ -46,7 +46,18 @@ def test_a_foreign_host_is_refused_without_a_token(sidecar: Sidecar, host: str) 
     assert b'"code":"forbidden"' in body and b"Host" in body
 
 
-@pytest.mark.parametrize("host", ["localhost", "localhost:8081", "127.0.0.1:1", "[::1]:8081", "LOCALHOST."])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "localhost:8081",
+        "127.0.0.1:1",
+        "[::1]:8081",
+        "LOCALHOST.",
+        "127.0.0.2",
+        "[::ffff:127.0.0.1]",
+    ],
+)
 def test_loopback_hosts_are_served_without_a_token(sidecar: Sidecar, host: str) -> None:
     status, body = raw_get(sidecar.api_url, "/api/v1/runs?limit=1", b"Host: " + host.encode())
     assert status == 200, body
@@ -189,6 +200,8 @@ async def test_without_a_token_only_loopback_peers_are_served(
     assert (await refused.json())["error"]["code"] == "forbidden"
     assert (await client.get("/healthz", headers={"X-Test-Peer": "2001:db8::1"})).status == 403
     assert (await client.get("/api/v1/runs", headers={"X-Test-Peer": "::1"})).status == 200
+    assert (await client.get("/api/v1/runs", headers={"X-Test-Peer": "::ffff:127.0.0.1"})).status == 200
+    assert (await client.get("/api/v1/runs", headers={"X-Test-Peer": "::ffff:192.0.2.7"})).status == 403
 
 
 async def test_allowed_hosts_and_anonymous_beyond_loopback(
