@@ -60,12 +60,18 @@ _HARMLESS_WORDS = frozenset({
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 
 
-@lru_cache(maxsize=8192)  # names come from traffic: bounded, not @cache
 def is_credential(name: str, *, in_url: bool = True) -> bool:
     """A header or query parameter name (`in_url`), or a JSON field name, that holds a credential.
 
     A harmless word only counts next to the credential word it qualifies: `prompt_cache_key` is
     an id, `primary_private_key` is not."""
+    if len(name) > 256:  # names come from traffic: only short ones are worth keeping in the cache
+        return _is_credential.__wrapped__(name, in_url)
+    return _is_credential(name, in_url)
+
+
+@lru_cache(maxsize=8192)
+def _is_credential(name: str, in_url: bool) -> bool:
     words = [w.lower() for w in _WORD.findall(name)]
     for i, word in enumerate(words):
         if not (
@@ -355,6 +361,7 @@ _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
 _STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
 _BAREWORD = re.compile(r"[^,}\]\s\\]+")
 _NOT_IN_A_NAME = set('{}[],:\n"')
+_LONGEST_NAME = 512  # characters of a key name in text, escapes included
 
 
 def _decode_name(raw: str) -> str:
@@ -385,15 +392,15 @@ def _fields_in_text(text: str, learned: Learned) -> str:
     for hit in _hits(text):
         if hit < resume:
             continue
-        start = text.rfind('"', resume, hit)
-        end = text.find('"', hit)
+        start = text.rfind('"', max(resume, hit - _LONGEST_NAME), hit)  # bounded: no quadratic scan
+        end = text.find('"', hit, hit + _LONGEST_NAME)
         if start < 0 or end < 0:
             continue
         raw = text[start + 1 : end]
         name = raw.rstrip("\\")
         level = len(raw) - len(name)  # backslashes before the closing quote: the nesting level
         colon = _COLON.match(text, end + 1)
-        if colon is None or len(name) > 300 or _NOT_IN_A_NAME.intersection(name):
+        if colon is None or _NOT_IN_A_NAME.intersection(name):
             continue
         if not is_secret_field(_decode_name(name)):
             resume = colon.end()
@@ -478,7 +485,7 @@ def _structure_end(text: str, start: int, level: int) -> int:
 # ---- URLs inside text -------------------------------------------------------------------------------
 
 _PARAM = re.compile(r"([?&;])([^=&#\s\"'<>?]{1,200})=([^&#\s\"'<>\\]*)")
-_USERINFO = re.compile(r"(://)([^/\s:@\"'<>]*):([^/\s@\"'<>]+)@")
+_USERINFO = re.compile(r"(://)([^/\s:@\"'<>]{0,256}):([^/\s@\"'<>]{1,256})@")
 
 
 def _urls_in_text(text: str) -> str:
