@@ -64,8 +64,15 @@ def test_loopback_hosts_are_served_without_a_token(sidecar: Sidecar, host: str) 
     assert b'"runs"' in body
 
 
-def test_a_rebound_page_cannot_read_the_ca_or_the_document_either(sidecar: Sidecar) -> None:
-    for path in ("/openapi.json", "/api/v1/openapi.json", "/metrics", "/api/v1/events"):
+def test_a_rebound_page_reads_no_route_at_all(sidecar: Sidecar) -> None:
+    for path in (
+        "/openapi.json",
+        "/api/v1/openapi.json",
+        "/metrics",
+        "/api/v1/events",
+        "/ca.pem",
+        "/healthz",
+    ):
         assert raw_get(sidecar.api_url, path, b"Host: attacker.example")[0] == 403
 
 
