@@ -3,6 +3,7 @@ full-text index), the API or the log, wherever in the traffic it hides."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import ssl
@@ -65,6 +66,20 @@ def api_text(sidecar: Sidecar, run_id: str) -> str:
     return "\n".join(texts)
 
 
+def events_sent(sidecar: Sidecar) -> str:
+    """Everything /api/v1/events has sent so far: a new subscriber is replayed the buffer."""
+    lines: list[str] = []
+    url = f"{sidecar.api_url}/api/v1/events"
+    # A read that times out: the replay is over, only new events (or a heartbeat) would come.
+    with (
+        httpx.stream("GET", url, timeout=httpx.Timeout(5, read=2)) as stream,
+        contextlib.suppress(httpx.ReadTimeout),
+    ):
+        for line in stream.iter_lines():
+            lines.append(line)
+    return "\n".join(lines)
+
+
 def test_planted_secrets_reach_neither_spool_nor_database_nor_api_nor_log(
     own_sidecar: Callable[..., Sidecar], upstream: Upstream
 ) -> None:
@@ -109,6 +124,9 @@ def test_planted_secrets_reach_neither_spool_nor_database_nor_api_nor_log(
         blocker.close()
 
     runs = sidecar.wait_runs(2, q=marker, timeout=20)
+    sent = events_sent(sidecar)
+    assert marker in sent  # the events of both runs went out
+    assert [name for name, secret in PLANTED.items() if secret in sent] == []
     assert all(r["first_message"].startswith(marker) for r in runs)
     assert sidecar.runs(q="sk-proj") == []  # the full-text index never saw the key
     assert sidecar.get("/api/v1/conversations", q="sk-proj")["conversations"] == []
