@@ -7,12 +7,13 @@ import contextlib
 import logging
 import signal
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from addons.pipeline import Pipeline
 from addons.recorder import Recorder
+from addons.redact import Redactor, install_log_redaction
 from proxy import preflight
 from proxy.api import ApiContext, make_app
 from proxy.ca import publish_ca
@@ -43,6 +44,8 @@ class Sidecar:
 
     @classmethod
     async def start(cls, settings: Settings) -> Sidecar:
+        redactor = Redactor()  # every row and log record passes it: secrets stop here
+        install_log_redaction(redactor)
         preflight.check(settings)  # before migrations: a bad setting is one line, not a traceback
         # The store opens on the writer's first turn, or later: until then records are spooled
         # and /readyz says why. A previous process's open runs are ended once it takes writes.
@@ -51,7 +54,7 @@ class Sidecar:
         writer = Writer(store, spool=spool)
         writer.retry(end_previous_runs(now()))
         pipeline = Pipeline(
-            writer.submit,
+            redactor.wrap(writer.submit),
             retry_window=settings.retry_window,
             stale_after=settings.stale_after,
             profiles=settings.profiles,
@@ -86,7 +89,8 @@ class Sidecar:
             metrics=metrics.render,
             cors_origins=settings.cors_origins,
             reasons=self.writer.why_not_ready,
-            **_allowed_hosts(settings),
+            allowed_hosts=settings.api_allowed_hosts,
+            allow_anonymous=settings.api_allow_anonymous,
         )
         self.api = web.AppRunner(make_app(ctx), access_log=None, shutdown_timeout=1.0)
         await self.api.setup()
@@ -154,13 +158,6 @@ class Sidecar:
         parts.append(f"database {self.settings.database_file}")
         parts.append(f"trust the CA: {(self.settings.confdir / 'ca.pem').absolute()}")
         return " · ".join(["chatdebug ready", *parts])
-
-
-def _allowed_hosts(settings: Settings) -> dict[str, list[str]]:
-    """`ApiContext.allowed_hosts` where the API has it (Host names accepted beside loopback)."""
-    if "allowed_hosts" in {f.name for f in fields(ApiContext)}:
-        return {"allowed_hosts": settings.api_allowed_hosts}
-    return {}
 
 
 async def serve(settings: Settings) -> None:

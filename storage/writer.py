@@ -204,13 +204,18 @@ class Writer:
 
     async def _call(self, call: _Call) -> None:
         try:
+            if call.done.done():
+                return  # its caller went away (a task cancelled on stop): nothing to run it for
             if self.degraded:  # spooled rows come first: a delete must not be undone by their replay
                 await self._recover()
                 if self.degraded:
                     raise StoreUnavailable("the database is unavailable; records are being spooled")
-            call.done.set_result(await call.fn(self.store))
+            result = await call.fn(self.store)
+            if not call.done.done():
+                call.done.set_result(result)
         except Exception as e:
-            call.done.set_exception(e)
+            if not call.done.done():
+                call.done.set_exception(e)
         finally:
             self._queue.task_done()
 

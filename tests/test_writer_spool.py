@@ -145,3 +145,26 @@ async def test_undecodable_header_bytes_are_stored_replaced(tmp_path: Path) -> N
     assert "run_0003" in statuses(tmp_path / "fresh" / "db.sqlite")
     await store.close()
     await store2.close()
+
+
+async def test_a_call_whose_caller_went_away_does_not_stop_the_writer(tmp_path: Path) -> None:
+    """A retention task cancelled on stop leaves its call queued: the writer skips it and goes on."""
+    store, writer, _ = await open_writer(tmp_path)
+    gate = asyncio.Event()
+
+    async def slow(_: object) -> int:
+        await gate.wait()
+        return 1
+
+    running = asyncio.create_task(writer.execute(slow))  # the writer is busy with this one
+    abandoned = asyncio.create_task(writer.execute(lambda _: asyncio.sleep(0, result=2)))
+    await asyncio.sleep(0.05)
+    abandoned.cancel()
+    running.cancel()  # cancelled while the writer runs it: its result has nowhere to go
+    gate.set()
+    writer.submit(run(1, "completed"))
+    await asyncio.wait_for(writer.flush(), 5)
+    assert writer._task is not None and not writer._task.done()
+    assert statuses(Path(store.path)) == {"run_0001": "completed"}
+    await writer.close()
+    await store.close()
