@@ -14,10 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mitmproxy.net.encoding import decode as decode_body
-
 from addons import redact
 from addons.classify import Classifier
+from addons.decoding import request_body
 from addons.exchange import Exchange
 from addons.grouping import Grouper
 from addons.normalized import Error, Request, Response
@@ -140,9 +139,10 @@ class Pipeline:
 
     def _start(self, ex: Exchange) -> None:
         secrets = redact.secret_values(ex.request_headers, ex.url)
-        raw, body_text, truncated = _body_text(ex.request_body, ex.request_encoding, ex.call.capture_limit)
-        truncated = truncated or not ex.request_complete
-        body, request, fault = _parse_request(ex, raw)
+        decoded = request_body(ex.request_body, ex.request_encoding, ex.call.capture_limit)
+        body_text, truncated = decoded.text, decoded.truncated or not ex.request_complete
+        parsed = _parse_request(ex, decoded.data) if decoded.fault is None else (None, None, decoded.fault)
+        body, request, fault = parsed
         classification = self.classifier.classify(request, body, ex.call.path, ex.call.headers, ex.hints)
         placement, conversation_id = self.grouper.place(ex, request, body, classification)
         request_dump = _dump(cap_request_texts(request, ex.call.text_limit), secrets) if request else None
@@ -216,19 +216,6 @@ class Pipeline:
 
 
 # ---- helpers: plain functions over bytes and models ---------------------------------------------
-
-
-def _body_text(raw: bytes, encoding: str, limit: int) -> tuple[bytes, str, bool]:
-    """The decoded body, and its text as stored (capped; binary described, not kept)."""
-    decoded = raw
-    if encoding and encoding.lower() not in ("identity", "none"):
-        try:
-            decoded = decode_body(raw, encoding.lower())  # type: ignore[assignment]
-        except (ValueError, TypeError):
-            decoded = raw
-    kept = decoded[:limit]
-    text = kept.decode("utf-8", "replace") if _is_text(kept) else _binary(decoded)
-    return decoded, text, len(decoded) > limit
 
 
 def _is_text(data: bytes) -> bool:
