@@ -2,10 +2,11 @@
 
 A body of a few kilobytes can decode to gigabytes (a "bomb"), and decoding runs on the proxy's
 one event loop, where every other call waits while it works. So the output is bounded three
-ways: it comes in pieces of at most `STEP` bytes (no single large buffer), one wire chunk may
-expand at most `EXPANSION` times (or `BURST` bytes, whichever is more: the time one chunk costs),
-and a body at most its `budget` in all (the time and memory one flow costs). Past a bound the
-decoder stops for good and says why; the bytes the client gets were never touched.
+ways: it comes in pieces of about `STEP` bytes (no single large buffer; brotli may give twice
+what is asked), one wire chunk may expand at most `EXPANSION` times (or `BURST` bytes, whichever
+is more: the time one chunk costs the loop), and a body at most its `budget` in all (the time
+and memory one flow costs). Past a bound the decoder stops for good and says why; the bytes the
+client gets were never touched.
 """
 
 from __future__ import annotations
