@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from addons.decoding import RESPONSE_BUDGET, BodyDecoder, decodable
+from addons.decoding import CHUNK_SECONDS, RESPONSE_BUDGET, BodyDecoder, decodable
 from addons.normalized import Response
 from addons.providers.base import ResponseParser
 
@@ -17,8 +17,8 @@ class Capture:
     """Bounded copy of a response body, fed to the API's parser as it arrives.
 
     A compressed body is decoded within the bounds of `BodyDecoder`: at most a few times the
-    capture limit (64 MiB at least) in all. Past them the parser is given nothing more and the
-    attempt records why; the client still gets every byte.
+    capture limit (64 MiB at least) in all, and in pieces whose parsing is timed too. Past them
+    the parser is given nothing more and the attempt records why; the client gets every byte.
     """
 
     __slots__ = (
@@ -67,7 +67,11 @@ class Capture:
             return
         if self.stopped:
             return
+        deadline = time.thread_time() + CHUNK_SECONDS
         for piece in decoder.feed(data):
+            if time.thread_time() > deadline:  # and there is more: one piece is always taken
+                decoder.stop(f"cost over {CHUNK_SECONDS:g} s of CPU to decode and parse one chunk")
+                break
             self._use(piece)
         if decoder.stopped is not None:
             self.stopped = self.truncated = True

@@ -2,11 +2,11 @@
 
 A body of a few kilobytes can decode to gigabytes (a "bomb"), and decoding runs on the proxy's
 one event loop, where every other call waits while it works. So the output is bounded three
-ways: it comes in pieces of about `STEP` bytes (no single large buffer; brotli may give twice
-what is asked), one wire chunk may expand at most `EXPANSION` times (or `BURST` bytes, whichever
-is more: the time one chunk costs the loop), and a body at most its `budget` in all (the time
-and memory one flow costs). Past a bound the decoder stops for good and says why; the bytes the
-client gets were never touched.
+ways: it comes in pieces of about `STEP` bytes (no single large buffer; brotli may give more
+than asked), one wire chunk may expand at most `EXPANSION` times (or `BURST` bytes, whichever
+is more) and cost at most `CHUNK_SECONDS` of CPU (both: the time one chunk costs the loop), and
+a body at most its `budget` in all (the time and memory one flow costs). Past a bound the
+decoder stops for good and says why; the bytes the client gets were never touched.
 """
 
 from __future__ import annotations
@@ -23,9 +23,12 @@ try:  # the same zstd module mitmproxy itself uses
 except ImportError:
     from backports import zstd  # type: ignore[no-redef]
 
-STEP = 1 << 20
+STEP = 64 << 10  # what one identity chunk is: no piece costs more to parse than a chunk
 BURST = 1 << 20
 EXPANSION = 64  # real text compresses 5-20x; far beyond that it is not text anyone generated
+# CPU one wire chunk's decoded pieces may cost the loop, parsing included: the bounds in bytes
+# alone do not bound time, as hostile content (all brackets, all empty lines) parses slowly
+CHUNK_SECONDS = 0.1
 RESPONSE_BUDGET = 64 << 20  # decoded bytes of one response the parsers are given, at least
 # Request bodies past this (decoded) are passed on but not parsed for recording: parsing runs
 # on the proxy's one event loop, and real requests, long histories included, stay far below it.
@@ -147,15 +150,15 @@ class BodyDecoder:
             try:
                 out = codec.step(data, min(STEP, limit + 1))  # a byte past the limit: there is more
             except (zlib.error, brotli.error, zstd.ZstdError, EOFError) as e:
-                self._stop(f"could not be decoded ({type(e).__name__}: {e})")
+                self.stop(f"could not be decoded ({type(e).__name__}: {e})")
                 return
             data = b""
             if len(out) > limit:
                 out = out[:limit]
                 if allowed < self.budget - self.decoded:
-                    self._stop(f"decoded past {chunk[1]} bytes from one {chunk[0]}-byte chunk")
+                    self.stop(f"decoded past {chunk[1]} bytes from one {chunk[0]}-byte chunk")
                 else:
-                    self._stop(f"decoded past {self.budget} bytes")
+                    self.stop(f"decoded past {self.budget} bytes")
             self.decoded += len(out)
             allowed -= len(out)
             if out:
@@ -163,7 +166,8 @@ class BodyDecoder:
             if self._codec is None or not codec.pending:
                 return
 
-    def _stop(self, why: str) -> None:
+    def stop(self, why: str) -> None:
+        """Decode no more, for `why` (the first reason given stays)."""
         self.stopped = self.stopped or why
         self._codec = None  # its window and buffers go now
 

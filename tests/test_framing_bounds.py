@@ -288,3 +288,29 @@ def test_cutting_keeps_everything_shallower_and_strings_that_look_like_brackets(
 
 def test_arguments_that_are_not_json_stay_the_raw_string() -> None:
     assert parse_arguments('{"a": [1, 2') == '{"a": [1, 2'
+
+
+def test_a_json_array_of_nothing_but_brackets_or_escapes_is_read_in_runs() -> None:
+    decoder = JsonArrayDecoder()
+    assert list(decoder.feed(b"[" + b"[" * MB)) == []  # one element, a megabyte deep so far
+    assert list(decoder.feed(b"]" * MB + b',{"s": "' + b'\\"' * MB + b'"}]')) == [
+        b"[" * MB + b"]" * MB,
+        b'{"s": "' + b'\\"' * MB + b'"}',
+    ]
+    assert decoder.closed
+
+
+def test_one_chunk_of_slow_content_stops_recording_with_the_reason_and_passes_as_is() -> None:
+    from addons.capture import Capture
+
+    body = brotli.compress(b"\n" * (64 * MB), quality=5)  # empty lines: the slowest bytes to read
+    parser = openai_chat.API.response_parser(
+        Call("POST", "h", "/v1/chat/completions"), "text/event-stream", 200
+    )
+    capture = Capture(parser, "br", 1000)
+    assert capture.tap(body) is body
+    assert capture.tap(b"more") == b"more"  # nothing more is decoded
+    capture.result()
+    assert capture.fault is not None and capture.fault.startswith("the br response ")
+    assert capture.fault.endswith("recording stopped there, the stream passed untouched")
+    assert capture.size == len(body) + 4 and capture.truncated

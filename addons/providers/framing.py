@@ -192,7 +192,9 @@ class JsonArrayDecoder:
 
     __slots__ = ("_buf", "_depth", "_dropped", "_in_string", "_pos", "_start", "closed", "opened")
 
-    _TOKENS = re.compile(rb'[\\"{}\[\]]')
+    # runs are taken whole, in C: hostile input (all brackets, all escapes) costs no step per byte
+    _STRUCTURE = re.compile(rb'"|[{\[]+|[}\]]+')
+    _STRING = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)  # up to the closing quote
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -208,36 +210,40 @@ class JsonArrayDecoder:
         buf = self._buf
         buf += data
         i = self._pos
-        while (m := self._TOKENS.search(buf, i)) is not None:
-            i = m.start()
-            c = buf[i : i + 1]
+        while i < len(buf):
             if self._in_string:
-                if c == b"\\":
-                    i += 1  # skip the escaped byte, even when it is in the next chunk
-                elif c == b'"':
-                    self._in_string = False
-            elif c == b'"':
+                end = self._STRING.match(buf, i).end()  # type: ignore[union-attr]  # always matches
+                if end == len(buf):
+                    i = end
+                elif buf[end] == 0x5C:  # a backslash that ends the buffer: its escaped byte is next
+                    i = end + 2
+                else:
+                    self._in_string, i = False, end + 1
+                continue
+            m = self._STRUCTURE.search(buf, i)
+            if m is None:
+                i = len(buf)
+                break
+            i, run = m.start(), m.end() - m.start()
+            c = buf[i]
+            if c == 0x22:  # "
                 self._in_string = True
             elif c in b"{[":
-                if c == b"[" and self._depth == 0 and not self.opened:
-                    self.opened = True
-                else:
-                    if self._depth == 0:
-                        self._start = i
-                    self._depth += 1
+                if c == 0x5B and self._depth == 0 and not self.opened:
+                    self.opened, i, run = True, i + 1, run - 1
+                if run and self._depth == 0:
+                    self._start = i
+                self._depth += run
             elif self._depth > 0:
-                self._depth -= 1
-                if self._depth == 0:
-                    if self._dropped:
-                        yield dropped("a JSON element", self._dropped + i + 1 - self._start).encode()
-                        self._dropped = 0
-                    else:
-                        yield bytes(buf[self._start : i + 1])
-                    self._start = -1
-            elif c == b"]":
-                self.closed = True
-            i += 1
-        i = max(i, len(buf))  # no structural byte is left before the end
+                if run < self._depth:
+                    self._depth -= run
+                else:
+                    last = i + self._depth - 1  # the element's closing bracket
+                    yield self._element(buf, last)
+                    self._closes(buf, last + 1, i + run)
+            else:
+                self._closes(buf, i, i + run)
+            i += run
         keep = self._start if self._start >= 0 else len(buf)  # between elements nothing is kept
         if self._start >= 0 and len(buf) - self._start > MAX_ITEM:
             self._dropped += len(buf) - self._start  # still scanned for its end, no longer kept
@@ -246,6 +252,18 @@ class JsonArrayDecoder:
         self._pos = i - keep
         if self._start >= 0:
             self._start = 0
+
+    def _element(self, buf: bytearray, last: int) -> bytes:
+        start, self._start, self._depth = self._start, -1, 0
+        if self._dropped:
+            size, self._dropped = self._dropped + last + 1 - start, 0
+            return dropped("a JSON element", size).encode()
+        return bytes(buf[start : last + 1])
+
+    def _closes(self, buf: bytearray, start: int, end: int) -> None:
+        """Closing brackets between elements: a `]` ends the array."""
+        if buf.find(b"]", start, end) >= 0:
+            self.closed = True
 
     def close(self) -> int:
         """Bytes of an element left unfinished (0 when the body ended between elements)."""
