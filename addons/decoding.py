@@ -1,12 +1,12 @@
 """Content-Encoding, decoded for recording only, within bounds.
 
 A body of a few kilobytes can decode to gigabytes (a "bomb"), and decoding runs on the proxy's
-one event loop, where every other call waits while it works. So the output is bounded three
-ways: it comes in pieces of about `STEP` bytes (no single large buffer; brotli may give more
-than asked), one wire chunk may expand at most `EXPANSION` times (or `BURST` bytes, whichever
-is more) and cost at most `CHUNK_SECONDS` of CPU (both: the time one chunk costs the loop), and
-a body at most its `budget` in all (the time and memory one flow costs). Past a bound the
-decoder stops for good and says why; the bytes the client gets were never touched.
+one event loop, where every other call waits while it works. So the output comes in pieces of
+about `STEP` bytes (no single large buffer; brotli may give more than asked), and is bounded per
+wire chunk (at most `EXPANSION` times its size or `BURST` bytes, whichever is more, and
+`CHUNK_SECONDS` of CPU with parsing: what one chunk may cost the loop) and per body (its
+`budget`: what one flow may cost). Past a bound the decoder stops for good and says why; the
+bytes the client gets were never touched.
 """
 
 from __future__ import annotations
