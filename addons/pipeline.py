@@ -14,11 +14,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from mitmproxy.net.encoding import decode as decode_body
-
 from addons import redact
 from addons.classify import Classifier
 from addons.cost import Prices
+from addons.decoding import request_body
 from addons.exchange import Exchange
 from addons.grouping import Lookup, StepRef
 from addons.normalized import Error, Request, Response
@@ -191,8 +190,9 @@ class Pipeline:
 
     def _read(self, ex: Exchange) -> _Read:
         secrets = redact.secret_values(ex.request_headers, ex.url)
-        raw, body_text, truncated = _body_text(ex.request_body, ex.request_encoding, ex.call.capture_limit)
-        request, fault = _parse_request(ex, raw)
+        decoded = request_body(ex.request_body, ex.request_encoding, ex.call.capture_limit)
+        body_text, truncated = decoded.text, decoded.truncated
+        request, fault = _parse_request(ex, decoded.data) if decoded.fault is None else (None, decoded.fault)
         return _Read(request, fault, secrets, body_text, truncated)
 
     def _begin(self, ex: Exchange, read: _Read, found: Lookup | None) -> None:
@@ -265,19 +265,6 @@ class Pipeline:
 
 
 # ---- helpers: plain functions over bytes and models ---------------------------------------------
-
-
-def _body_text(raw: bytes, encoding: str, limit: int) -> tuple[bytes, str, bool]:
-    """The decoded body, and its text as stored (capped; binary described, not kept)."""
-    decoded = raw
-    if encoding and encoding.lower() not in ("identity", "none"):
-        try:
-            decoded = decode_body(raw, encoding.lower())  # type: ignore[assignment]
-        except (ValueError, TypeError):
-            decoded = raw
-    kept = decoded[:limit]
-    text = kept.decode("utf-8", "replace") if _is_text(kept) else _binary(decoded)
-    return decoded, text, len(decoded) > limit
 
 
 def _is_text(data: bytes) -> bool:
