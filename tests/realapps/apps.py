@@ -73,7 +73,7 @@ def claude(bench: Bench) -> list[Scenario]:
     tui_env = {k: v for k, v in env.items() if k != "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"}
     pane = Pane("claude", [exe, *tools], tui_env, work)
     try:
-        pane.wait_for("❯", 60)
+        pane.wait_for("\u276f", 60)  # the prompt glyph
         time.sleep(1)
 
         def turn() -> None:
@@ -98,6 +98,204 @@ def claude(bench: Bench) -> list[Scenario]:
     return [oneshot, loop, retry, twins, interactive]
 
 
+# ---- Codex CLI --------------------------------------------------------------------------------
+
+
+def _codex_home(bench: Bench, home: Path, work: Path) -> Path:
+    codex_home = home / ".codex"
+    codex_home.mkdir()
+    (codex_home / "config.toml").write_text(
+        f"""model = "gpt-5.1-codex"
+model_provider = "fake"
+approval_policy = "never"
+sandbox_mode = "danger-full-access"
+check_for_update_on_startup = false
+
+[analytics]
+enabled = false
+
+[model_providers.fake]
+name = "fake"
+base_url = "{bench.upstream}/v1"
+env_key = "FAKE_API_KEY"
+wire_api = "responses"
+
+[projects."{work}"]
+trust_level = "trusted"
+"""
+    )
+    return codex_home
+
+
+def codex(bench: Bench) -> list[Scenario]:
+    home, work = bench.home("codex")
+    codex_home = _codex_home(bench, home, work)
+    env = bench.env(
+        home, CODEX_HOME=str(codex_home), FAKE_API_KEY=OPENAI_KEY, CODEX_CA_CERTIFICATE=str(bench.bundle)
+    )
+    exe = str(binary("codex"))
+
+    def cli(*args: str) -> Callable[[], None]:
+        return lambda: run_cli([exe, "exec", *args], env, work)
+
+    oneshot = Scenario("oneshot")
+    record(bench, oneshot, "A", cli("say hello"))
+
+    loop = Scenario("tool_loop_resume")
+    record(bench, loop, "B", cli("list the files"))
+    record(bench, loop, "B", cli("resume", "--last", "thanks, now say goodbye"))
+
+    retry = Scenario("retry_429")
+    bench.server.provider.fail_next(429)
+    record(bench, retry, "C", cli("say hello after a rate limit"), quiet=5.0)
+
+    auto = Scenario("auto_compaction")
+    small = ["-c", "model_auto_compact_token_limit=20000"]
+    record(bench, auto, "D", cli(*small, "list the files twice"))
+    record(bench, auto, "D", cli(*small, "resume", "--last", "list the files again"), quiet=4.0)
+
+    interactive = Scenario("interactive_title_compact")
+    pane = Pane("codex", [exe], env, work)
+    try:
+        pane.wait_for("Ask Codex", 60)
+        time.sleep(1)
+
+        def turn(prompt: str, answer: str) -> Callable[[], None]:
+            return lambda: pane.submit(prompt, answer)
+
+        def compact() -> None:
+            pane.submit("/compact", "Context compacted")
+
+        record(bench, interactive, "E", turn("list the files", "README.md and notes.txt"), quiet=4.0)
+        record(bench, interactive, "E", compact, quiet=4.0)
+        record(bench, interactive, "E", turn("what did we do so far?", "Hello!"), quiet=4.0)
+    finally:
+        print(pane.screen()[-1500:], flush=True)
+        pane.close()
+    return [oneshot, loop, retry, auto, interactive]
+
+
+# ---- opencode ---------------------------------------------------------------------------------
+
+
+def _opencode_config(bench: Bench, home: Path) -> None:
+    """A provider through @ai-sdk/openai-compatible; titles go to the small model, and the tiny
+    one's context is small enough for automatic compaction to start after a few turns."""
+    config = home / ".config/opencode"
+    config.mkdir(parents=True)
+    models = {
+        "big": {"name": "Big", "limit": {"context": 200000, "output": 8000}},
+        "small": {"name": "Small", "limit": {"context": 100000, "output": 4000}},
+        "tiny": {"name": "Tiny", "limit": {"context": 20000, "output": 2000}},
+    }
+    settings = {
+        "$schema": "https://opencode.ai/config.json",
+        "provider": {
+            "fake": {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": "Fake",
+                "options": {"baseURL": bench.upstream + "/v1", "apiKey": "{env:FAKE_API_KEY}"},
+                "models": models,
+            }
+        },
+        "model": "fake/big",
+        "small_model": "fake/small",
+        "autoupdate": False,
+        "share": "disabled",
+        "permission": {"bash": "allow", "edit": "allow"},
+    }
+    (config / "opencode.json").write_text(json.dumps(settings, indent=2))
+
+
+def opencode(bench: Bench) -> list[Scenario]:
+    home, work = bench.home("opencode")
+    _opencode_config(bench, home)
+    env = bench.env(
+        home,
+        FAKE_API_KEY=OPENAI_KEY,
+        OPENCODE_DISABLE_MODELS_FETCH="1",
+        OPENCODE_DISABLE_AUTOUPDATE="1",
+        OPENCODE_DISABLE_LSP_DOWNLOAD="1",
+        OPENCODE_DISABLE_SHARE="1",
+        OPENCODE_DISABLE_DEFAULT_PLUGINS="1",
+    )
+    exe = str(binary("opencode"))
+
+    def cli(*args: str) -> Callable[[], None]:
+        return lambda: run_cli([exe, "run", *args], env, work)
+
+    loop = Scenario("tool_loop_continue")
+    record(bench, loop, "A", cli("list the files"))
+    record(bench, loop, "A", cli("--continue", "thanks, now say goodbye"))
+
+    retry = Scenario("retry_429")
+    bench.server.provider.fail_next(429)
+    record(bench, retry, "B", cli("say hello after a rate limit"), quiet=5.0)
+
+    auto = Scenario("auto_compaction")
+    tiny = ["-m", "fake/tiny"]
+    record(bench, auto, "C", cli(*tiny, "list the files twice"))
+    record(bench, auto, "C", cli(*tiny, "--continue", "list the files twice"), quiet=4.0)
+    record(bench, auto, "C", cli(*tiny, "--continue", "and what is in them?"), quiet=4.0)
+    return [loop, retry, auto]
+
+
+# ---- Gemini CLI -------------------------------------------------------------------------------
+
+
+def gemini(bench: Bench) -> list[Scenario]:
+    home, work = bench.home("gemini")
+    (home / ".gemini").mkdir()
+    settings = {
+        "security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": False}},
+        "privacy": {"usageStatisticsEnabled": False},
+        "telemetry": {"enabled": False},
+        "general": {"disableAutoUpdate": True},
+    }
+    (home / ".gemini/settings.json").write_text(json.dumps(settings, indent=2))
+    env = bench.env(
+        home, GEMINI_API_KEY=GEMINI_KEY, GOOGLE_GEMINI_BASE_URL=bench.upstream, TERM="xterm-256color"
+    )
+    exe = str(binary("gemini"))
+
+    def cli(*args: str) -> Callable[[], None]:
+        return lambda: run_cli([exe, *args, "--yolo"], env, work)
+
+    loop = Scenario("tool_loop_resume")
+    record(bench, loop, "A", cli("-p", "list the files"))
+    record(bench, loop, "A", cli("--resume", "latest", "-p", "thanks, now say goodbye"))
+
+    retry = Scenario("retry_429")
+    bench.server.provider.fail_next(429)
+    record(bench, retry, "B", cli("-p", "say hello after a rate limit"), quiet=6.0)
+
+    twins = Scenario("two_sessions_same_prompt")
+    record(bench, twins, "C", cli("-p", "list the files twice"))
+    record(bench, twins, "D", cli("-p", "list the files twice"))
+
+    interactive = Scenario("interactive_compress")
+    pane = Pane("gemini", [exe, "--yolo"], env, work)
+    try:
+        pane.wait_for("Type your message", 60)
+        time.sleep(1)
+        record(
+            bench,
+            interactive,
+            "E",
+            lambda: pane.submit("list the files", "README.md and notes.txt"),
+            quiet=4.0,
+        )
+        record(bench, interactive, "E", lambda: pane.submit("/compress", "ompress"), quiet=5.0)
+        record(bench, interactive, "E", lambda: pane.submit("what did we do so far?", "Hello!"), quiet=4.0)
+    finally:
+        print(pane.screen()[-1500:], flush=True)
+        pane.close()
+    return [loop, retry, twins, interactive]
+
+
 SCENARIOS: dict[str, Callable[[Bench], list[Scenario]]] = {
     "claude": claude,
+    "codex": codex,
+    "opencode": opencode,
+    "gemini": gemini,
 }

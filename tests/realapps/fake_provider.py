@@ -50,6 +50,11 @@ SHELL_TOOLS = (
     "glob",
 )
 TRIGGER = "list the files"
+# A history this long reports this many more prompt tokens, so that an app's automatic
+# compaction (at a small configured limit) starts after a couple of turns, and stops once the
+# compacted history is short again.
+LONG_HISTORY_ITEMS = 10
+LONG_HISTORY_TOKENS = 30_000
 FILES_ANSWER = "The directory holds README.md and notes.txt."
 
 
@@ -68,7 +73,7 @@ def fill_schema(schema: Any, name: str = "") -> Any:
     """A small value that validates against a JSON schema (titles, routers, classifiers)."""
     if not isinstance(schema, dict):
         return "ok"
-    if "enum" in schema and schema["enum"]:
+    if schema.get("enum"):
         return schema["enum"][0]
     if "const" in schema:
         return schema["const"]
@@ -85,7 +90,7 @@ def fill_schema(schema: Any, name: str = "") -> Any:
     if kind == "array":
         return []
     if kind in ("integer", "number"):
-        return 0
+        return schema.get("minimum", 1)
     if kind == "boolean":
         return False
     if "title" in name.lower():
@@ -301,6 +306,8 @@ class FakeProvider:
                 "role": "assistant",
             }
         inputs = 40 + len(_compact(items)) // 4
+        if len(items) >= LONG_HISTORY_ITEMS:
+            inputs += LONG_HISTORY_TOKENS
         return Reply.events(responses_stream(rid, model, item, inputs))
 
     def _responses_compact(self, body: dict[str, Any]) -> Reply:
@@ -349,7 +356,10 @@ class FakeProvider:
             for t in body.get("tools") or []
         ]
         picked = pick_tool(tools) if results < tool_calls_wanted(prompt) else None
-        usage = wire.openai_usage(prompt=40 + len(_compact(messages)) // 4, completion=20)
+        prompt_tokens = 40 + len(_compact(messages)) // 4
+        if len(messages) >= LONG_HISTORY_ITEMS:
+            prompt_tokens += LONG_HISTORY_TOKENS
+        usage = wire.openai_usage(prompt=prompt_tokens, completion=20)
         if picked is not None:
             name, args = picked
             raw = _compact(args)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import re
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tests.realapps.env import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Bench
@@ -25,6 +27,7 @@ KEYS = {
     GEMINI_KEY: "AIza" + "X" * (len(GEMINI_KEY) - 4),
 }
 _DEVICE = re.compile(r'device_id\\*"\s*:\s*\\*"([0-9a-f]{16,})')
+_INSTALLATION = re.compile(r'installation_id\\*"\s*:\s*\\*"([0-9a-f-]{8,})')
 _ACCOUNT = re.compile(r'account_uuid\\*"\s*:\s*\\*"([0-9a-f-]{8,})')
 
 
@@ -53,11 +56,18 @@ class Redactor:
             swaps.append((f"{root}/{app}-home", PLACEHOLDER_HOME))
             swaps.append((f"{root}/{app}-work", f"{PLACEHOLDER_HOME}/project"))
         swaps.append((root, "/tmp/chatdebug-apps"))
+        # Claude Code names its per-project directories after the path, slashes as dashes
+        swaps += [(old.replace("/", "-"), new.replace("/", "-")) for old, new in swaps if old.startswith("/")]
         swaps.append((f"127.0.0.1:{bench.server.port}", f"127.0.0.1:{PLACEHOLDER_PORT}"))
-        text = "\n".join(str(c.get("body")) + str(c.get("headers")) for c in calls)
-        for pattern, salt in ((_DEVICE, "device"), (_ACCOUNT, "account")):
+        text = "\n".join(json.dumps([c.get("body"), c.get("headers")]) for c in calls)
+        for pattern, salt in ((_DEVICE, "device"), (_ACCOUNT, "account"), (_INSTALLATION, "installation")):
             for value in sorted(set(pattern.findall(text))):
                 swaps.append((value, _shaped(value, salt)))
+        real_home = str(Path.home())
+        swaps += [
+            (f'"{real_home}"', f'"{PLACEHOLDER_HOME}"'),
+            (f'\\"{real_home}\\"', f'\\"{PLACEHOLDER_HOME}\\"'),
+        ]
         host = socket.gethostname()
         if len(host) >= 4:
             swaps.append((host, "devbox"))

@@ -34,8 +34,21 @@ class Pane:
     def type(self, text: str, *, enter: bool = True) -> None:
         self._tmux("send-keys", "-t", self.name, "-l", text)
         if enter:
-            time.sleep(0.4)  # TUIs debounce pasted text; Enter right after it can be taken as a newline
+            time.sleep(1.0)  # TUIs debounce pasted text; Enter right after it can be taken as a newline
             self._tmux("send-keys", "-t", self.name, "Enter")
+
+    def submit(self, text: str, expect: str, timeout: float = 60.0) -> str:
+        """Type a prompt and Enter; press Enter again while `expect` has not shown (a TUI still
+        starting up can drop the first one)."""
+        self.type(text)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.wait_for(expect, min(6.0, max(0.1, deadline - time.monotonic())))
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+                self.key("Enter")
 
     def key(self, *keys: str) -> None:
         self._tmux("send-keys", "-t", self.name, *keys)

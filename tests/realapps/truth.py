@@ -45,8 +45,87 @@ def _claude_kind(call: Call) -> str:
     return "chat_turn"
 
 
+def _codex_kind(call: Call) -> str:
+    if call["path"].endswith("/responses/compact"):
+        return "compaction"
+    meta = _turn_metadata(call)
+    if meta.get("request_kind") == "compaction":
+        return "compaction"
+    if meta.get("thread_source") == "thread_title":
+        return "title_generation"
+    if meta.get("request_kind") not in (None, "turn"):
+        return "quickgen"
+    return "chat_turn"
+
+
+def _turn_metadata(call: Call) -> dict[str, Any]:
+    raw = next((v for k, v in call["headers"].items() if k.lower() == "x-codex-turn-metadata"), "{}")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {}
+
+
+def _opencode_kind(call: Call) -> str:
+    body = call["body"] or {}
+    messages = body.get("messages") or []
+    system = " ".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
+    if system.startswith("You are a title generator"):
+        return "title_generation"
+    if "summar" in system.lower()[:400] and not body.get("tools"):
+        return "compaction"
+    return "chat_turn"
+
+
+def _gemini_kind(call: Call) -> str:
+    body = call["body"] or {}
+    config = body.get("generationConfig") or {}
+    system = _text(body.get("systemInstruction", ""))
+    contents = body.get("contents") or []
+    last = _text(contents[-1]) if contents else ""
+    if "state_snapshot" in system or "state_snapshot" in last:
+        return "compaction"
+    if config.get("responseJsonSchema") or config.get("responseSchema"):
+        return "quickgen"  # the model router, the next-speaker check: JSON for the app itself
+    return "chat_turn"
+
+
+def _codex_turn(call: Call) -> str | None:
+    """Codex names the user turn a request serves; a turn resumed after a mid-turn automatic
+    compaction keeps its id although its history no longer ends in a tool result."""
+    return _turn_metadata(call).get("turn_id")
+
+
+TURN_KEYS = {"codex": _codex_turn}
+
+
+def _opencode_resumes(call: Call) -> bool:
+    """After an automatic compaction opencode goes on with the interrupted turn by itself,
+    with a user message of its own: the same turn, its next round trip."""
+    messages = (call["body"] or {}).get("messages") or []
+    last = messages[-1] if messages else {}
+    return last.get("role") == "user" and _text(last.get("content")).startswith(
+        "Continue if you have next steps"
+    )
+
+
+RESUMES = {"opencode": _opencode_resumes}
+
+
+def _gemini_second_pass(call: Call) -> bool:
+    """Gemini's compression is two round trips: the snapshot, then the model checking its own
+    snapshot against the history; both make the one compaction."""
+    contents = (call["body"] or {}).get("contents") or []
+    return bool(contents) and _text(contents[-1]).find("Critically evaluate the <state_snapshot>") >= 0
+
+
+SECOND_PASS = {"gemini": _gemini_second_pass}
+
 KIND_RULES = {
     "claude": _claude_kind,
+    "codex": _codex_kind,
+    "opencode": _opencode_kind,
+    "gemini": _gemini_kind,
 }
 
 
@@ -79,6 +158,24 @@ def is_model_call(call: Call) -> bool:
     return call["method"] == "POST"
 
 
+def _none(call: Call) -> None:
+    return None
+
+
+def _never(call: Call) -> bool:
+    return False
+
+
+def _continues(app: str, call: Call, previous: dict[str, Any] | None) -> bool:
+    """Is this chat call the next round trip of the session's turn in progress?"""
+    if previous is None:
+        return False
+    turn = TURN_KEYS.get(app, _none)(call)
+    if turn is not None and previous.get("_turn") is not None:
+        return turn == previous["_turn"]
+    return tool_results_pending(call) or RESUMES.get(app, _never)(call)
+
+
 def label(app: str, scenarios: list[list[Call]]) -> list[list[dict[str, Any]]]:
     """Labels for every call of every scenario of one app, in the order they were captured."""
     kind_of = KIND_RULES[app]
@@ -87,6 +184,7 @@ def label(app: str, scenarios: list[list[Call]]) -> list[list[dict[str, Any]]]:
     for calls in scenarios:
         open_turn: dict[str, dict[str, Any]] = {}  # session -> the chat turn in progress
         last_failed: dict[tuple[str, str], dict[str, Any]] = {}  # (session, kind) -> failed call's label
+        open_side: dict[tuple[str, str], dict[str, Any]] = {}  # (session, kind) -> latest side run
         labels: list[dict[str, Any]] = []
         for call in calls:
             session = f"{app}-{call['session']}"
@@ -97,17 +195,22 @@ def label(app: str, scenarios: list[list[Call]]) -> list[list[dict[str, Any]]]:
             failed = last_failed.pop((session, kind), None)
             if failed is not None:
                 entry = {**failed, "attempt": failed["attempt"] + 1}
-            elif kind == "chat_turn" and tool_results_pending(call) and session in open_turn:
+            elif kind == "chat_turn" and _continues(app, call, open_turn.get(session)):
                 previous = open_turn[session]
+                entry = {**previous, "step": previous["step"] + 1, "attempt": 1}
+            elif kind != "chat_turn" and (session, kind) in open_side and SECOND_PASS.get(app, _never)(call):
+                previous = open_side[(session, kind)]
                 entry = {**previous, "step": previous["step"] + 1, "attempt": 1}
             else:
                 runs += 1
                 entry = {"kind": kind, "run": f"{app}-run-{runs}", "step": 1, "attempt": 1}
             entry["conversation"] = session
             if kind == "chat_turn":
-                open_turn[session] = entry
+                open_turn[session] = {**entry, "_turn": TURN_KEYS.get(app, _none)(call)}
+            else:
+                open_side[(session, kind)] = entry
             if call["response"]["status"] >= 400:
                 last_failed[(session, kind)] = entry
-            labels.append(entry)
+            labels.append({k: v for k, v in entry.items() if not k.startswith("_")})
         out.append(labels)
     return out
