@@ -36,7 +36,7 @@ FAILING_TODAY: dict[tuple[str, str], str] = {
         "gemini",
         "conversation",
     ): "no session id: routers, turns and separate sessions are placed apart or together wrongly",
-    ("opencode", "kind"): "the small model's title call is a chat_turn",
+    ("opencode", "kind"): "the small model's title call and the TUI's /compact are chat_turns",
     ("opencode", "run"): "the turn opencode resumes after automatic compaction starts a new run",
     ("opencode", "step"): "the turn opencode resumes after automatic compaction restarts at step 1",
 }

@@ -229,7 +229,8 @@ def opencode(bench: Bench) -> list[Scenario]:
     record(bench, loop, "A", cli("--continue", "thanks, now say goodbye"))
 
     retry = Scenario("retry_429")
-    bench.server.provider.fail_next(429)
+    # the turn, not the title call: `opencode run` exits before a failed title's retry
+    bench.server.provider.fail_next(429, model="big")
     record(bench, retry, "B", cli("say hello after a rate limit"), quiet=5.0)
 
     auto = Scenario("auto_compaction")
@@ -237,7 +238,25 @@ def opencode(bench: Bench) -> list[Scenario]:
     record(bench, auto, "C", cli(*tiny, "list the files twice"))
     record(bench, auto, "C", cli(*tiny, "--continue", "list the files twice"), quiet=4.0)
     record(bench, auto, "C", cli(*tiny, "--continue", "and what is in them?"), quiet=4.0)
-    return [loop, retry, auto]
+
+    interactive = Scenario("interactive_compact")
+    pane = Pane("opencode", [exe], {**env, "TERM": "xterm-256color"}, work)
+    try:
+        pane.wait_for("Ask anything", 60)
+        time.sleep(2)
+        record(
+            bench,
+            interactive,
+            "D",
+            lambda: pane.submit("list the files", "README.md and notes.txt"),
+            quiet=4.0,
+        )
+        record(bench, interactive, "D", lambda: pane.submit("/compact", "Compaction \u00b7"), quiet=4.0)
+        record(bench, interactive, "D", lambda: pane.submit("what did we do so far?", "Hello!"), quiet=4.0)
+    finally:
+        print(pane.screen()[-1500:], flush=True)
+        pane.close()
+    return [loop, retry, auto, interactive]
 
 
 # ---- Gemini CLI -------------------------------------------------------------------------------

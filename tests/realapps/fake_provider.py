@@ -155,12 +155,13 @@ class FakeProvider:
         self.log_path = log_path
         self._lock = threading.Lock()
         self._fail: int | None = None
-        self._count = 0
+        self._fail_model: str | None = None
 
-    def fail_next(self, status: int) -> None:
-        """The next model call fails once with this status (529 or 429)."""
+    def fail_next(self, status: int, model: str | None = None) -> None:
+        """The next model call (to `model`, if given) fails once with this status (529 or 429)."""
         with self._lock:
             self._fail = status
+            self._fail_model = model
 
     def __call__(self, seen: Seen) -> Reply:
         started = time.time()
@@ -193,10 +194,11 @@ class FakeProvider:
         with self._lock, self.log_path.open("a", encoding="utf-8") as out:
             out.write(_compact(record) + "\n")
 
-    def _take_failure(self) -> int | None:
+    def _take_failure(self, model: str) -> int | None:
         with self._lock:
+            if self._fail is None or self._fail_model not in (None, model):
+                return None
             status, self._fail = self._fail, None
-            self._count += 1
             return status
 
     def _reply(self, seen: Seen) -> Reply:
@@ -235,7 +237,7 @@ class FakeProvider:
     # ---- Anthropic Messages --------------------------------------------------------------
 
     def _anthropic(self, body: dict[str, Any]) -> Reply:
-        if self._take_failure() is not None:
+        if self._take_failure(str(body.get("model"))) is not None:
             return Reply.json(
                 wire.anthropic_error("overloaded_error", "Overloaded"),
                 529,
@@ -274,7 +276,7 @@ class FakeProvider:
     # ---- OpenAI Responses ----------------------------------------------------------------
 
     def _responses(self, body: dict[str, Any]) -> Reply:
-        if self._take_failure() is not None:
+        if self._take_failure(str(body.get("model"))) is not None:
             return _openai_rate_limited()
         items = body.get("input") or []
         if isinstance(items, str):
@@ -343,7 +345,7 @@ class FakeProvider:
     # ---- OpenAI Chat Completions ----------------------------------------------------------
 
     def _chat(self, body: dict[str, Any]) -> Reply:
-        if self._take_failure() is not None:
+        if self._take_failure(str(body.get("model"))) is not None:
             return _openai_rate_limited()
         messages = body.get("messages") or []
         prompt, results = _chat_turn(messages)
@@ -384,7 +386,7 @@ class FakeProvider:
     # ---- Gemini --------------------------------------------------------------------------
 
     def _gemini(self, path: str, body: dict[str, Any]) -> Reply:
-        if self._take_failure() is not None:
+        if self._take_failure(path.rsplit("/", 1)[-1].split(":", 1)[0]) is not None:
             error = {
                 "error": {
                     "code": 429,
