@@ -2,9 +2,8 @@
 
 The fixtures under tests/fixtures/apps are requests Claude Code, Codex CLI, opencode and Gemini
 CLI really sent (tests/realapps/drive.py), with the replies they got and the truth about each
-call. Every app and dimension is one test; the ones the product gets wrong today are marked
-xfail with what goes wrong, to be flipped as they are fixed (`bench/apps_scorecard.py -v`
-lists the calls).
+call. Every app and dimension is one test, and every one must hold for every call
+(`bench/apps_scorecard.py -v` lists the calls a change gets wrong).
 """
 
 from __future__ import annotations
@@ -15,32 +14,6 @@ import pytest
 
 from tests.realapps.replay import DIMENSIONS, Recorded, apps, describe, load, replay, verdicts
 
-# (app, dimension) -> why it fails today
-FAILING_TODAY: dict[tuple[str, str], str] = {
-    ("claude", "parsed"): "mid-conversation role 'system' messages make the whole request unparsable",
-    ("claude", "kind"): "unparsed requests are recorded as kind unknown",
-    ("claude", "run"): "unparsed requests: every round trip and every retry is a run of its own",
-    ("claude", "step"): "unparsed requests: tool-loop round trips are not numbered as steps",
-    ("claude", "attempt"): "unparsed requests: the retry after 529 is not a second attempt",
-    (
-        "codex",
-        "kind",
-    ): "the thread title call (x-codex-turn-metadata thread_source=thread_title) is a chat_turn",
-    ("codex", "run"): "the turn resumed after a mid-turn automatic compaction starts a new run",
-    ("codex", "step"): "the turn resumed after a mid-turn automatic compaction restarts at step 1",
-    ("codex", "conversation"): "the TUI's title call gets a conversation of its own",
-    ("gemini", "kind"): "the router (JSON schema) is a chat_turn, /compress is a chat_turn",
-    ("gemini", "run"): "/compress's snapshot and its self-check are two runs",
-    ("gemini", "step"): "/compress's self-check is not step 2 of the compaction",
-    (
-        "gemini",
-        "conversation",
-    ): "no session id: routers, turns and separate sessions are placed apart or together wrongly",
-    ("opencode", "kind"): "the small model's title call and the TUI's /compact are chat_turns",
-    ("opencode", "run"): "the turn opencode resumes after automatic compaction starts a new run",
-    ("opencode", "step"): "the turn opencode resumes after automatic compaction restarts at step 1",
-}
-
 
 @functools.cache
 def _replayed(app: str) -> tuple[list[Recorded], dict[str, list[bool]]]:
@@ -49,13 +22,7 @@ def _replayed(app: str) -> tuple[list[Recorded], dict[str, list[bool]]]:
 
 
 def _cases() -> list[object]:
-    cases = []
-    for app in apps():
-        for dimension in DIMENSIONS:
-            reason = FAILING_TODAY.get((app, dimension))
-            marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
-            cases.append(pytest.param(app, dimension, marks=marks, id=f"{app}-{dimension}"))
-    return cases
+    return [pytest.param(app, d, id=f"{app}-{d}") for app in apps() for d in DIMENSIONS]
 
 
 def test_every_app_has_fixtures_with_truth() -> None:

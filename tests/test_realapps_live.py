@@ -5,8 +5,7 @@ $CHATDEBUG_APPS_DIR, default ~/.cache/chatdebug-apps) run their scenarios agains
 fake provider through `chatdebug run`; every call the provider saw is looked up in the API and
 its kind, run, step, attempt and conversation compared with the truth. Each app takes about a
 minute (the four about four to five); without the apps installed, or without tmux, every test
-here is skipped and says why. The dimensions the product gets wrong today are xfail, as in
-tests/test_apps_fixtures.py.
+here is skipped and says why.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from tests.realapps import apps
 from tests.realapps.env import APPS_DIR, installed
 from tests.realapps.live import LiveRecorded, capture
 from tests.realapps.replay import DIMENSIONS, describe, verdicts
-from tests.test_apps_fixtures import FAILING_TODAY
 
 
 @functools.cache
@@ -41,8 +39,6 @@ def _cases() -> list[object]:
             marks: list[pytest.MarkDecorator] = [pytest.mark.timeout(900)]
             if reason_missing:
                 marks.append(pytest.mark.skip(reason=f"SKIPPED LIVE APP TEST: {reason_missing}"))
-            elif reason := FAILING_TODAY.get((app, dimension)):
-                marks.append(pytest.mark.xfail(reason=reason, strict=False))
             cases.append(pytest.param(app, dimension, marks=marks, id=f"{app}-{dimension}"))
     return cases
 

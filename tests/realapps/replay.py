@@ -101,8 +101,7 @@ def replay(calls: Iterable[dict[str, Any]]) -> list[Recorded]:
     recorder = Recorder(pipeline)
     base = time.time()
     clock = _Clock(base)
-    pipeline.grouper.clock = clock  # the grouping windows run on the capture's own timeline
-    pipeline.tracker.clock = clock
+    pipeline.tracker.clock = clock  # the grouping windows run on the capture's own timeline
 
     def drain() -> None:
         while not pipeline._queue.empty():
