@@ -27,6 +27,7 @@ ROOT = HERE.parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.conftest import ready_addrs  # noqa: E402
 from tests.realapps.fake_provider import Server  # noqa: E402
 
 APPS_DIR = Path(
@@ -116,7 +117,7 @@ def start_sidecar(workdir: Path, upstream_port: int) -> Sidecar:
     while time.monotonic() < deadline:
         for line in log_path.read_text(errors="replace").splitlines():
             if line.startswith("chatdebug ready "):
-                addrs = dict(part.split("=", 1) for part in line.split()[2:])
+                addrs = ready_addrs(line)
                 return Sidecar(process, workdir, addrs)
         if process.poll() is not None:
             break
