@@ -1,4 +1,5 @@
-"""From exchanges to rows: parse, redact, classify, group and track, off the traffic path.
+"""From exchanges to rows: parse, classify, group and track, off the traffic path (every row is
+scrubbed of secrets where it is handed to the writer: `redact.Redactor.wrap`).
 
 The recorder's hooks only enqueue; this task does the work in arrival order, so a slow parse
 delays a record, never a response.
@@ -47,7 +48,6 @@ class _Read:
 
     request: Request | None
     fault: str | None
-    secrets: set[str]
     body_text: str
     truncated: bool
 
@@ -189,17 +189,17 @@ class Pipeline:
         self._begin(ex, self._read(ex), None)
 
     def _read(self, ex: Exchange) -> _Read:
-        secrets = redact.secret_values(ex.request_headers, ex.url)
+        redact.secret_values(ex.request_headers, ex.url)  # learned: every row is scrubbed of them
         decoded = request_body(ex.request_body, ex.request_encoding, ex.call.capture_limit)
         body_text, truncated = decoded.text, decoded.truncated
         request, fault = _parse_request(ex, decoded.data) if decoded.fault is None else (None, decoded.fault)
-        return _Read(request, fault, secrets, body_text, truncated)
+        return _Read(request, fault, body_text, truncated)
 
     def _begin(self, ex: Exchange, read: _Read, found: Lookup | None) -> None:
-        request, fault, secrets = read.request, read.fault, read.secrets
+        request, fault = read.request, read.fault
         body_text, truncated = read.body_text, read.truncated
         classification = self.classifier.classify(request, ex.call.path, ex.hints)
-        request_dump = _dump(cap_request_texts(request, ex.call.text_limit), secrets) if request else None
+        request_dump = _dump(cap_request_texts(request, ex.call.text_limit)) if request else None
         attempt = AttemptRow(
             id=f"att_{ex.flow_id.replace('-', '')}",
             method=ex.call.method,
@@ -221,9 +221,9 @@ class Pipeline:
             request_dump=request_dump,
             found=found,
         )
-        flight.secrets, flight.fault = secrets, fault
+        flight.fault = fault
         flight.streamed = bool(request and request.stream)
-        flight.body.request_body = redact.text(body_text, secrets)
+        flight.body.request_body = body_text
         flight.body.request_truncated = truncated or not ex.request_complete
         ex.request_body = b""  # read: the attempt keeps its capped copy, not the whole body
         self.submit(dataclasses.replace(flight.body))
@@ -241,8 +241,6 @@ class Pipeline:
         attempt, body = flight.attempt, flight.body
         response, fault = _result(ex)
         outcome = decide(ex.status, response, ex.error, flight.fault or ex.fault or fault, ex.client_gone)
-        if outcome.error is not None:  # upstream error messages echo keys back
-            outcome.error.message = redact.text(outcome.error.message, flight.secrets)
         capture = ex.capture
         attempt.http_status = ex.status
         attempt.response_headers = redact.headers(ex.response_headers) if ex.response_headers else None
@@ -256,9 +254,9 @@ class Pipeline:
             text = (
                 capture.body.decode("utf-8", "replace") if _is_text(capture.body) else _binary(capture.body)
             )
-            body.response_body = redact.text(text, flight.secrets)
+            body.response_body = text
             body.response_truncated = capture.truncated
-        response_dump = _dump(response, flight.secrets) if response is not None else None
+        response_dump = _dump(response) if response is not None else None
         self.tracker.end(ex.flow_id, outcome, response, response_dump, finished)
         self.submit(body)
         self.counters.recorded += 1
@@ -313,8 +311,9 @@ def _is_stream(ex: Exchange) -> bool:
     return any(t in content_type for t in ("event-stream", "ndjson", "eventstream"))
 
 
-def _dump(model: Request | Response, secrets: set[str]) -> dict[str, Any]:
-    return redact.json_fields(model.model_dump(mode="json", exclude_none=True, by_alias=True), secrets)
+def _dump(model: Request | Response) -> dict[str, Any]:
+    """As stored; secrets are scrubbed where every row passes, on its way to the writer."""
+    return model.model_dump(mode="json", exclude_none=True, by_alias=True)
 
 
 __all__ = ["Counters", "Outcome", "Pipeline"]

@@ -347,10 +347,22 @@ def _param_learnable(name: str) -> bool:
     return is_credential(name) and "sig" not in name.lower()
 
 
+_SECRET_SHAPED = re.compile(r"[A-Za-z0-9_\-.~+/=:]{12,}")
+
+
 def _learn_field(learned: Learned, value: Any) -> None:
-    """A credential field's value is scrubbed wherever else it shows up (an error echoing it)."""
-    if isinstance(value, str):
+    """A credential field's value is scrubbed wherever else it shows up (an error echoing it), if
+    it looks like one: one token, letters and digits mixed. A field that only sounds like a
+    credential (`hostCredential: "/home/dev/project"`) is redacted where it stands, but its
+    value, a path or a word, must not be erased from every text that mentions it."""
+    if isinstance(value, str) and _looks_secret(value.strip()):
         learned.add(value)
+
+
+def _looks_secret(value: str) -> bool:
+    if not _SECRET_SHAPED.fullmatch(value) or value.startswith(("/", "./", "~")):
+        return False
+    return any(c.isdigit() for c in value) and any(c.isalpha() for c in value)
 
 
 # ---- credential-named fields inside text -----------------------------------------------------------

@@ -57,7 +57,6 @@ class Flight:
     body: BodyRow
     request_hash: str | None
     started_at: float = 0.0
-    secrets: set[str] = field(default_factory=set)  # credential values to scrub from its rows
     fault: str | None = None  # why the request could not be read
     streamed: bool = False
 

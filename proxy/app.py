@@ -58,6 +58,7 @@ class Sidecar:
             retry_window=settings.retry_window,
             stale_after=settings.stale_after,
             profiles=settings.profiles,
+            prices=settings.prices,
             recall=store.get_run,
             history=store.find_history,
         )

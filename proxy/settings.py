@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from addons.classify import ProfileFile
+from addons.cost import PriceFile
 
 
 def parse_addr(value: Any) -> tuple[str, int]:
@@ -200,6 +201,16 @@ class Settings(BaseSettings):
             repeatable=True,
         ),
     ] = []
+    prices: Annotated[
+        list[Path],
+        NoDecode,
+        Flag(
+            "--prices",
+            "JSON file of model prices (USD per million tokens) that add to or override the built-in table",
+            "FILE",
+            repeatable=True,
+        ),
+    ] = []
 
     @field_validator("proxy_addr", "api_addr", mode="before")
     @classmethod
@@ -261,6 +272,20 @@ class Settings(BaseSettings):
             except ValueError as e:
                 first = str(e).splitlines()[1:3]
                 raise ValueError(f"{str(path)!r} is not a profiles file: {' '.join(first)}") from None
+        return paths
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _prices(cls, value: Any) -> list[Path]:
+        paths = [Path(p).expanduser() for p in _split(value)]
+        for path in paths:
+            try:
+                PriceFile.model_validate_json(path.read_bytes())
+            except OSError as e:
+                raise ValueError(f"cannot read {str(path)!r}: {e.strerror}") from None
+            except ValueError as e:
+                first = str(e).splitlines()[1:3]
+                raise ValueError(f"{str(path)!r} is not a prices file: {' '.join(first)}") from None
         return paths
 
     @field_validator("database")

@@ -361,9 +361,10 @@ def test_a_compaction_in_the_tool_turn_is_its_own_run_and_what_follows_continues
         ),
         user("go on"),
     )
-    _, run_n, _, _ = h.call(continued)
-    assert h.run(run_n).kind == "chat_turn"
-    assert (h.run(run_n).conversation_id, h.run(run_n).conversation_source) == ("sess-1", "continuation")
+    _, run_n, step_n, _ = h.call(continued)
+    # the compaction came in the middle of the tool loop: the loop goes on in its new history
+    assert (run_n, step_n) == (run, 2)
+    assert h.run(run_n).conversation_id == "sess-1"
 
 
 def test_side_calls_join_the_conversation_of_the_prompt_they_quote() -> None:
@@ -421,3 +422,25 @@ def test_metadata_user_id_gives_the_session_inside_it() -> None:
     user_id = '{"device_id":"dev","account_uuid":"acc","session_id":"5e3c-sess"}'
     _, run, _, _ = h.call(body_of(user("hello there"), metadata={"user_id": user_id}))
     assert (h.run(run).conversation_id, h.run(run).conversation_source) == ("5e3c-sess", "client_session")
+
+
+def test_a_turn_after_a_compaction_between_turns_is_a_new_run_in_the_conversation() -> None:
+    h = Harness()
+    flow, run, _, _ = h.call(body_of(user("fix the bug")))
+    h.end(flow, text_reply("Fixed it."))
+    ask = "Your task is to create a detailed summary of the conversation so far."
+    history = [user("fix the bug"), {"role": "assistant", "content": "Fixed it."}]
+    flow_c, run_c, _, _ = h.call(body_of(*history, user(ask)))
+    summary = "Primary request: fix the parser bug in module x. " + "Details of the work so far. " * 20
+    h.end(flow_c, text_reply(summary))
+    continued = body_of(
+        user("This session is being continued from a previous conversation. Summary: " + summary.lower()),
+        user("next: add tests"),
+    )
+    _, run_n, step_n, _ = h.call(continued)
+    assert run_n not in (run, run_c) and step_n == 1
+    assert h.run(run_n).kind == "chat_turn" and h.run(run_n).prompt == "next: add tests"
+    assert (h.run(run_n).conversation_id, h.run(run_n).conversation_source) == (
+        h.run(run).conversation_id,
+        "continuation",
+    )

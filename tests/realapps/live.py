@@ -1,7 +1,8 @@
 """One app's scenarios run live, and each captured call paired with what the sidecar's API shows.
 
 The pairing goes by request body: the API's stored request body of an attempt is the body the
-fake provider received (identical bodies, such as a retry's, pair in order).
+fake provider received, redacted as the sidecar stores it (identical bodies, such as a retry's,
+pair in order).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from addons.redact import Learned, Redactor
 from tests.realapps import apps, truth
 from tests.realapps.env import Bench
 
@@ -43,8 +45,11 @@ def _settle(bench: Bench, timeout: float = 15.0) -> list[dict[str, Any]]:
     return runs
 
 
+_AS_STORED = Redactor(Learned())  # stored bodies are redacted: credential-named fields, key shapes
+
+
 def _key(body: Any) -> str:
-    return json.dumps(body, sort_keys=True, ensure_ascii=False)
+    return json.dumps(_AS_STORED.value(body), sort_keys=True, ensure_ascii=False)
 
 
 def capture(app: str) -> list[LiveRecorded]:
