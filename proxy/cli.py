@@ -51,6 +51,8 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--stale-after": ("stale_after", "seconds after which an idle open run ends interrupted (300)"),
     "--log-level": ("log_level", "debug, info, warning or error (info)"),
     "--cors-origin": ("cors_origins", "browser origin allowed to call the API, or * (repeatable)"),
+    "--otlp-endpoint": ("otlp_endpoint", "push finished runs as OpenTelemetry traces to this OTLP/HTTP URL"),
+    "--otlp-retry-seconds": ("otlp_retry_seconds", "retry an export this long before dropping it (300)"),
     "--profiles": (
         "profiles",
         "JSON file of classification profiles, ahead of the built-in ones (repeatable)",
@@ -60,6 +62,7 @@ REPEATABLE = {"--intercept-host", "--reverse", "--profiles", "--cors-origin"}
 SWITCHES: dict[str, tuple[str, str]] = {
     "--upstream-insecure": ("upstream_insecure", "do not verify upstream TLS certificates"),
     "--api-allow-anonymous": ("api_allow_anonymous", "allow a non-loopback API without a token"),
+    "--otlp-content": ("otlp_content", "include message content in exported spans"),
 }
 
 

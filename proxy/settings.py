@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     profiles: Annotated[list[Path], NoDecode] = []
     cors_origins: Annotated[list[str], NoDecode] = []
+    otlp_endpoint: str | None = None
+    otlp_content: bool = False
+    otlp_retry_seconds: float = Field(300.0, gt=0)
 
     @field_validator("proxy_addr", "api_addr", mode="before")
     @classmethod
@@ -106,6 +109,14 @@ class Settings(BaseSettings):
             if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
                 raise ValueError(f"expected an origin such as https://dash.example.com, or *, got {origin!r}")
         return [o.rstrip("/") for o in origins]
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp(cls, value: str | None) -> str | None:
+        parts = urlsplit(value or "")
+        if value is not None and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError(f"expected an http(s) URL such as http://127.0.0.1:4318, got {value!r}")
+        return value
 
     @field_validator("reverse", mode="before")
     @classmethod
