@@ -8,12 +8,14 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from proxy.cli import main
 from tests import wire
 from tests.conftest import Sidecar, unique
 from tests.otlp_receiver import ReceivedSpan, Receiver, free_port
@@ -173,8 +175,6 @@ def test_tool_loop_trace_joins_the_callers_trace(
 
 
 def _ms(stamp: str) -> int:
-    from datetime import datetime
-
     return round(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)
 
 
@@ -275,3 +275,39 @@ def test_past_the_retry_bound_drops_are_counted(
     assert wait_metric(sidecar, "chatdebug_otlp_runs_dropped", lambda v: v >= 1, reason="export_failed") == 1
     assert metric(sidecar, "chatdebug_otlp_runs_exported") == 0
     assert metric(sidecar, "chatdebug_otlp_runs_dropped", reason="queue_full") == 0
+
+
+def test_the_turn_after_a_compaction_is_marked_compacted(
+    own_sidecar: Callable[..., Sidecar], upstream: Upstream, receiver: Receiver
+) -> None:
+    sidecar = own_sidecar("--otlp-endpoint", receiver.url)
+    conversation = unique("otlpcompact")
+    client = openai_client(sidecar, upstream)
+    asked = [
+        ("compaction", "Summarize the conversation so far."),
+        ("chat_turn", "and now?"),
+        ("chat_turn", "more"),
+    ]
+    for kind, text in asked:
+        upstream.push(Reply.json(wire.openai_completion(f"{kind} done", usage=wire.openai_usage(20, 5))))
+        client.chat.completions.create(
+            model="gpt-4.1",
+            messages=[{"role": "user", "content": f"{conversation} {text}"}],
+            extra_headers={"X-Chatdebug-Conversation": conversation, "X-Chatdebug-Kind": kind},
+        )
+    runs = sidecar.wait_runs(3, conversation_id=conversation)
+    later, turn, compaction = runs
+    assert [r["kind"] for r in runs] == ["chat_turn", "chat_turn", "compaction"]
+    marks = {}
+    for run in runs:
+        (step,) = by_name(receiver.trace_of(run["id"]), "chat gpt-4.1")
+        marks[run["id"]] = step.attributes.get("gen_ai.conversation.compacted")
+    assert marks == {compaction["id"]: None, turn["id"]: True, later["id"]: None}
+
+
+def test_an_endpoint_that_is_not_http_stops_start_up(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--otlp-endpoint", "collector:4318"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "chatdebug: invalid setting --otlp-endpoint / CHATDEBUG_OTLP_ENDPOINT: "
+        "expected an http(s) URL such as http://127.0.0.1:4318, got 'collector:4318'"
+    )
