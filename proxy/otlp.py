@@ -55,6 +55,7 @@ class RunExporter:
         content: bool = False,
         queue_size: int = 10_000,
         batch_runs: int = 32,
+        max_spans: int = 512,
         retry_for: float = 300.0,
         first_backoff: float = 0.5,
         max_backoff: float = 30.0,
@@ -64,6 +65,7 @@ class RunExporter:
         self.exporter = exporter
         self.content = content
         self.batch_runs = batch_runs
+        self.max_spans = max_spans  # per request: with content, 150 spans of a long run are ~4 MB
         self.retry_for = retry_for
         self.first_backoff = first_backoff
         self.max_backoff = max_backoff
@@ -121,9 +123,8 @@ class RunExporter:
             while len(ids) < self.batch_runs and not self._queue.empty():
                 ids.append(self._queue.get_nowait())
             try:
-                spans, runs = await self._build(ids)
-                if spans:
-                    await self._export(spans, runs)
+                for chunk in _chunks(await self._build(ids), self.max_spans):
+                    await self._export([span for spans in chunk for span in spans], len(chunk))
             except asyncio.CancelledError:
                 raise
             except Exception:  # the task must live on: these runs are counted, the next are sent
@@ -133,21 +134,30 @@ class RunExporter:
                 for _ in ids:
                     self._queue.task_done()
 
-    async def _build(self, run_ids: list[str]) -> tuple[list[ReadableSpan], int]:
-        spans: list[ReadableSpan] = []
-        runs = 0
+    async def _build(self, run_ids: list[str]) -> list[list[ReadableSpan]]:
+        """Each run's spans; built in a worker thread, as a long run with content takes a while."""
+        found: list[tuple[dict[str, Any], bool]] = []
         for run_id in run_ids:
             try:
                 run = await self._settled(run_id)
-                if run is None:  # deleted before we got to it
-                    continue
-                compacted = await self._after_compaction(run)
-                spans += run_spans(run, content=self.content, compacted=compacted, res=self.resource)
-                runs += 1
+                if run is not None:  # else deleted before we got to it
+                    found.append((run, await self._after_compaction(run)))
             except Exception as e:
                 self._drop("unreadable", 1)
                 log.warning("could not read run %s for export: %s", run_id, e)
-        return spans, runs
+        built = await asyncio.to_thread(self._spans, found)
+        if failed := len(found) - len(built):
+            self._drop("unreadable", failed)  # counted here, on the loop, where every count changes
+        return built
+
+    def _spans(self, found: list[tuple[dict[str, Any], bool]]) -> list[list[ReadableSpan]]:
+        built = []
+        for run, compacted in found:
+            try:
+                built.append(run_spans(run, content=self.content, compacted=compacted, res=self.resource))
+            except Exception:
+                log.exception("could not turn run %s into spans", run.get("id"))
+        return built
 
     async def _settled(self, run_id: str, tries: int = 10) -> dict[str, Any] | None:
         """The run detail once no attempt of it is still open (their last rows may land in the
@@ -193,6 +203,20 @@ class RunExporter:
         if now - self._last_drop_log >= 60:  # loud, but once a minute
             self._last_drop_log = now
             log.error("dropping runs from the OTLP export: %s (%s so far)", reason, self.dropped)
+
+
+def _chunks(runs: list[list[ReadableSpan]], max_spans: int) -> Iterator[list[list[ReadableSpan]]]:
+    """Runs grouped into requests of at most `max_spans` spans (a bigger run goes alone)."""
+    chunk: list[list[ReadableSpan]] = []
+    size = 0
+    for spans in runs:
+        if chunk and size + len(spans) > max_spans:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(spans)
+        size += len(spans)
+    if chunk:
+        yield chunk
 
 
 def _attempts(run: dict[str, Any]) -> Iterator[dict[str, Any]]:

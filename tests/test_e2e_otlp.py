@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from proxy.cli import main
+from proxy.otlp import _chunks
 from tests import wire
 from tests.conftest import Sidecar, unique
 from tests.otlp_receiver import ReceivedSpan, Receiver, free_port
@@ -311,3 +312,10 @@ def test_an_endpoint_that_is_not_http_stops_start_up(capsys: pytest.CaptureFixtu
         "chatdebug: invalid setting --otlp-endpoint / CHATDEBUG_OTLP_ENDPOINT: "
         "expected an http(s) URL such as http://127.0.0.1:4318, got 'collector:4318'"
     )
+
+
+def test_runs_are_grouped_into_bounded_requests() -> None:
+    runs: list[list[Any]] = [[object()] * n for n in (3, 4, 10, 1, 1)]
+    sizes = [[len(r) for r in chunk] for chunk in _chunks(runs, 8)]
+    assert sizes == [[3, 4], [10], [1, 1]]  # a run bigger than the bound still goes, alone
+    assert list(_chunks([], 8)) == []
