@@ -18,7 +18,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,6 +37,7 @@ SCOPE = InstrumentationScope("chatdebug-proxy", VERSION)
 FINAL = ("completed", "error", "interrupted")
 TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 Attributes = dict[str, Any]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def resource() -> Resource:
@@ -86,7 +87,7 @@ def ns(stamp: str | None) -> int | None:
     if not stamp:
         return None
     moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return int(moment.timestamp() * 1_000_000) * 1_000
+    return (moment - EPOCH) // timedelta(microseconds=1) * 1_000  # exact: no float rounding
 
 
 def _id(bits: int, *parts: str) -> int:
@@ -231,9 +232,11 @@ class _Builder:
         status_code = attempt.get("http_status")
         error = attempt.get("error") or {}
         error_type = error.get("class") or (str(status_code) if status_code and status_code >= 400 else None)
+        resends = int(attempt.get("number") or 1) - 1
         attrs: Attributes = {
             sc.HTTP_REQUEST_METHOD: attempt.get("method") or "POST",
-            sc.HTTP_REQUEST_RESEND_COUNT: max(int(attempt.get("number") or 1) - 1, 0),
+            # on resends only, as the HTTP conventions ask: attempt n is resend n - 1
+            sc.HTTP_REQUEST_RESEND_COUNT: resends if resends > 0 else None,
             sc.HTTP_RESPONSE_STATUS_CODE: status_code,
             sc.HTTP_REQUEST_BODY_SIZE: attempt.get("request_bytes"),
             sc.HTTP_RESPONSE_BODY_SIZE: attempt.get("response_bytes"),

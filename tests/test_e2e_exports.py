@@ -138,7 +138,8 @@ def test_otlp_json_and_default_json_downloads(sidecar: Sidecar, upstream: Upstre
             if key in span:
                 span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
     request = ParseDict(document, ExportTraceServiceRequest())
-    assert request.resource_spans[0].scope_spans[0].spans[3].attributes[1].key == "http.request.resend_count"
+    retry = request.resource_spans[0].scope_spans[0].spans[3]
+    assert {a.key: a.value.int_value for a in retry.attributes}["http.request.resend_count"] == 1
 
     default = sidecar.get(f"/api/v1/runs/{retried['id']}/export")
     assert default["version"] == 1 and default["run"]["id"] == retried["id"]
