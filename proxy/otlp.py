@@ -56,6 +56,7 @@ class RunExporter:
         queue_size: int = 10_000,
         batch_runs: int = 32,
         max_spans: int = 512,
+        linger: float = 1.0,
         retry_for: float = 300.0,
         first_backoff: float = 0.5,
         max_backoff: float = 30.0,
@@ -65,6 +66,7 @@ class RunExporter:
         self.exporter = exporter
         self.content = content
         self.batch_runs = batch_runs
+        self.linger = linger
         self.max_spans = max_spans  # per request: with content, 150 spans of a long run are ~4 MB
         self.retry_for = retry_for
         self.first_backoff = first_backoff
@@ -120,6 +122,8 @@ class RunExporter:
     async def _run(self) -> None:
         while True:
             ids = [await self._queue.get()]
+            if self.linger and self._queue.qsize() < self.batch_runs:
+                await asyncio.sleep(self.linger)  # one request for many runs, not one each
             while len(ids) < self.batch_runs and not self._queue.empty():
                 ids.append(self._queue.get_nowait())
             try:
