@@ -277,9 +277,13 @@ def test_past_the_retry_bound_drops_are_counted(
 
 
 def test_the_turn_after_a_compaction_is_marked_compacted(
-    own_sidecar: Callable[..., Sidecar], upstream: Upstream, receiver: Receiver
+    own_sidecar: Callable[..., Sidecar],
+    upstream: Upstream,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sidecar = own_sidecar("--otlp-endpoint", receiver.url)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)  # the standard variable, no flag
+    sidecar = own_sidecar()
     conversation = unique("otlpcompact")
     client = openai_client(sidecar, upstream)
     asked = [
