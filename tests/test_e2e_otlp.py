@@ -321,3 +321,27 @@ def test_runs_are_grouped_into_bounded_requests() -> None:
     sizes = [[len(r) for r in chunk] for chunk in _chunks(runs, 8)]
     assert sizes == [[3, 4], [10], [1, 1]]  # a run bigger than the bound still goes, alone
     assert list(_chunks([], 8)) == []
+
+
+def test_a_failed_run_carries_its_error(
+    own_sidecar: Callable[..., Sidecar], upstream: Upstream, receiver: Receiver
+) -> None:
+    sidecar = own_sidecar("--otlp-endpoint", receiver.url)
+    marker = unique("otlperror")
+    upstream.push(Reply.json(wire.openai_error("The server had an error", "server_error"), 500))
+    with pytest.raises(openai.InternalServerError):
+        openai_client(sidecar, upstream, max_retries=0).chat.completions.create(
+            model="gpt-4.1", messages=[{"role": "user", "content": marker}]
+        )
+    (run,) = sidecar.wait_runs(q=marker)
+    assert run["status"] == "error"
+    spans = receiver.trace_of(run["id"])
+    (root,) = [s for s in spans if s.attributes.get("chatdebug.run.id") == run["id"]]
+    (step,) = by_name(spans, "chat gpt-4.1")
+    (attempt,) = by_name(spans, "POST")
+    for span in (root, step, attempt):
+        assert span.attributes["error.type"] == "server_error", span.name
+        assert span.status_code == ERROR and span.status_message == "The server had an error", span.name
+    assert root.attributes["chatdebug.run.status"] == "error"
+    assert attempt.attributes["http.response.status_code"] == 500
+    assert "gen_ai.response.id" not in step.attributes
