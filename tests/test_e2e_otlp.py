@@ -345,3 +345,38 @@ def test_a_failed_run_carries_its_error(
     assert root.attributes["chatdebug.run.status"] == "error"
     assert attempt.attributes["http.response.status_code"] == 500
     assert "gen_ai.response.id" not in step.attributes
+
+
+def test_tool_content_with_otlp_content(
+    own_sidecar: Callable[..., Sidecar], upstream: Upstream, receiver: Receiver
+) -> None:
+    sidecar = own_sidecar("--otlp-endpoint", receiver.url, "--otlp-content")
+    marker = unique("otlptools")
+    upstream.responder = one_tool_then_answer
+    tool_loop(openai_client(sidecar, upstream), marker)
+    (run,) = sidecar.wait_runs(q=marker)
+    spans = receiver.trace_of(run["id"])
+    (tool,) = by_name(spans, "execute_tool get_weather")
+    assert json.loads(tool.attributes["gen_ai.tool.call.arguments"]) == {"city": "Paris"}
+    assert json.loads(tool.attributes["gen_ai.tool.call.result"]) == '{"temp_c": 21}'
+    first, second = by_name(spans, "chat gpt-4.1")
+    output = json.loads(first.attributes["gen_ai.output.messages"])
+    assert output == [
+        {
+            "role": "assistant",
+            "parts": [
+                {
+                    "type": "tool_call",
+                    "id": f"call_{marker}",
+                    "name": "get_weather",
+                    "arguments": {"city": "Paris"},
+                }
+            ],
+            "finish_reason": "tool_calls",
+        }
+    ]
+    messages = json.loads(second.attributes["gen_ai.input.messages"])
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
+    assert messages[1]["parts"] == output[0]["parts"]
+    (response,) = messages[2]["parts"]
+    assert response["type"] == "tool_call_response" and response["id"] == f"call_{marker}"
