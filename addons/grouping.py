@@ -81,6 +81,7 @@ class Lookup:
 
     conversation: list[Message]  # the request's messages without system ones
     full_hash: str
+    hashes: list[str]  # of every prefix of `conversation`
     same: StepRef | None = None  # an identical request
     previous: StepRef | None = None  # the step whose response `previous_response_id` names
     prefix: StepRef | None = None  # the longest known request this one extends
@@ -115,7 +116,7 @@ class Grouper:
         conversation = [m for m in request.messages if m.role != "system"]
         seed = digest(request.api.encode(), (request.system or "").encode())
         hashes = chain(conversation, seed=seed)
-        found = Lookup(conversation, hashes[-1] if hashes else digest(b"empty", seed.encode()))
+        found = Lookup(conversation, hashes[-1] if hashes else digest(b"empty", seed.encode()), hashes)
         if hashes:
             found.same = self.requests.get(hashes[-1])
         if previous := request.signals.previous_response_id:
@@ -128,6 +129,18 @@ class Grouper:
         if found.continues is None and (ref := self._answered(conversation)):
             found.answers, found.rest = ref, trailing_turn(conversation)
         return found
+
+    @staticmethod
+    def unknown_history(found: Lookup) -> bool:
+        """A request carrying a history this index does not know (after a restart, or one that
+        left through another replica): the store may know it."""
+        return found.same is None and found.continues is None and len(found.conversation) >= 2
+
+    def learn_stored(self, found: list[tuple[str, StepRef]]) -> None:
+        """Steps the store knows, by request hash or response id (`resp:` keys)."""
+        for key, ref in found:
+            index = self.responses if key.startswith("resp:") else self.requests
+            index.put(key.removeprefix("resp:"), ref, ref.seen)
 
     def _answered(self, messages: list[Message]) -> StepRef | None:
         for message in reversed(messages):

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from addons.classify import SIDE_KINDS, Classification
 from addons.cost import Prices, add
@@ -95,8 +96,10 @@ class Tracker:
         started_at: float,
         hints: dict[str, str],
         request_dump: dict | None = None,
+        found: Lookup | None = None,
     ) -> Flight:
-        found = self.index.lookup(request) if request is not None else None
+        if found is None and request is not None:
+            found = self.index.lookup(request)
         run, step, signal = self._place(request, classification, found, hints)
         if run is None:
             run = self._new_run(
@@ -110,6 +113,7 @@ class Tracker:
                     number=len(run.steps) + 1,
                     started_at=attempt.started_at,
                     request=request_dump,
+                    request_hash=found.full_hash if found is not None else None,
                 )
             )
             run.steps.append(step)
@@ -312,6 +316,7 @@ class Tracker:
             self._settle_step(step, "completed", stamp)
             if not step.tool_calls_pending and run.row.status != "completed":
                 self._settle_run(run, "completed", stamp, None)
+            step.row.response_id = response.id[:200] if response is not None and response.id else None
             if response is not None and flight.request_hash is not None:
                 summary_of = run.row.conversation_id if run.row.kind == "compaction" else None
                 self.index.learn_response(flight.request_hash, response, summary_of)
@@ -370,6 +375,34 @@ class Tracker:
                 self._settle_run(run, "interrupted", stamp, None)
                 self._emit(run)
         self.index.expire()
+
+    def resume(self, stored: dict[str, Any]) -> RunState:
+        """A run the store has and memory no longer does (settled and let go, or written by a
+        previous process), taken up again: an X-Chatdebug-Run that names it adds to it rather
+        than overwriting it."""
+        usage = Usage(**{k: v for k, v in (stored.get("usage") or {}).items() if k in Usage.model_fields})
+        classification = stored.get("classification") or {}
+        columns = {name: stored[name] for name in names(RunRow) if name in stored}
+        row = RunRow(
+            **columns,
+            classification_source=classification.get("source", "default"),
+            classification_reason=classification.get("reason", ""),
+            error_class=(stored.get("error") or {}).get("class"),
+            **usage.model_dump(),
+        )
+        run = RunState(row, usage=usage, last_activity=self.clock())
+        for raw in stored.get("steps") or []:
+            step_columns = {name: raw[name] for name in names(StepRow) if name in raw}
+            step = StepState(StepRow(**step_columns))
+            step.attempts = [
+                AttemptRow(
+                    id=a["id"], step_id=step.row.id, run_id=row.id, number=a["number"], status=a["status"]
+                )
+                for a in raw.get("attempts") or []
+            ]
+            run.steps.append(step)
+        self.runs[row.id] = run
+        return run
 
     def forget(self, run_id: str) -> None:
         run = self.runs.pop(run_id, None)
