@@ -126,14 +126,19 @@ class RunExporter:
                 await asyncio.sleep(self.linger)  # one request for many runs, not one each
             while len(ids) < self.batch_runs and not self._queue.empty():
                 ids.append(self._queue.get_nowait())
+            pending = len(ids)  # taken off the queue, neither sent nor counted yet
             try:
-                for chunk in _chunks(await self._build(ids), self.max_spans):
+                built = await self._build(ids)
+                pending = len(built)
+                for chunk in _chunks(built, self.max_spans):
                     await self._export([span for spans in chunk for span in spans], len(chunk))
-            except asyncio.CancelledError:
+                    pending -= len(chunk)
+            except asyncio.CancelledError:  # stopping: what was in hand is lost, and counted
+                self._drop("export_failed", pending)
                 raise
             except Exception:  # the task must live on: these runs are counted, the next are sent
-                self._drop("export_failed", len(ids))
-                log.exception("could not export %d run(s)", len(ids))
+                self._drop("export_failed", pending)
+                log.exception("could not export %d run(s)", pending)
             finally:
                 for _ in ids:
                     self._queue.task_done()

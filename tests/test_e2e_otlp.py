@@ -380,3 +380,18 @@ def test_tool_content_with_otlp_content(
     assert messages[1]["parts"] == output[0]["parts"]
     (response,) = messages[2]["parts"]
     assert response["type"] == "tool_call_response" and response["id"] == f"call_{marker}"
+
+
+def test_runs_finished_just_before_sigterm_are_still_sent(
+    own_sidecar: Callable[..., Sidecar], upstream: Upstream, receiver: Receiver
+) -> None:
+    sidecar = own_sidecar("--otlp-endpoint", receiver.url)
+    marker = unique("otlpstop")
+    upstream.push(Reply.json(wire.openai_completion(marker, usage=wire.openai_usage(5, 1))))
+    openai_client(sidecar, upstream).chat.completions.create(
+        model="gpt-4.1", messages=[{"role": "user", "content": marker}]
+    )
+    (run,) = sidecar.wait_runs(q=marker)
+    assert sidecar.stop() == 0  # inside the export's one-second gathering window
+    names = sorted(s.name for s in receiver.trace_of(run["id"], timeout=1))
+    assert names == ["POST", "chat gpt-4.1", "chat_turn gpt-4.1"]
