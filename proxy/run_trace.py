@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,7 +33,10 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from proxy import genai_semconv as sc
 
-VERSION = "0.1.0"
+try:
+    VERSION = version("chatdebug-proxy")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    VERSION = "unknown"
 SCOPE = InstrumentationScope("chatdebug-proxy", VERSION)
 FINAL = ("completed", "error", "interrupted")
 TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
