@@ -19,6 +19,7 @@ from aiohttp_sse import sse_response
 from pydantic import BaseModel, ValidationError
 
 from proxy import api_models as m
+from proxy import exports
 from proxy.events import EventHub, last_event_id
 from proxy.openapi import NO_CONTROL_CHARACTERS, OPEN, Route, document
 from storage.base import RunFilter, Store, StoreUnavailable
@@ -238,16 +239,12 @@ async def get_run(request: web.Request) -> web.Response:
 
 
 async def export_run(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
+    q = params(request, exports.ExportQuery)
     run_id = request.match_info["id"]
-    run = _found(await ctx.store.get_run(run_id), "run", run_id)
-    bodies = await ctx.store.attempt_bodies(run_id)
-    for step in run["steps"]:
-        for attempt in step["attempts"]:
-            attempt.update(bodies.get(attempt["id"], {}))
-    export = m.Export(exported_at=timestamp(time.time()), generator=f"chatdebug-proxy {VERSION}", run=run)
-    response = json_response(export)
-    response.headers["Content-Disposition"] = f'attachment; filename="{run_id}.json"'
+    run = _found(await exports.load_run(request.app[CTX].store, run_id), "run", run_id)
+    body = orjson.dumps(exports.document(run, q.format, content=q.content))
+    response = web.Response(body=body, content_type=exports.MEDIA_TYPES[q.format])
+    response.headers["Content-Disposition"] = f'attachment; filename="{exports.filename(run_id, q.format)}"'
     return response
 
 
@@ -378,10 +375,11 @@ ROUTES: list[Route] = [
         "GET",
         f"{PREFIX}/runs/{{id}}/export",
         export_run,
-        "A self-contained JSON document of a run",
-        None,
+        "A self-contained document of a run: JSON (version 1), HAR 1.2 or OTLP/JSON",
+        exports.ExportQuery,
         m.Export,
-        errors=(401, 404),
+        errors=(400, 401, 404),
+        alternatives=exports.ALTERNATIVES,
     ),
     Route(
         "GET",

@@ -14,7 +14,7 @@ from aiohttp import web
 from addons.pipeline import Pipeline
 from addons.recorder import Recorder
 from addons.redact import Redactor, install_log_redaction
-from proxy import preflight
+from proxy import otlp, preflight
 from proxy.api import ApiContext, make_app
 from proxy.ca import publish_ca
 from proxy.events import EventHub
@@ -40,6 +40,7 @@ class Sidecar:
     hub: EventHub
     proxy: EmbeddedProxy | None = None
     api: web.AppRunner | None = None
+    traces: otlp.RunExporter | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -74,6 +75,7 @@ class Sidecar:
         settings = self.settings
         metrics = Metrics(self.pipeline.counters, self.writer, self.store.size_bytes, self._ok)
         self.writer.listeners += [self.hub.committed, metrics.committed]
+        self.traces = otlp.attach(settings, self.store, self.writer, metrics.registry)
         self.writer.start()
         self.pipeline.start()
         recorder = Recorder(
@@ -137,6 +139,8 @@ class Sidecar:
             task.cancel()
         await self.pipeline.close()
         await self.writer.close()
+        if self.traces is not None:  # after the writer: the last runs it committed go out too
+            await self.traces.close()
         try:
             await self.store.interrupt_open(now())
         except Exception as e:  # the database is unavailable: the next start ends them

@@ -38,6 +38,7 @@ class Route:
     status: int = 200
     content_type: str = "application/json"
     errors: tuple[int, ...] = (400, 401)
+    alternatives: tuple[dict[str, Any], ...] = ()  # other shapes of the same answer (a query picks)
 
 
 def _parameters(route: Route) -> list[dict[str, Any]]:
@@ -70,9 +71,10 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
 def _responses(route: Route) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": "OK" if route.status == 200 else "done"}
     if route.response is not None:
-        ok["content"] = {
-            route.content_type: {"schema": {"$ref": f"#/components/schemas/{route.response.__name__}"}}
-        }
+        schema: dict[str, Any] = {"$ref": f"#/components/schemas/{route.response.__name__}"}
+        if route.alternatives:
+            schema = {"anyOf": [schema, *route.alternatives]}
+        ok["content"] = {route.content_type: {"schema": schema}}
     elif route.status != 204:  # a JSON document without a model of its own (this one) or text
         kind = "object" if route.content_type == "application/json" else "string"
         ok["content"] = {route.content_type: {"schema": {"type": kind}}}

@@ -211,6 +211,19 @@ class Settings(BaseSettings):
             repeatable=True,
         ),
     ] = []
+    otlp_endpoint: Annotated[
+        str | None,
+        Flag(
+            "--otlp-endpoint",
+            "push finished runs as OpenTelemetry traces to this collector (OTLP/HTTP base URL)",
+            "URL",
+            default="unset (or OTEL_EXPORTER_OTLP_ENDPOINT)",
+        ),
+    ] = None
+    otlp_content: Annotated[bool, Flag("--otlp-content", "include message content in exported spans")] = False
+    otlp_retry_seconds: Annotated[
+        float, Flag("--otlp-retry-seconds", "retry an export this long, then drop its runs", "SECONDS")
+    ] = Field(300.0, gt=0)
 
     @field_validator("proxy_addr", "api_addr", mode="before")
     @classmethod
@@ -254,6 +267,14 @@ class Settings(BaseSettings):
             if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
                 raise ValueError(f"expected an origin such as https://dash.example.com, or *, got {origin!r}")
         return [o.rstrip("/") for o in origins]
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp(cls, value: str | None) -> str | None:
+        parts = urlsplit(value or "")
+        if value is not None and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError(f"expected an http(s) URL such as http://127.0.0.1:4318, got {value!r}")
+        return value
 
     @field_validator("reverse", mode="before")
     @classmethod
