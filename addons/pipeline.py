@@ -18,7 +18,7 @@ from typing import Any
 from addons import redact
 from addons.classify import Classifier
 from addons.cost import Prices
-from addons.decoding import request_body
+from addons.decoding import binary, is_text, request_body
 from addons.exchange import Exchange
 from addons.grouping import Lookup, StepRef
 from addons.normalized import Error, Request, Response
@@ -251,9 +251,7 @@ class Pipeline:
             attempt.response_bytes = capture.size
             if capture.first_byte_at is not None:
                 attempt.ttfb_ms = round((capture.first_byte_at - ex.started_at) * 1000, 3)
-            text = (
-                capture.body.decode("utf-8", "replace") if _is_text(capture.body) else _binary(capture.body)
-            )
+            text = capture.body.decode("utf-8", "replace") if is_text(capture.body) else binary(capture.body)
             body.response_body = text
             body.response_truncated = capture.truncated
         response_dump = _dump(response) if response is not None else None
@@ -263,18 +261,6 @@ class Pipeline:
 
 
 # ---- helpers: plain functions over bytes and models ---------------------------------------------
-
-
-def _is_text(data: bytes) -> bool:
-    try:
-        data[:4096].decode("utf-8")
-    except UnicodeDecodeError as e:
-        return e.start > 4090  # cut inside a character at the sample's end
-    return b"\x00" not in data[:4096]
-
-
-def _binary(data: bytes) -> str:
-    return f"[{len(data)} bytes of binary data, not stored]"
 
 
 def _parse_request(ex: Exchange, raw: bytes) -> tuple[Request | None, str | None]:

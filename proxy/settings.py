@@ -284,30 +284,12 @@ class Settings(BaseSettings):
     @field_validator("profiles", mode="before")
     @classmethod
     def _profiles(cls, value: Any) -> list[Path]:
-        paths = [Path(p).expanduser() for p in _split(value)]
-        for path in paths:
-            try:
-                ProfileFile.model_validate_json(path.read_bytes())
-            except OSError as e:
-                raise ValueError(f"cannot read {str(path)!r}: {e.strerror}") from None
-            except ValueError as e:
-                first = str(e).splitlines()[1:3]
-                raise ValueError(f"{str(path)!r} is not a profiles file: {' '.join(first)}") from None
-        return paths
+        return _json_files(value, ProfileFile, "a profiles file")
 
     @field_validator("prices", mode="before")
     @classmethod
     def _prices(cls, value: Any) -> list[Path]:
-        paths = [Path(p).expanduser() for p in _split(value)]
-        for path in paths:
-            try:
-                PriceFile.model_validate_json(path.read_bytes())
-            except OSError as e:
-                raise ValueError(f"cannot read {str(path)!r}: {e.strerror}") from None
-            except ValueError as e:
-                first = str(e).splitlines()[1:3]
-                raise ValueError(f"{str(path)!r} is not a prices file: {' '.join(first)}") from None
-        return paths
+        return _json_files(value, PriceFile, "a prices file")
 
     @field_validator("database")
     @classmethod
@@ -359,6 +341,20 @@ class Settings(BaseSettings):
     @property
     def token(self) -> str | None:
         return self.api_token.get_secret_value() if self.api_token is not None else None
+
+
+def _json_files(value: Any, model: type[BaseModel], what: str) -> list[Path]:
+    """Paths to JSON files that must hold `model`, checked at start-up, one line if not."""
+    paths = [Path(p).expanduser() for p in _split(value)]
+    for path in paths:
+        try:
+            model.model_validate_json(path.read_bytes())
+        except OSError as e:
+            raise ValueError(f"cannot read {str(path)!r}: {e.strerror}") from None
+        except ValueError as e:
+            first = str(e).splitlines()[1:3]
+            raise ValueError(f"{str(path)!r} is not {what}: {' '.join(first)}") from None
+    return paths
 
 
 def flags() -> dict[str, Flag]:

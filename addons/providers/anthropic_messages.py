@@ -38,11 +38,11 @@ from addons.providers.base import (
     other_part,
     parse_arguments,
     reasoning_part,
-    role_of,
     schema_signal,
     stream_error,
     text_part,
     usage,
+    wire_messages,
 )
 from addons.providers.framing import SseDecoder
 
@@ -72,16 +72,8 @@ class AnthropicMessages:
         if not isinstance(body, dict):
             raise ParseError("a messages request must be an object")
         limit = call.text_limit
-        messages = []
-        for raw in as_list(body.get("messages"), "`messages`"):
-            if not isinstance(raw, dict):
-                messages.append(Message(role="user", parts=[other_part(raw)]))
-                continue
-            # a `system` message mid-conversation (Claude Code's agent list) stays in its place
-            role, raw_role = role_of(raw.get("role"), ROLES)
-            for message in _messages(role, raw.get("content"), limit):
-                message.raw_role = raw_role
-                messages.append(message)
+        # a `system` message mid-conversation (Claude Code's agent list) stays in its place
+        messages = wire_messages(body.get("messages"), ROLES, lambda role, c: _messages(role, c, limit))
         options = {k: body[k] for k in OPTIONS if body.get(k) is not None}
         if body.get("max_tokens") is not None:
             options["max_output_tokens"] = body["max_tokens"]

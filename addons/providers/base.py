@@ -131,6 +131,23 @@ def role_of(raw: Any, known: dict[str, Role]) -> tuple[Role, str | None]:
     return "user", str(raw) if raw is not None else None
 
 
+def wire_messages(
+    raw_messages: Any, roles: dict[str, Role], convert: Callable[[Role, Any], list[Message]]
+) -> list[Message]:
+    """`{role, content}` wire messages as ours, each kept in its place whatever its role (a
+    `system` message mid-conversation stays a system message; an unknown role is kept)."""
+    messages: list[Message] = []
+    for raw in as_list(raw_messages, "`messages`"):
+        if not isinstance(raw, dict):
+            messages.append(Message(role="user", parts=[other_part(raw)]))
+            continue
+        role, raw_role = role_of(raw.get("role"), roles)
+        for message in convert(role, raw.get("content")):
+            message.raw_role = raw_role
+            messages.append(message)
+    return messages
+
+
 def as_list(value: Any, what: str) -> list[Any]:
     """A list the wire format promises; anything else is noted and read as empty."""
     if isinstance(value, list):

@@ -36,11 +36,11 @@ from addons.providers.base import (
     other_part,
     parse_arguments,
     reasoning_part,
-    role_of,
     stream_error,
     text_part,
     tool_turn_first,
     usage,
+    wire_messages,
 )
 from addons.providers.framing import EventStreamDecoder, EventStreamMessage
 
@@ -81,15 +81,7 @@ class BedrockConverse:
         if not isinstance(body, dict):
             raise ParseError("a converse request must be an object")
         limit = call.text_limit
-        messages: list[Message] = []
-        for raw in as_list(body.get("messages"), "`messages`"):
-            if not isinstance(raw, dict):
-                messages.append(Message(role="user", parts=[other_part(raw)]))
-                continue
-            role, raw_role = role_of(raw.get("role"), ROLES)
-            for message in _messages(role, raw.get("content"), limit):
-                message.raw_role = raw_role
-                messages.append(message)
+        messages = wire_messages(body.get("messages"), ROLES, lambda role, c: _messages(role, c, limit))
         config = body.get("inferenceConfig") or {}
         options: dict[str, Any] = {}
         for key, option in (("maxTokens", "max_output_tokens"), ("temperature", "temperature"),
