@@ -115,6 +115,7 @@ class Grouper:
         # and the first turn it quotes within `orphan_ttl` claims it (sessions that begin alike
         # quote the same words: the nearest turn, not the oldest, is the one it serves)
         self.orphans: Index[str] = Index(500, orphan_ttl)
+        self.conversations: Index[bool] = Index(max_entries, ttl)  # conversations that have runs
 
     # ---- questions -------------------------------------------------------------------------
 
@@ -246,7 +247,7 @@ class Grouper:
     def expire(self) -> None:
         now = self.clock()
         indexes = (self.requests, self.responses, self.calls, self.replies)
-        for index in (*indexes, self.prompts, self.summaries, self.orphans):
+        for index in (*indexes, self.prompts, self.summaries, self.orphans, self.conversations):
             index.expire(now)
 
 

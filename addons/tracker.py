@@ -185,6 +185,8 @@ class Tracker:
         api, provider, endpoint = where
         side = classification.kind in SIDE_KINDS
         quoted = self.index.quoted_prompt(request) if request is not None and side else None
+        if quoted is not None and self._known_session(request):
+            quoted = None  # a side call in a session we know is that session's, whatever it quotes
         conversation, source = self._conversation(request, classification, found, hints, quoted)
         forced = hints.get("x-chatdebug-run", "")
         row = RunRow(
@@ -211,8 +213,17 @@ class Tracker:
         if request is not None and classification.kind == "chat_turn":
             for waiting in self.index.learn_prompts([row.prompt, row.first_message], conversation):
                 self._join(waiting, conversation)
-        elif request is not None and side and (source != "continuation" or quoted is not None):
+        elif (
+            request is not None
+            and side
+            and (
+                quoted is not None
+                or source == "derived"
+                or (source == "client_session" and not self._known_session(request))
+            )
+        ):
             self.index.learn_orphan(row.id, request)  # the turn it serves may come next
+        self.index.conversations.put(conversation, True, self.clock())
         return run
 
     def _conversation(
@@ -241,6 +252,12 @@ class Tracker:
         if request is not None and (continued := self.index.summary_continued(request)):
             return continued, "continuation"
         return new_id("conv_"), "derived"
+
+    def _known_session(self, request: Request | None) -> bool:
+        """The session id the request states is one this proxy has seen runs in (a temporary
+        thread a title runs in is not)."""
+        sessions = request.signals.session_ids if request is not None else []
+        return bool(sessions) and self.index.conversations.get(sessions[0].value) is not None
 
     def _open_loop(self, conversation: str) -> RunState | None:
         """The conversation's chat turn still waiting for its next model call (a tool loop)."""
