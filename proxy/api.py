@@ -17,13 +17,14 @@ from aiohttp_sse import sse_response
 from pydantic import BaseModel, ValidationError
 
 from proxy import api_models as m
+from proxy import viewer
 from proxy.events import EventHub
 from proxy.openapi import Route, document
 from storage.base import RunFilter, Store, StoreUnavailable
 from storage.records import timestamp
 
 PREFIX = "/api/v1"
-OPEN_PATHS = ("/healthz", "/readyz", "/ca.pem", "/openapi.json")
+OPEN_PATHS = ("/healthz", "/readyz", "/ca.pem", "/openapi.json", *viewer.OPEN_PATHS)
 VERSION = "0.1.0"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -112,6 +113,8 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if token is None or request.path in OPEN_PATHS or request.method == "OPTIONS":
         return await handler(request)
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if not scheme and viewer.COOKIE in request.cookies:  # the viewer's pages, and the calls they make
+        scheme, value = "bearer", request.cookies[viewer.COOKIE]
     if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
         raise ApiError(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer ...)")
     return await handler(request)
@@ -370,4 +373,5 @@ def make_app(ctx: ApiContext) -> web.Application:
     app[CTX] = ctx
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
+    viewer.add_routes(app)
     return app
