@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from proxy import terminal
 from proxy.app import serve
 from proxy.mitm import ProxyStartError
 from proxy.settings import Settings
@@ -100,8 +101,12 @@ def describe(error: ValidationError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # the commands for people at a terminal (runs, show, tail, export) live in proxy.terminal
+    if argv and argv[0] in terminal.COMMANDS:
+        return terminal.main(argv)
     try:
-        settings = load_settings(sys.argv[1:] if argv is None else argv)
+        settings = load_settings(argv)
     except ValidationError as e:
         print(describe(e), file=sys.stderr)
         return 2
