@@ -65,6 +65,8 @@ def money(value: float | None) -> str:
         return "-"
     if value == 0:
         return "$0"
+    if value < 0.0001:
+        return "<$0.0001"
     return f"${value:.4f}" if value < 1 else f"${value:.2f}"
 
 
