@@ -13,11 +13,14 @@ COPY pyproject.toml README.md ./
 COPY proxy ./proxy
 COPY addons ./addons
 COPY storage ./storage
+# /ca is where compose's publish-ca puts the CA certificate for clients: a volume of its own,
+# so no client mounts /data (the database, the spool, the CA's key).
 RUN pip install . \
- && useradd --system --uid 10001 --home-dir /data --create-home chatdebug
+ && useradd --system --uid 10001 --home-dir /data --create-home chatdebug \
+ && install -d -o chatdebug -g chatdebug -m 0755 /ca
 
 USER chatdebug
-# /data holds the database; /data/conf the CA (clients trust /data/conf/ca.pem; the key stays 0600).
+# /data holds the database and spool (0600); /data/conf the CA (its key 0600, ca.pem public).
 VOLUME ["/data"]
 ENV CHATDEBUG_PROXY_ADDR=0.0.0.0:8080 \
     CHATDEBUG_API_ADDR=0.0.0.0:8081 \

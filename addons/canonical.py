@@ -17,13 +17,14 @@ from typing import Any
 import orjson
 
 from addons.normalized import MediaPart, Message, TextPart, ToolCallPart, ToolResultPart
+from addons.providers.base import ParseError, loads
 
 
 def _json(value: Any) -> Any:
     if isinstance(value, str):
         try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError:
+            value = loads(value)  # cut where too deep to write back
+        except ParseError:
             return value.strip()
     return value
 

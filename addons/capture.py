@@ -7,59 +7,23 @@ guard that callable (an exception there silently drops the chunk), so the tap ne
 from __future__ import annotations
 
 import time
-import zlib
-from collections.abc import Callable
 
-import brotli
-
+from addons.decoding import CHUNK_SECONDS, RESPONSE_BUDGET, BodyDecoder, decodable
 from addons.normalized import Response
 from addons.providers.base import ResponseParser
 
-try:  # the same zstd module mitmproxy itself uses
-    from compression import zstd  # type: ignore[import-not-found]
-except ImportError:
-    from backports import zstd  # type: ignore[no-redef]
-
-Decoder = Callable[[bytes], bytes]
-
-
-def incremental_decoder(encoding: str) -> Decoder | None:
-    """A chunk-by-chunk decoder for a Content-Encoding; None for identity or unknown codings."""
-    encoding = encoding.strip().lower()
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(47).decompress  # 47: gzip or zlib header, auto-detected
-    if encoding == "deflate":
-        return _Deflate().decompress
-    if encoding == "br":
-        return brotli.Decompressor().process
-    if encoding == "zstd":
-        return zstd.ZstdDecompressor().decompress
-    return None
-
-
-class _Deflate:
-    """`deflate` is zlib-wrapped by the RFC, raw in practice from some servers: try both."""
-
-    def __init__(self) -> None:
-        self._obj = zlib.decompressobj()
-        self._started = False
-
-    def decompress(self, data: bytes) -> bytes:
-        if not self._started:
-            self._started = True
-            try:
-                return self._obj.decompress(data)
-            except zlib.error:
-                self._obj = zlib.decompressobj(-15)
-        return self._obj.decompress(data)
-
 
 class Capture:
-    """Bounded copy of a response body, fed to the API's parser as it arrives."""
+    """Bounded copy of a response body, fed to the API's parser as it arrives.
+
+    A compressed body is decoded within the bounds of `BodyDecoder`: at most a few times the
+    capture limit (64 MiB at least) in all, and in pieces whose parsing is timed too. Past them
+    the parser is given nothing more and the attempt records why; the client gets every byte.
+    """
 
     __slots__ = (
         "_chunks",
-        "_decode",
+        "_decoder",
         "_parser",
         "encoding",
         "fault",
@@ -67,13 +31,15 @@ class Capture:
         "kept",
         "limit",
         "size",
+        "stopped",
         "truncated",
     )
 
     def __init__(self, parser: ResponseParser, encoding: str, limit: int) -> None:
         self._parser = parser
         self.encoding = encoding
-        self._decode = incremental_decoder(encoding) if encoding else None
+        budget = max(RESPONSE_BUDGET, 4 * limit)
+        self._decoder = BodyDecoder(encoding, budget) if encoding and decodable(encoding) else None
         self.limit = limit
         self._chunks: list[bytes] = []
         self.kept = 0
@@ -81,6 +47,7 @@ class Capture:
         self.truncated = False
         self.first_byte_at: float | None = None
         self.fault: str | None = None  # why recording (not the traffic) went wrong
+        self.stopped = False  # the parser was given no more of the body
 
     def tap(self, data: bytes) -> bytes:
         if data:
@@ -94,8 +61,26 @@ class Capture:
         if self.first_byte_at is None:
             self.first_byte_at = time.time()
         self.size += len(data)
-        if self._decode is not None:
-            data = self._decode(data)
+        decoder = self._decoder
+        if decoder is None:
+            self._use(data)
+            return
+        if self.stopped:
+            return
+        deadline = time.thread_time() + CHUNK_SECONDS
+        for piece in decoder.feed(data):
+            if time.thread_time() > deadline:  # and there is more: one piece is always taken
+                decoder.stop(f"cost over {CHUNK_SECONDS:g} s of CPU to decode and parse one chunk")
+                break
+            self._use(piece)
+        if decoder.stopped is not None:
+            self.stopped = self.truncated = True
+            self.fault = self.fault or (
+                f"the {decoder.encoding} response {decoder.stopped}: "
+                "recording stopped there, the stream passed untouched"
+            )
+
+    def _use(self, data: bytes) -> None:
         if self.kept < self.limit:
             piece = data[: self.limit - self.kept]
             self._chunks.append(piece)
@@ -112,6 +97,10 @@ class Capture:
     def result(self) -> Response:
         response = self._parser.finish()
         self.fault = self.fault or getattr(self._parser, "fault", None)  # input the parser skipped
+        if self.stopped:
+            # the parser never saw the body's end, so a missing terminal event says nothing
+            # about the stream; the fault says what happened to the recording
+            response.complete = True
         return response
 
 

@@ -26,6 +26,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from addons.normalized import Message, Request, TextPart, ToolCallPart, ToolResultPart
+from addons.prompts import user_words
 
 Kind = Literal["chat_turn", "compaction", "title_generation", "quickgen", "unknown"]
 KINDS: tuple[str, ...] = ("chat_turn", "compaction", "title_generation", "quickgen", "unknown")
@@ -109,7 +110,13 @@ class Facts:
 
     @cached_property
     def last_user_ends(self) -> list[str]:
-        return [_ends(t) for t in self.last_user[:20]]
+        """The final message's instructions as the rules read them: each block's ends, without the
+        application's tagged boilerplate (a `<command-name>/compact</command-name>` echo asks nothing)."""
+        if not self.conversation or self.conversation[-1].role not in ("user", "tool"):
+            return []
+        texts = [fold(w) for t in _texts(self.conversation[-1]) if (w := user_words(t))]
+        joined = [*texts, " ".join(texts)] if len(texts) > 1 else texts
+        return [_ends(t) for t in joined[:20]]
 
     @cached_property
     def tool_names(self) -> set[str]:

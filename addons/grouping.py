@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from addons.canonical import chain, digest
 from addons.classify import fold
@@ -26,6 +27,7 @@ from addons.normalized import Message, Request, Response, TextPart, ToolCallPart
 
 MIN_LINK_TEXT = 8  # shorter prompts ("hi") are too common to link a side call by
 SUMMARY_SLICE = 120  # characters of a summary that must reappear to continue its conversation
+MIN_SUMMARY = 40  # shorter "summaries" are phrases any conversation may hold
 MAX_SCANNED = 50_000  # characters of a side call searched for a quoted prompt
 
 
@@ -81,6 +83,7 @@ class Lookup:
 
     conversation: list[Message]  # the request's messages without system ones
     full_hash: str
+    hashes: list[str]  # of every prefix of `conversation`
     same: StepRef | None = None  # an identical request
     previous: StepRef | None = None  # the step whose response `previous_response_id` names
     prefix: StepRef | None = None  # the longest known request this one extends
@@ -98,16 +101,20 @@ class Grouper:
         *,
         ttl: float = 3600.0,
         max_entries: int = 100_000,
-        orphan_ttl: float = 120.0,
+        orphan_ttl: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.clock = clock
         self.requests: Index[StepRef] = Index(max_entries, ttl)  # request hash -> its step
         self.responses: Index[StepRef] = Index(max_entries, ttl)  # provider response id -> step
         self.calls: Index[StepRef] = Index(max_entries, ttl)  # tool call id -> step that made it
+        self.replies: Index[StepRef] = Index(max_entries, ttl)  # a response's text, hashed -> its step
         self.prompts: Index[str] = Index(2_000, ttl)  # folded prompt -> conversation id
         self.summaries: Index[str] = Index(500, ttl)  # slice of a compaction summary -> conversation
-        self.orphans: Index[str] = Index(500, orphan_ttl)  # side-call run id -> its folded text
+        # side-call run id -> its folded text: a side call is sent just before or after its turn,
+        # and the first turn it quotes within `orphan_ttl` claims it (sessions that begin alike
+        # quote the same words: the nearest turn, not the oldest, is the one it serves)
+        self.orphans: Index[str] = Index(500, orphan_ttl)
 
     # ---- questions -------------------------------------------------------------------------
 
@@ -115,7 +122,7 @@ class Grouper:
         conversation = [m for m in request.messages if m.role != "system"]
         seed = digest(request.api.encode(), (request.system or "").encode())
         hashes = chain(conversation, seed=seed)
-        found = Lookup(conversation, hashes[-1] if hashes else digest(b"empty", seed.encode()))
+        found = Lookup(conversation, hashes[-1] if hashes else digest(b"empty", seed.encode()), hashes)
         if hashes:
             found.same = self.requests.get(hashes[-1])
         if previous := request.signals.previous_response_id:
@@ -127,7 +134,35 @@ class Grouper:
                 break
         if found.continues is None and (ref := self._answered(conversation)):
             found.answers, found.rest = ref, trailing_turn(conversation)
+        if found.continues is None:
+            found.answers, found.rest = self._replied(conversation)
         return found
+
+    def _replied(self, messages: list[Message]) -> tuple[StepRef | None, list[Message] | None]:
+        """A history that carries a step's reply, though not that step's request (Gemini CLI's
+        second compression pass drops the instruction the first one answered)."""
+        seen = 0
+        for i in range(len(messages) - 1, -1, -1):
+            if messages[i].role != "assistant":
+                continue
+            if ref := self.replies.get(_reply_key(messages[i].parts)):
+                return ref, messages[i + 1 :]
+            seen += 1
+            if seen == 2:
+                break
+        return None, None
+
+    @staticmethod
+    def unknown_history(found: Lookup) -> bool:
+        """A request carrying a history this index does not know (after a restart, or one that
+        left through another replica): the store may know it."""
+        return found.same is None and found.continues is None and len(found.conversation) >= 2
+
+    def learn_stored(self, found: list[tuple[str, StepRef]]) -> None:
+        """Steps the store knows, by request hash or response id (`resp:` keys)."""
+        for key, ref in found:
+            index = self.responses if key.startswith("resp:") else self.requests
+            index.put(key.removeprefix("resp:"), ref, ref.seen)
 
     def _answered(self, messages: list[Message]) -> StepRef | None:
         for message in reversed(messages):
@@ -171,6 +206,9 @@ class Grouper:
             ref.seen = now
             if response.id:
                 self.responses.put(response.id, ref, now)
+            text = sum(len(p.text.strip()) for p in response.content if isinstance(p, TextPart))
+            if text >= MIN_SUMMARY:  # "Done." is what any conversation may hold
+                self.replies.put(_reply_key(response.content), ref, now)
             for part in response.content:
                 if isinstance(part, ToolCallPart) and part.id:
                     self.calls.put(part.id, ref, now)
@@ -180,6 +218,8 @@ class Grouper:
                 middle = len(summary) // 2
                 for start in (0, middle, len(summary) - SUMMARY_SLICE):
                     self.summaries.put(summary[start : start + SUMMARY_SLICE], summary_of, now)
+            elif len(summary) >= MIN_SUMMARY:  # short enough to look for whole
+                self.summaries.put(summary, summary_of, now)
 
     def learn_prompts(self, prompts: list[str | None], conversation: str | None) -> list[str]:
         """A chat turn's prompt and its conversation's first message; returns the side calls
@@ -205,11 +245,18 @@ class Grouper:
 
     def expire(self) -> None:
         now = self.clock()
-        for index in (self.requests, self.responses, self.calls, self.prompts, self.summaries, self.orphans):
+        indexes = (self.requests, self.responses, self.calls, self.replies)
+        for index in (*indexes, self.prompts, self.summaries, self.orphans):
             index.expire(now)
 
 
 # ---- plain functions ------------------------------------------------------------------------------
+
+
+def _reply_key(parts: list[Any]) -> str:
+    """A reply by its text alone: how a client sends it back matters not (blocks, whitespace)."""
+    text = "\n".join(p.text.strip() for p in parts if isinstance(p, TextPart) and p.text.strip())
+    return digest(b"reply", text.encode())
 
 
 def texts_of(message: Message) -> list[str]:

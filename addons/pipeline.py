@@ -10,25 +10,26 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-from mitmproxy.net.encoding import decode as decode_body
 
 from addons import redact
 from addons.classify import Classifier
 from addons.cost import Prices
+from addons.decoding import request_body
 from addons.exchange import Exchange
+from addons.grouping import Lookup, StepRef
 from addons.normalized import Error, Request, Response
 from addons.outcome import Outcome, decide
 from addons.providers.base import ParseError, cap_request_texts, loads
-from addons.tracker import Tracker
+from addons.tracker import RUN_ID, Tracker
 from storage.records import AttemptRow, Row, timestamp
 
 log = logging.getLogger(__name__)
 
 _UNLIMITED = 1 << 62
+MAX_RECALLED = 200  # prefix hashes of one request looked up in the store (its newest history)
 
 
 @dataclasses.dataclass(slots=True)
@@ -38,6 +39,17 @@ class Counters:
     failed: int = 0  # exchanges we could not turn into rows (a bug, counted not raised)
     dropped: int = 0  # exchanges that found the queue full
     hook_errors: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class _Read:
+    """A request as read off its exchange, before it is placed."""
+
+    request: Request | None
+    fault: str | None
+    secrets: set[str]
+    body_text: str
+    truncated: bool
 
 
 class Pipeline:
@@ -51,8 +63,12 @@ class Pipeline:
         tick_seconds: float = 1.0,
         profiles: list[Path] | tuple[Path, ...] = (),
         prices: list[Path] | tuple[Path, ...] = (),
+        recall: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
+        history: Callable[[list[str], str | None], Awaitable[list[dict[str, Any]]]] | None = None,
     ) -> None:
         self.submit = submit
+        self.recall = recall  # a stored run by id, for runs named again after memory let them go
+        self.history = history  # stored steps by request hash, for histories memory does not know
         self.classifier = Classifier(profiles)
         self.tracker = Tracker(
             submit, retry_window=retry_window, stale_after=stale_after, prices=Prices(prices)
@@ -109,7 +125,10 @@ class Pipeline:
             kind, exchange = await self._queue.get()
             try:
                 if kind == "start":
-                    self._start(exchange)
+                    await self._recall_forced_run(exchange)
+                    read = self._read(exchange)
+                    found = await self._lookup(read.request) if read.request is not None else None
+                    self._begin(exchange, read, found)
                 else:
                     self._finish(exchange)
             except Exception as e:
@@ -127,12 +146,58 @@ class Pipeline:
             except Exception:
                 log.exception("tracker tick failed")
 
+    async def _lookup(self, request: Request) -> Lookup:
+        """What memory knows of the request's history; the store is asked only when memory knows
+        nothing of a history the request carries (after a restart, or another replica's)."""
+        index = self.tracker.index
+        found = index.lookup(request)
+        if self.history is None or not index.unknown_history(found):
+            return found
+        previous = request.signals.previous_response_id
+        try:
+            stored = await self.history(found.hashes[-MAX_RECALLED:], previous)
+        except Exception as e:  # the store is away: the call is placed on what memory knows
+            log.warning("could not look up a request's history in the store: %s", e)
+            return found
+        now = self.tracker.clock()
+        refs = []
+        for s in stored:
+            ref = StepRef(s["run_id"], s["step_id"], s["conversation_id"], now)
+            if s["request_hash"]:
+                refs.append((s["request_hash"], ref))
+            if previous and s["response_id"] == previous:
+                refs.append((f"resp:{previous}", ref))
+        index.learn_stored(list(reversed(refs)))  # the newest last: it wins
+        return index.lookup(request)
+
+    async def _recall_forced_run(self, ex: Exchange) -> None:
+        run_id = ex.hints.get("x-chatdebug-run", "")
+        if self.recall is None or not RUN_ID.fullmatch(run_id) or run_id in self.tracker.runs:
+            return
+        try:
+            stored = await self.recall(run_id)
+        except Exception as e:  # the store is away: the run starts afresh in memory
+            log.warning("could not look up run %s in the store: %s", run_id, e)
+            return
+        if stored is not None:
+            self.tracker.resume(stored)
+
     # ---- one exchange -----------------------------------------------------------------------
 
     def _start(self, ex: Exchange) -> None:
+        """Read and begin an attempt on what memory knows (the consumer also asks the store)."""
+        self._begin(ex, self._read(ex), None)
+
+    def _read(self, ex: Exchange) -> _Read:
         secrets = redact.secret_values(ex.request_headers, ex.url)
-        raw, body_text, truncated = _body_text(ex.request_body, ex.request_encoding, ex.call.capture_limit)
-        request, fault = _parse_request(ex, raw)
+        decoded = request_body(ex.request_body, ex.request_encoding, ex.call.capture_limit)
+        body_text, truncated = decoded.text, decoded.truncated
+        request, fault = _parse_request(ex, decoded.data) if decoded.fault is None else (None, decoded.fault)
+        return _Read(request, fault, secrets, body_text, truncated)
+
+    def _begin(self, ex: Exchange, read: _Read, found: Lookup | None) -> None:
+        request, fault, secrets = read.request, read.fault, read.secrets
+        body_text, truncated = read.body_text, read.truncated
         classification = self.classifier.classify(request, ex.call.path, ex.hints)
         request_dump = _dump(cap_request_texts(request, ex.call.text_limit), secrets) if request else None
         attempt = AttemptRow(
@@ -154,6 +219,7 @@ class Pipeline:
             started_at=ex.started_at,
             hints=ex.hints,
             request_dump=request_dump,
+            found=found,
         )
         flight.secrets, flight.fault = secrets, fault
         flight.streamed = bool(request and request.stream)
@@ -199,19 +265,6 @@ class Pipeline:
 
 
 # ---- helpers: plain functions over bytes and models ---------------------------------------------
-
-
-def _body_text(raw: bytes, encoding: str, limit: int) -> tuple[bytes, str, bool]:
-    """The decoded body, and its text as stored (capped; binary described, not kept)."""
-    decoded = raw
-    if encoding and encoding.lower() not in ("identity", "none"):
-        try:
-            decoded = decode_body(raw, encoding.lower())  # type: ignore[assignment]
-        except (ValueError, TypeError):
-            decoded = raw
-    kept = decoded[:limit]
-    text = kept.decode("utf-8", "replace") if _is_text(kept) else _binary(decoded)
-    return decoded, text, len(decoded) > limit
 
 
 def _is_text(data: bytes) -> bool:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from mitmproxy import http
 
 from addons.capture import Capture, RequestTee
+from addons.decoding import MAX_PARSE_BYTES
 from addons.exchange import Exchange
 from addons.hosts import provider_for_host
 from addons.providers.base import DEFAULT_CAPTURE_LIMIT, DEFAULT_TEXT_LIMIT, Call
@@ -26,9 +27,6 @@ log = logging.getLogger(__name__)
 HINT_PREFIX = "x-chatdebug-"
 _KEY = "chatdebug"
 _TEE = "chatdebug-request"
-# Request bodies past this are passed on but not parsed for recording: parsing runs on the
-# proxy's one event loop, and real requests, long histories included, stay far below it.
-MAX_PARSE_BYTES = 16 << 20
 MAX_HINT = 200  # characters of an X-Chatdebug-* value: longer ones are ignored, never stored as ids
 
 
@@ -79,7 +77,8 @@ class Recorder:
         api = find_api(request.method, path)
         if api is not None:
             flow.metadata[_KEY] = (api, path, hints)
-            # the body goes on to the provider as it arrives, and a bounded copy stays with us
+            # the body goes on to the provider as it arrives, and a bounded copy stays with us:
+            # as sent, so a compressed body is kept up to the limit its decoded form has too
             tee = RequestTee(MAX_PARSE_BYTES, head=self.capture_limit)
             flow.metadata[_TEE] = tee
             request.stream = tee.tap

@@ -1,64 +1,545 @@
-"""Secrets never reach storage: headers, URLs, JSON fields and text are scrubbed here."""
+"""Secrets never reach storage, the spool, events or logs.
+
+One vocabulary (`is_credential`) says which names hold credentials: headers, query parameters
+and JSON fields alike. One `Redactor` is the choke point every row passes on its way to the
+writer (`Redactor.wrap(writer.submit)`) and every log record passes (`install_log_redaction`):
+it scrubs every string of a row, at any depth, of
+
+- credential values seen in requests (a bounded set of the most recent, see `Learned`),
+- key-shaped strings (`sk-...`, `AIza...`, `Bearer ...`),
+- credential-named JSON fields, decoded or inside text (escaped names, any nesting level,
+  list and object values, truncated bodies),
+- credential query parameters and user-info of any URL in a string.
+
+Every pass is guarded by substring tests (C speed) on the row's one orjson dump, so a row
+without a hint of a secret costs one dump and a handful of `in` checks.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import dataclasses
+import logging
 import re
-from collections.abc import Iterable
-from functools import cache
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
 import orjson
 
+from storage.records import AttemptRow, Row, dumps, names
+
 REDACTED = "[REDACTED]"
+log = logging.getLogger(__name__)
 
-_SECRET_HEADERS = {
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-amz-security-token",
-}
-_SECRET_HEADER_WORDS = ("key", "token", "secret", "auth")
-_RATE_LIMIT = re.compile(r"rate-?limit", re.IGNORECASE)
+# ---- the vocabulary: which names hold credentials ------------------------------------------------
 
-_SECRET_PARAMS = {
-    "key", "apikey", "token", "accesstoken", "authtoken", "secret", "clientsecret", "password",
-    "sig", "signature", "code", "xamzsignature", "xamzcredential", "xamzsecuritytoken",
-}  # fmt: skip
-_SECRET_FIELDS = {
-    "apikey", "xapikey", "password", "passwd", "secret", "token", "accesstoken", "refreshtoken",
-    "idtoken", "sessiontoken", "authtoken", "bearertoken", "clientsecret", "privatekey",
-    "secretkey", "accesskey", "secretaccesskey", "authorization", "auth", "credentials", "cookie",
-}  # fmt: skip
-_SECRET_FIELD_ENDINGS = ("apikey", "password", "secret", "accesstoken", "privatekey", "secretkey")
+# A name is split into words (snake, kebab, camel case); one credential word makes it a credential.
+_CREDENTIAL_WORDS = frozenset({
+    "key", "apikey", "token", "secret", "auth", "oauth", "authorization", "password", "passwd",
+    "pwd", "passphrase", "credential", "credentials", "cookie", "bearer",
+})  # fmt: skip
+# Glued compounds: xapikey, authtoken, clientsecret, privatekey, sessiontoken...
+_CREDENTIAL_ENDINGS = ("key", "token", "secret", "password", "passwd", "credential", "credentials",
+                       "cookie")  # fmt: skip
+# Signed URLs and SigV4 headers carry one-time signatures; in a JSON body `signature` and
+# `thoughtSignature` are the providers' reasoning signatures, which a replay needs: not redacted.
+_URL_CREDENTIAL_WORDS = frozenset({"signature", "sig"})
+_NOT_CREDENTIAL_WORDS = frozenset({"monkey", "turkey", "hockey", "whiskey", "jockey", "donkey"})
+# Words that make the credential word next to them a count, limit or cache id: max_tokens,
+# promptTokenCount, x-ratelimit-remaining-tokens, budget_tokens, prompt_cache_key, token_type.
+_HARMLESS_WORDS = frozenset({
+    "count", "counts", "limit", "limits", "ratelimit", "remaining", "reset", "usage", "details",
+    "budget", "max", "min", "type", "cache", "idempotency", "sort", "partition", "primary", "public",
+})  # fmt: skip
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 
-# Key formats of the providers we see; also catches the masked keys error messages echo back.
+
+def is_credential(name: str, *, in_url: bool = True) -> bool:
+    """A header or query parameter name (`in_url`), or a JSON field name, that holds a credential.
+
+    A harmless word only counts next to the credential word it qualifies: `prompt_cache_key` is
+    an id, `primary_private_key` is not."""
+    if len(name) > 256:  # names come from traffic: only short ones are worth keeping in the cache
+        return _is_credential.__wrapped__(name, in_url)
+    return _is_credential(name, in_url)
+
+
+@lru_cache(maxsize=8192)
+def _is_credential(name: str, in_url: bool) -> bool:
+    words = [w.lower() for w in _WORD.findall(name)]
+    for i, word in enumerate(words):
+        if not (
+            word in _CREDENTIAL_WORDS
+            or (in_url and word in _URL_CREDENTIAL_WORDS)
+            or (word.endswith(_CREDENTIAL_ENDINGS) and word not in _NOT_CREDENTIAL_WORDS)
+        ):
+            continue
+        if not _HARMLESS_WORDS.intersection(words[max(i - 1, 0) : i + 2]):
+            return True
+    return False
+
+
+def is_secret_field(name: str) -> bool:
+    return is_credential(name, in_url=False)
+
+
+is_secret_header = is_secret_param = is_credential
+
+# Substrings a credential name or an escaped one contains (lower case): the cheap pre-check.
+_NAME_HINTS = ("key", "token", "secret", "auth", "pass", "pwd", "credential", "cookie", "\\u00")
+_NAME_HINTS_B = tuple(h.encode() for h in _NAME_HINTS)
+
+# ---- key-shaped values ------------------------------------------------------------------------------
+
+# Key formats of the providers and services we see; also catches masked keys echoed in errors.
 _KEY_PATTERN = re.compile(
-    r"\b(?:sk-[A-Za-z0-9_*\-]{8,}|AIza[0-9A-Za-z_\-]{30,}|AKIA[0-9A-Z]{16}"
-    r"|(?:xai|gsk|hf|pplx|csk|fw)[-_][A-Za-z0-9]{20,})"
+    r"\b(?:sk-[A-Za-z0-9_*\-]{8,}|AIza[0-9A-Za-z_\-]{30,}|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}"
+    r"|(?:xai|gsk|hf|pplx|csk|fw|r8|nvapi|ghp|gho|ghu|ghs|ghr|github_pat|glpat|xox[abprs])[-_][A-Za-z0-9_\-]{20,}"
+    r"|eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,})"
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-]{8,}=*"
 )
+_KEY_HINTS = ("sk-", "AIza", "AKIA", "ASIA", "xai-", "gsk_", "hf_", "pplx-", "fw_", "r8_",
+              "nvapi-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox", "eyJ",
+              "earer", "EARER")  # fmt: skip
+_KEY_HINTS_B = tuple(h.encode() for h in _KEY_HINTS)
 
 
-def _squash(name: str) -> str:
-    return name.lower().replace("_", "").replace("-", "")
+def _has(text: str, hints: tuple[str, ...]) -> bool:
+    return any(h in text for h in hints)
 
 
-@cache
-def is_secret_header(name: str) -> bool:
-    lower = name.lower()
-    if lower in _SECRET_HEADERS:
-        return True
-    if _RATE_LIMIT.search(lower):
-        return False
-    return any(word in lower for word in _SECRET_HEADER_WORDS)
+# ---- learned credential values ------------------------------------------------------------------
 
 
-@cache
-def is_secret_field(name: str) -> bool:
-    squashed = _squash(name)
-    return squashed in _SECRET_FIELDS or squashed.endswith(_SECRET_FIELD_ENDINGS)
+class Learned:
+    """The credential values requests carried, most recent first, at most `size` of them.
+
+    Bounded because some credentials are new on every request (signed URLs, SigV4): an old key
+    falls out only after `size` newer ones, and a key in use is refreshed each time it is seen.
+    Readers use an immutable snapshot, so the writer and logging threads never see it change.
+    """
+
+    MIN_LENGTH = 8  # shorter values are too common to replace everywhere
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._values: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self.forms: tuple[str, ...] = ()  # each value as it appears in text: raw and URL-quoted
+        self.dumped: tuple[tuple[bytes, str], ...] = ()  # (as in an orjson dump, raw form)
+        self.generation = 0  # counts new values: what was clean before may not be now
+
+    def add(self, value: str) -> None:
+        value = value.strip()
+        if len(value) < self.MIN_LENGTH or REDACTED in value:
+            return
+        with self._lock:
+            if value in self._values:
+                self._values.move_to_end(value)
+                return
+            self._values[value] = None
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+            forms = dict.fromkeys(f for v in reversed(self._values) for f in (v, quote(v, safe="")))
+            self.forms = tuple(forms)
+            self.dumped = tuple((orjson.dumps(f)[1:-1], f) for f in forms)
+            self.generation += 1
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def _credential_pieces(value: str) -> list[str]:
+    """A credential header's value and the parts a text may quote alone: `Bearer <token>`,
+    `session=<id>; ...`, Basic's password, SigV4's key id (never its one-time signature)."""
+    pieces = [value]
+    scheme, _, rest = value.partition(" ")
+    if scheme.lower() == "basic":
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError, ValueError):
+            pieces.append(base64.b64decode(rest.strip(), validate=True).decode().partition(":")[2])
+    for part in re.split(r"[\s,;]+", rest if rest else value):
+        name, sep, tail = part.partition("=")
+        if sep and is_credential(name) and "sig" in name.lower():
+            continue  # a signature is good for one request and never echoed
+        pieces.append(tail if sep else part)
+    return pieces
+
+
+_SHORTEST = 5  # a shorter value holds no secret: learned ones have 8+ characters, `"k":1` 5
+_SMALL = 512  # shorter strings of a row are probed together
+_CLEAN_SIZE = 1024
+
+# ---- the choke point --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(slots=True)
+class _Passes:
+    """Which scrubs a value needs, decided once per row from its dump."""
+
+    secrets: tuple[str, ...]
+    keys: bool
+    fields: bool
+    urls: bool
+
+    def any(self) -> bool:
+        return bool(self.secrets) or self.keys or self.fields or self.urls
+
+
+class Redactor:
+    def __init__(self, learned: Learned | None = None) -> None:
+        self.learned = learned if learned is not None else LEARNED
+        self._clean: dict[tuple[int, int], None] = {}  # (length, hash) of values found clean
+        self._generation = self.learned.generation
+
+    # ---- learning ----
+
+    def learn(self, header_items: Iterable[tuple[str, str]], url: str = "") -> set[str]:
+        """Remember the credentials a request carries; returns them."""
+        found: set[str] = set()
+        for name, value in header_items:
+            if is_credential(name) and value != REDACTED:
+                found.update(_credential_pieces(value))
+        if url:
+            parts = urlsplit(url)
+            if parts.password:
+                found.add(unquote_plus(parts.password))
+            found.update(v for k, v in parse_qsl(parts.query, keep_blank_values=True) if _param_learnable(k))
+        found = {v for v in found if len(v.strip()) >= Learned.MIN_LENGTH and REDACTED not in v}
+        for value in found:
+            self.learned.add(value)
+        return found
+
+    # ---- rows ----
+
+    def wrap(self, submit: Callable[[Row], None]) -> Callable[[Row], None]:
+        """`submit`, with every row scrubbed on its way in."""
+
+        def redacted_submit(row: Row) -> None:
+            try:
+                clean = self.row(row)
+            except Exception:  # never an unscrubbed row: this one is lost, and said so
+                log.exception("could not redact a %s row; it is not recorded", row.table)
+                return
+            submit(clean)
+
+        return redacted_submit
+
+    def row[R: Row](self, row: R) -> R:
+        """The row with every string field scrubbed, at any depth; the same row when clean."""
+        if isinstance(row, AttemptRow):  # its request's credentials, before anything is scrubbed
+            self.learn(row.request_headers.items(), row.url)
+        changes = {}
+        small: dict[str, str] = {}  # ids, names, timestamps: one probe for all of them
+        for name in names(type(row)):
+            value = getattr(row, name)
+            if isinstance(value, str) and len(value) < _SMALL:
+                if len(value) >= _SHORTEST:
+                    small[name] = value
+            elif isinstance(value, str | dict | list) and value:
+                scrubbed = self._field(value)
+                if scrubbed is not value:
+                    changes[name] = scrubbed
+        if small:
+            probe = "\x00".join(small.values())
+            passes = self._passes(probe.encode("utf-8", "surrogatepass"), probe)
+            if passes.any():
+                for name, value in small.items():
+                    if (scrubbed := self._str(value, passes)) is not value:
+                        changes[name] = scrubbed
+        return dataclasses.replace(row, **changes) if changes else row  # type: ignore[type-var]
+
+    def _field(self, value: str | dict[str, Any] | list[Any]) -> Any:
+        """One column. Rows are snapshots sent again as they change (a step's request, a
+        body, headers): a value found clean before is not scanned again."""
+        if self._generation != self.learned.generation:  # a new secret: clean may not be clean
+            self._clean.clear()
+            self._generation = self.learned.generation
+        if isinstance(value, str):
+            seen = (len(value), hash(value))  # a str caches its hash
+            passes = (
+                None if seen in self._clean else self._passes(value.encode("utf-8", "surrogatepass"), value)
+            )
+        else:
+            dump = dumps(value)
+            seen = (len(dump), hash(dump))
+            passes = None if seen in self._clean else self._passes(dump)
+        if passes is None:
+            return value
+        scrubbed = self._value(value, passes) if passes.any() else value
+        if scrubbed is value:
+            self._clean[seen] = None
+            if len(self._clean) > _CLEAN_SIZE:
+                del self._clean[next(iter(self._clean))]
+        return scrubbed
+
+    def value(self, value: Any) -> Any:
+        """A decoded JSON value, scrubbed."""
+        return self._value(value, self._passes(dumps(value)))
+
+    def text(self, raw: str) -> str:
+        """A text (a body, a log line), scrubbed."""
+        passes = self._passes(raw.encode("utf-8", "surrogatepass"), raw)
+        return self._str(raw, passes)
+
+    def _passes(self, dump: bytes, text: str | None = None) -> _Passes:
+        """From a row's orjson dump, or a text's UTF-8 (then `text` itself)."""
+        lower = dump.lower()
+        if text is None:
+            secrets = tuple(raw for form, raw in self.learned.dumped if form in dump)
+        else:
+            secrets = tuple(form for form in self.learned.forms if form in text)
+        return _Passes(
+            secrets=secrets,
+            keys=any(h in dump for h in _KEY_HINTS_B),
+            fields=any(h in lower for h in _NAME_HINTS_B),
+            urls=(b"=" in dump and (b"?" in dump or b"&" in dump)) or b"@" in dump,
+        )
+
+    # ---- the walk: returns the very object when nothing changed ----
+
+    def _value(self, value: Any, passes: _Passes) -> Any:
+        if isinstance(value, str):
+            return self._str(value, passes)
+        if isinstance(value, dict):
+            out: dict[Any, Any] = {}
+            changed = False
+            for key, item in value.items():
+                new_key = self._str(key, passes) if isinstance(key, str) else key
+                if passes.fields and isinstance(key, str) and _redactable(item) and is_secret_field(key):
+                    _learn_field(self.learned, item)
+                    new = REDACTED
+                else:
+                    new = self._value(item, passes)
+                changed = changed or new is not item or new_key is not key
+                out[new_key] = new
+            return out if changed else value
+        if isinstance(value, list):
+            items = [self._value(item, passes) for item in value]
+            return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+        return value
+
+    def _str(self, text: str, passes: _Passes) -> str:
+        out = text
+        for secret in passes.secrets:
+            if secret in out:
+                out = out.replace(secret, REDACTED)
+        if passes.keys and _has(out, _KEY_HINTS):
+            out = _KEY_PATTERN.sub(REDACTED, out)
+        if passes.urls and ("=" in out or "@" in out):
+            out = _urls_in_text(out)
+        if passes.fields and '"' in out and ":" in out:
+            out = _fields_in_text(out, self.learned)
+        return text if out == text else out
+
+
+def _redactable(value: Any) -> bool:
+    """What a credential-named field may hold that is redacted: not null, not a flag."""
+    return value is not None and not isinstance(value, bool) and value != REDACTED and value != ""
+
+
+def _param_learnable(name: str) -> bool:
+    return is_credential(name) and "sig" not in name.lower()
+
+
+def _learn_field(learned: Learned, value: Any) -> None:
+    """A credential field's value is scrubbed wherever else it shows up (an error echoing it)."""
+    if isinstance(value, str):
+        learned.add(value)
+
+
+# ---- credential-named fields inside text -----------------------------------------------------------
+
+_COLON = re.compile(r"\s*:\s*")
+_ESCAPED_CHAR = re.compile(r"\\+u([0-9a-fA-F]{4})|\\+(.)")
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+_BAREWORD = re.compile(r"[^,}\]\s\\]+")
+_NOT_IN_A_NAME = set('{}[],:\n"')
+_LONGEST_NAME = 512  # characters of a key name in text, escapes included
+
+
+def _decode_name(raw: str) -> str:
+    """A key as written in JSON at any nesting level (`api\\u005fkey`, `api\\\\u005fkey`)."""
+    if "\\" not in raw:
+        return raw
+    return _ESCAPED_CHAR.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) else m.group(2), raw)
+
+
+def _hits(text: str) -> list[int]:
+    lower = text.lower()
+    found: list[int] = []
+    for hint in _NAME_HINTS:
+        at = lower.find(hint)
+        while at >= 0:
+            found.append(at)
+            at = lower.find(hint, at + len(hint))
+    return sorted(found)
+
+
+def _fields_in_text(text: str, learned: Learned) -> str:
+    """Values of credential-named keys in JSON text: a body, a JSON string inside a body (keys
+    then read `\\"api_key\\"`), a truncated body or an SSE stream. Names may be escaped and long;
+    values may be strings, numbers, lists or objects. What cannot be delimited is cut to the end."""
+    pieces: list[str] = []
+    copied = 0  # text[:copied] is in pieces
+    resume = 0  # no key starts before this
+    for hit in _hits(text):
+        if hit < resume:
+            continue
+        start = text.rfind('"', max(resume, hit - _LONGEST_NAME), hit)  # bounded: no quadratic scan
+        end = text.find('"', hit, hit + _LONGEST_NAME)
+        if start < 0 or end < 0:
+            continue
+        raw = text[start + 1 : end]
+        name = raw.rstrip("\\")
+        level = len(raw) - len(name)  # backslashes before the closing quote: the nesting level
+        colon = _COLON.match(text, end + 1)
+        if colon is None or _NOT_IN_A_NAME.intersection(name):
+            continue
+        if not is_secret_field(_decode_name(name)):
+            resume = colon.end()
+            continue
+        value_start = colon.end()
+        span = _value_span(text, value_start, level, learned)
+        if span is None:
+            resume = value_start
+            continue
+        first, last, replacement = span
+        pieces += [text[copied:first], replacement]
+        copied = resume = last
+    if not pieces:
+        return text
+    pieces.append(text[copied:])
+    return "".join(pieces)
+
+
+def _value_span(text: str, at: int, level: int, learned: Learned) -> tuple[int, int, str] | None:
+    """(start, end, replacement) of the value at `at`, or None when there is nothing to redact."""
+    quote_mark = "\\" * level + '"'
+    if text.startswith(quote_mark, at):
+        body = at + len(quote_mark)
+        if level == 0:
+            match = _JSON_STRING.match(text, at)
+            end = match.end() - 1 if match else len(text)
+            if match:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    _learn_field(learned, orjson.loads(match.group()))
+        else:
+            end = _closing_quote(text, body, level)
+        if text[body:end] in (REDACTED, ""):
+            return None
+        return body, end, REDACTED
+    if at < len(text) and text[at] in "[{":
+        return at, _structure_end(text, at, level), f"{quote_mark}{REDACTED}{quote_mark}"
+    match = _BAREWORD.match(text, at)
+    if match is None or match.group() in ("null", "true", "false"):
+        return None
+    return at, match.end(), f"{quote_mark}{REDACTED}{quote_mark}"
+
+
+def _closing_quote(text: str, start: int, level: int) -> int:
+    """The closing quote of a string nested `level` deep: one with exactly `level` backslashes."""
+    mark = "\\" * level + '"'
+    at = text.find(mark, start)
+    while at >= 0:
+        if text[at - 1] != "\\":
+            return at
+        at = text.find(mark, at + 1)
+    return len(text)
+
+
+def _structure_end(text: str, start: int, level: int) -> int:
+    """Just past the list or object at `start`; the end of the text when it is cut short."""
+    if level == 0:
+        depth = 0
+        for match in _STRUCTURE.finditer(text, start):
+            token = match.group()
+            if token in "[{":
+                depth += 1
+            elif token in "]}":
+                depth -= 1
+                if depth == 0:
+                    return match.end()
+        return len(text)
+    # nested in a JSON string: count brackets, but never past the end of that string
+    bound = _JSON_STRING.match('"' + text[start:])
+    limit = start + (bound.end() - 2 if bound else len(text) - start)
+    depth = 0
+    for at in range(start, limit):
+        char = text[at]
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                return at + 1
+    return limit
+
+
+# ---- URLs inside text -------------------------------------------------------------------------------
+
+_PARAM = re.compile(r"([?&;])([^=&#\s\"'<>?]{1,200})=([^&#\s\"'<>\\]*)")
+_USERINFO = re.compile(r"(://)([^/\s:@\"'<>]{0,256}):([^/\s@\"'<>]{1,256})@")
+
+
+def _urls_in_text(text: str) -> str:
+    """Credential query parameters and passwords of any URL in a text."""
+    if "=" in text:
+        text = _PARAM.sub(_param, text)
+    if "@" in text and "://" in text:
+        text = _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:{REDACTED}@", text)
+    return text
+
+
+def _param(match: re.Match[str]) -> str:
+    if match.group(3) in ("", REDACTED) or not is_credential(unquote_plus(match.group(2))):
+        return match.group(0)
+    return f"{match.group(1)}{match.group(2)}={REDACTED}"
+
+
+# ---- logs -------------------------------------------------------------------------------------------
+
+_installed: list[Redactor] = []
+
+
+def install_log_redaction(redactor: Redactor) -> None:
+    """Every log record, from any logger and thread, has its message and exception text
+    scrubbed when it is made (a record factory: handlers added later are covered too)."""
+    if _installed:
+        _installed[0] = redactor
+        return
+    _installed.append(redactor)
+    make = logging.getLogRecordFactory()
+    formatter = logging.Formatter()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        scrub = _installed[0].text
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: logging reports it, with nothing to leak
+            return record
+        if (clean := scrub(message)) != message or record.args:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = scrub(formatter.formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
+# ---- the pipeline's per-field helpers, on the same vocabulary and scrubs ----------------------------
+
+LEARNED = Learned()
+_DEFAULT = Redactor(LEARNED)
 
 
 def headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -66,24 +547,14 @@ def headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in items:
         name = name.lower()
-        value = REDACTED if is_secret_header(name) else value
+        value = REDACTED if is_credential(name) else value
         out[name] = f"{out[name]}, {value}" if name in out else value
     return out
 
 
 def secret_values(header_items: Iterable[tuple[str, str]], url: str) -> set[str]:
-    """The credentials a request carries, so their values can be scrubbed from any text."""
-    found: set[str] = set()
-    for name, value in header_items:
-        if is_secret_header(name):
-            found.add(value)
-            if " " in value:
-                found.add(value.split(" ", 1)[1])  # "Bearer <token>"
-    parts = urlsplit(url)
-    if parts.password:
-        found.add(parts.password)
-    found.update(v for k, v in parse_qsl(parts.query) if _squash(k) in _SECRET_PARAMS)
-    return {v for v in found if len(v) >= 8}
+    """The credentials a request carries (also learned, so every later row is scrubbed of them)."""
+    return _DEFAULT.learn(header_items, url)
 
 
 def url(raw: str) -> str:
@@ -92,9 +563,7 @@ def url(raw: str) -> str:
     netloc = parts.netloc.rpartition("@")[2]
     pairs = parts.query.split("&") if parts.query else []
     query = "&".join(
-        f"{name}={REDACTED}"
-        if sep and _squash(unquote_plus(name)) in _SECRET_PARAMS
-        else f"{name}{sep}{value}"
+        f"{name}={REDACTED}" if sep and is_credential(unquote_plus(name)) else f"{name}{sep}{value}"
         for name, sep, value in (pair.partition("=") for pair in pairs)
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
@@ -103,53 +572,13 @@ def url(raw: str) -> str:
 def json_fields(value: Any, secrets: Iterable[str] = ()) -> Any:
     """A copy of a decoded JSON value with credential-named fields redacted at any depth, and
     known credential values and key-shaped strings scrubbed from every string in it."""
-    secrets = [s for s in secrets if s]
-    text = orjson.dumps(value).decode()  # one fast look at everything: most dumps need no scrubbing
-    scrub = any(s in text for s in [*secrets, *_KEY_HINTS]) and (
-        any(s in text for s in secrets) or _KEY_PATTERN.search(text) is not None
-    )
-    return _fields(value, secrets if scrub else None)
-
-
-def _fields(value: Any, secrets: list[str] | None) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: REDACTED if is_secret_field(k) and isinstance(v, str | int) else _fields(v, secrets)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_fields(v, secrets) for v in value]
-    if isinstance(value, str) and secrets is not None:
-        return _scrub(value, secrets)
-    return value
-
-
-_KEY_HINTS = ("sk-", "AIza", "AKIA", "xai-", "gsk_", "hf_", "pplx-", "csk-", "fw_", "earer", "EARER")
-
-
-def _scrub(raw: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
-        if secret in raw:
-            raw = raw.replace(secret, REDACTED)
-    if any(hint in raw for hint in _KEY_HINTS):  # substring tests are far cheaper than the regex
-        raw = _KEY_PATTERN.sub(REDACTED, raw)
-    return raw
-
-
-# Only keys that could name a credential are looked at twice: most JSON keys never match.
-_FIELD_IN_TEXT = re.compile(
-    r'"([A-Za-z_\-]{0,30}(?:key|password|passwd|secret|token|auth|credential|cookie)[A-Za-z_\-]{0,30})"'
-    r'\s*:\s*"((?:[^"\\]|\\.)*)"',
-    re.IGNORECASE,
-)
+        LEARNED.add(secret)
+    return _DEFAULT.value(value)
 
 
 def text(raw: str, secrets: Iterable[str] = ()) -> str:
     """Scrub known credential values, key-shaped strings and credential JSON fields from text."""
-    return _FIELD_IN_TEXT.sub(_redact_field, _scrub(raw, secrets))
-
-
-def _redact_field(match: re.Match[str]) -> str:
-    if is_secret_field(match.group(1)):
-        return f'"{match.group(1)}": "{REDACTED}"'
-    return match.group(0)
+    for secret in secrets:
+        LEARNED.add(secret)
+    return _DEFAULT.text(raw)

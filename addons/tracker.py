@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from addons.classify import SIDE_KINDS, Classification
 from addons.cost import Prices, add
@@ -76,9 +77,11 @@ class Tracker:
         self.retry_window = retry_window
         self.stale_after = stale_after
         self.clock = clock
-        self.index = Grouper(clock=clock)
+        self.index = Grouper(clock=lambda: self.clock())  # one timeline, whoever sets the clock
         self.runs: dict[str, RunState] = {}
         self.flights: dict[str, Flight] = {}  # by flow id
+        # conversation -> the tool loop a compaction interrupted: the loop goes on after it
+        self.suspended: dict[str, str] = {}
 
     # ---- an attempt begins --------------------------------------------------------------
 
@@ -95,8 +98,10 @@ class Tracker:
         started_at: float,
         hints: dict[str, str],
         request_dump: dict | None = None,
+        found: Lookup | None = None,
     ) -> Flight:
-        found = self.index.lookup(request) if request is not None else None
+        if found is None and request is not None:
+            found = self.index.lookup(request)
         run, step, signal = self._place(request, classification, found, hints)
         if run is None:
             run = self._new_run(
@@ -110,6 +115,7 @@ class Tracker:
                     number=len(run.steps) + 1,
                     started_at=attempt.started_at,
                     request=request_dump,
+                    request_hash=found.full_hash if found is not None else None,
                 )
             )
             run.steps.append(step)
@@ -159,13 +165,13 @@ class Tracker:
         ref = found.continues
         if ref is not None and found.rest is not None:
             run = self.runs.get(ref.run_id)
-            if (
-                run is not None
-                and run.row.status not in FINAL_RUN
-                and not any(has_user_text(m) for m in found.rest)
-                and not _another_purpose(run, classification)
-            ):
+            if run is not None and _next_step(run, classification, found):
                 return run, None, None
+        if self.suspended and classification.kind == "chat_turn":
+            conversation, _ = self._conversation(request, classification, found, hints, None)
+            run = self.runs.get(self.suspended.pop(conversation, ""))
+            if run is not None and run.row.status not in FINAL_RUN:
+                return run, None, None  # the loop a compaction interrupted goes on, in its new history
         return None, None, None
 
     def _new_run(
@@ -201,11 +207,13 @@ class Tracker:
         )
         run = RunState(row)
         self.runs[row.id] = run
+        if classification.kind == "compaction" and (loop := self._open_loop(conversation)) is not None:
+            self.suspended[conversation] = loop.row.id
         if request is not None and classification.kind == "chat_turn":
             for waiting in self.index.learn_prompts([row.prompt, row.first_message], conversation):
                 self._join(waiting, conversation)
-        elif request is not None and side and source != "continuation":
-            self.index.learn_orphan(row.id, request)  # a title may come before the turn it names
+        elif request is not None and side and (source != "continuation" or quoted is not None):
+            self.index.learn_orphan(row.id, request)  # the turn it serves may come next
         return run
 
     def _conversation(
@@ -234,6 +242,15 @@ class Tracker:
         if request is not None and (continued := self.index.summary_continued(request)):
             return continued, "continuation"
         return new_id("conv_"), "derived"
+
+    def _open_loop(self, conversation: str) -> RunState | None:
+        """The conversation's chat turn still waiting for its next model call (a tool loop)."""
+        for run in reversed(self.runs.values()):
+            if run.row.conversation_id != conversation or run.row.kind != "chat_turn":
+                continue
+            if run.row.status == "in_progress" and run.steps and run.steps[-1].tool_calls_pending:
+                return run
+        return None
 
     def _join(self, run_id: str, conversation: str | None) -> None:
         """A side call that quoted this turn's prompt before the turn arrived moves to its conversation."""
@@ -312,6 +329,7 @@ class Tracker:
             self._settle_step(step, "completed", stamp)
             if not step.tool_calls_pending and run.row.status != "completed":
                 self._settle_run(run, "completed", stamp, None)
+            step.row.response_id = response.id[:200] if response is not None and response.id else None
             if response is not None and flight.request_hash is not None:
                 summary_of = run.row.conversation_id if run.row.kind == "compaction" else None
                 self.index.learn_response(flight.request_hash, response, summary_of)
@@ -371,6 +389,34 @@ class Tracker:
                 self._emit(run)
         self.index.expire()
 
+    def resume(self, stored: dict[str, Any]) -> RunState:
+        """A run the store has and memory no longer does (settled and let go, or written by a
+        previous process), taken up again: an X-Chatdebug-Run that names it adds to it rather
+        than overwriting it."""
+        usage = Usage(**{k: v for k, v in (stored.get("usage") or {}).items() if k in Usage.model_fields})
+        classification = stored.get("classification") or {}
+        columns = {name: stored[name] for name in names(RunRow) if name in stored}
+        row = RunRow(
+            **columns,
+            classification_source=classification.get("source", "default"),
+            classification_reason=classification.get("reason", ""),
+            error_class=(stored.get("error") or {}).get("class"),
+            **usage.model_dump(),
+        )
+        run = RunState(row, usage=usage, last_activity=self.clock())
+        for raw in stored.get("steps") or []:
+            step_columns = {name: raw[name] for name in names(StepRow) if name in raw}
+            step = StepState(StepRow(**step_columns))
+            step.attempts = [
+                AttemptRow(
+                    id=a["id"], step_id=step.row.id, run_id=row.id, number=a["number"], status=a["status"]
+                )
+                for a in raw.get("attempts") or []
+            ]
+            run.steps.append(step)
+        self.runs[row.id] = run
+        return run
+
     def forget(self, run_id: str) -> None:
         run = self.runs.pop(run_id, None)
         self.index.forget_run(run_id)
@@ -404,6 +450,20 @@ class Tracker:
             self.submit(_copy(step.row))
         if attempt is not None:
             self.submit(_copy(attempt))
+
+
+def _next_step(run: RunState, classification: Classification, found: Lookup) -> bool:
+    """Does a request that extends a step of `run` continue it? A tool loop goes on while the new
+    messages are only model output and tool results; a side call that extends a side call of its
+    own kind is its next pass (Gemini CLI checks the snapshot it just wrote)."""
+    rest = found.rest or []
+    if run.row.kind in SIDE_KINDS and classification.kind == run.row.kind:
+        return True
+    return (
+        run.row.status not in FINAL_RUN
+        and not any(has_user_text(m) for m in rest)
+        and not _another_purpose(run, classification)
+    )
 
 
 def _another_purpose(run: RunState, classification: Classification) -> bool:

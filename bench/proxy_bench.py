@@ -262,8 +262,10 @@ def start_chatdebug(workdir: Path, certs: Certs, upstream_port: int) -> tuple[Se
         return None
 
     line = service.wait_for(ready, 30, "ready line")
-    addrs = dict(part.split("=", 1) for part in line.split()[2:])
-    return service, f"http://{addrs['regular']}", Path(addrs["ca"]), database
+    parts = line.split(" · ")
+    proxy = next(p for p in parts if p.startswith("proxy ")).split()[1]
+    ca = next(p for p in parts if p.startswith("trust the CA: ")).removeprefix("trust the CA: ")
+    return service, proxy, Path(ca), database
 
 
 LITELLM_CONFIG = """\

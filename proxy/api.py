@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,13 +20,13 @@ from pydantic import BaseModel, ValidationError
 
 from proxy import api_models as m
 from proxy import viewer
-from proxy.events import EventHub
-from proxy.openapi import Route, document
+from proxy.events import EventHub, last_event_id
+from proxy.openapi import NO_CONTROL_CHARACTERS, OPEN, Route, document
 from storage.base import RunFilter, Store, StoreUnavailable
 from storage.records import timestamp
 
 PREFIX = "/api/v1"
-OPEN_PATHS = ("/healthz", "/readyz", "/ca.pem", "/openapi.json", *viewer.OPEN_PATHS)
+OPEN_PATHS = (*OPEN, *viewer.OPEN_PATHS)
 VERSION = "0.1.0"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -33,13 +35,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class ApiContext:
     store: Store
     ca_path: Path
-    token: str | None
+    token: str | None  # None or "": no token
     ready: Callable[[], Awaitable[dict[str, bool]]]
     delete_runs: Callable[[list[str]], Awaitable[list[str]]]
     hub: EventHub
     metrics: Callable[[], bytes]
     cors_origins: list[str] = field(default_factory=list)
     heartbeat: float = 15.0
+    reasons: Callable[[], dict[str, str]] = dict  # why a failing readiness check fails
+    # Without a token: the Host names (besides loopback) a browser may reach the API by, and
+    # whether clients beyond loopback are served at all (`--api-allow-anonymous`).
+    allowed_hosts: list[str] = field(default_factory=list)
+    allow_anonymous: bool = False
 
 
 CTX = web.AppKey("ctx", ApiContext)
@@ -59,13 +66,27 @@ def json_response(model: BaseModel, status: int = 200) -> web.Response:
 
 
 def params[Q: BaseModel](request: web.Request, model: type[Q]) -> Q:
-    """Query parameters as a model; a bad one is a 400 that names it."""
+    """Query parameters as a model; a bad, repeated or unknown one is a 400 that names it (a
+    mistyped filter must not read as no filter)."""
+    known = {f.alias or name for name, f in model.model_fields.items()}
+    if unknown := sorted(set(request.query) - known):
+        valid = ", ".join(sorted(known)) or "none"
+        raise ApiError(400, "bad_request", f"{', '.join(unknown)}: unknown parameter (valid: {valid})")
+    for name in request.query:
+        values = request.query.getall(name)
+        if len(values) > 1:
+            raise ApiError(400, "bad_request", f"{name}: given {len(values)} times, give it once")
+        if not _NO_CONTROL.fullmatch(values[0]):
+            raise ApiError(400, "bad_request", f"{name}: control characters are not allowed")
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as e:
         first = e.errors()[0]
         name = ".".join(str(p) for p in first["loc"]) or "query"
         raise ApiError(400, "bad_request", f"{name}: {first['msg']}") from None
+
+
+_NO_CONTROL = re.compile(NO_CONTROL_CHARACTERS)  # NUL ends a C string: `q=%00` matched every run
 
 
 def encode_cursor(*key: str) -> str:
@@ -109,15 +130,68 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.app[CTX].token
-    if token is None or request.path in OPEN_PATHS or request.method == "OPTIONS":
+    ctx = request.app[CTX]
+    if not ctx.token:  # None and "" alike: no token, so loopback only, and no foreign Host
+        _tokenless_guard(request, ctx)
+        return await handler(request)
+    if request.path in OPEN_PATHS or request.method == "OPTIONS":
         return await handler(request)
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if not scheme and viewer.COOKIE in request.cookies:  # the viewer's pages, and the calls they make
         scheme, value = "bearer", request.cookies[viewer.COOKIE]
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+    try:
+        given = value.strip().encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 are no token of ours
+        given = b""
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, ctx.token.encode()):
         raise ApiError(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer ...)")
     return await handler(request)
+
+
+def _tokenless_guard(request: web.Request, ctx: ApiContext) -> None:
+    """Without a token, the API never serves beyond loopback unless told to, and answers only
+    requests addressed to a loopback or configured name: a web page whose name an attacker
+    re-binds to 127.0.0.1 (DNS rebinding) sends its own name as Host and is refused."""
+    if not ctx.allow_anonymous and not _is_loopback(request.remote or ""):
+        raise ApiError(403, "forbidden", "this API has no token: it answers clients on this machine only")
+    host = request.headers.get("Host")
+    if host is not None and not _allowed_host(host, ctx):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"Host {host[:100]!r} is not a name of this API; without a token it answers only "
+            "localhost, 127.0.0.1, [::1] and the configured allowed hosts",
+        )
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "":  # a Unix socket or an in-process test client: not a network peer
+        return True
+    ip = _ip(address)
+    return ip is not None and ip.is_loopback
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address, with IPv4 seen through a dual-stack socket (`::ffff:127.0.0.1`) as IPv4."""
+    try:
+        ip = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return None
+    return (ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else ip
+
+
+def _allowed_host(host: str, ctx: ApiContext) -> bool:
+    name = host.strip().lower()
+    if name.startswith("["):  # [::1]:8081
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    name = name.rstrip(".")
+    if name == "localhost" or name in {h.lower().rstrip(".") for h in ctx.allowed_hosts}:
+        return True
+    ip = _ip(name)
+    # Served beyond loopback on purpose, any address will do: re-binding needs a name.
+    return ip is not None and (ip.is_loopback or ctx.allow_anonymous)
 
 
 @web.middleware
@@ -228,8 +302,7 @@ async def get_stats(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
     q = params(request, m.EventsQuery)
-    raw_last = request.headers.get("Last-Event-ID", "")
-    last = int(raw_last) if raw_last.isdigit() else 0
+    last = last_event_id(request.headers.get("Last-Event-ID"))
     sub = ctx.hub.subscribe(q.conversation_id, q.kind)
     try:
         async with sse_response(request) as stream:
@@ -254,10 +327,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    checks = await request.app[CTX].ready()
+    ctx = request.app[CTX]
+    checks = await ctx.ready()
     ok = all(checks.values())
     return json_response(
-        m.Health(status="ok" if ok else "unavailable", checks=checks), status=200 if ok else 503
+        m.Health(status="ok" if ok else "unavailable", checks=checks, reasons=ctx.reasons()),
+        status=200 if ok else 503,
     )
 
 
@@ -345,7 +420,8 @@ ROUTES: list[Route] = [
         None,
         content_type="text/event-stream",
     ),
-    Route("GET", "/openapi.json", openapi, "This document", errors=()),
+    Route("GET", f"{PREFIX}/openapi.json", openapi, "This document", errors=()),
+    Route("GET", "/openapi.json", openapi, "This document (also under the prefix)", errors=()),
     Route("GET", "/healthz", healthz, "The process is alive", None, m.Health, errors=()),
     Route(
         "GET",

@@ -287,6 +287,7 @@ class Export(_Out):
 class Health(_Out):
     status: str
     checks: dict[str, bool] = {}
+    reasons: dict[str, str] = {}  # for each failing check, why
 
 
 class ApiErrorBody(BaseModel):

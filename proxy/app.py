@@ -8,20 +8,22 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 
 from addons.pipeline import Pipeline
 from addons.recorder import Recorder
+from addons.redact import Redactor, install_log_redaction
+from proxy import preflight
 from proxy.api import ApiContext, make_app
+from proxy.ca import publish_ca
 from proxy.events import EventHub
 from proxy.metrics import Metrics
-from proxy.mitm import EmbeddedProxy, publish_ca, start_proxy
+from proxy.mitm import EmbeddedProxy, start_proxy
+from proxy.preflight import StartupError, reason
 from proxy.settings import Settings
-from storage.base import StoreUnavailable
 from storage.records import now
-from storage.retention import run_retention
+from storage.retention import end_previous_runs, run_retention, run_sweep
 from storage.spool import Spool
 from storage.sqlite import SqliteStore
 from storage.writer import Writer
@@ -42,22 +44,22 @@ class Sidecar:
 
     @classmethod
     async def start(cls, settings: Settings) -> Sidecar:
+        redactor = Redactor()  # every row and log record passes it: secrets stop here
+        install_log_redaction(redactor)
+        preflight.check(settings)  # before migrations: a bad setting is one line, not a traceback
+        # The store opens on the writer's first turn, or later: until then records are spooled
+        # and /readyz says why. A previous process's open runs are ended once it takes writes.
         store = SqliteStore(settings.sqlite_path)
-        await store.open()
-        spool = Spool(Path(f"{store.path}.spool"), settings.spool_max_bytes)
+        spool = Spool(settings.spool_file, settings.spool_max_bytes)
         writer = Writer(store, spool=spool)
-        if spool and not await writer.recover():
-            log.warning("the database does not take the spooled records yet: they stay spooled")
-        try:
-            if interrupted := await store.interrupt_open(now()):
-                log.info("ended %d open run(s) of a previous process as interrupted", interrupted)
-        except StoreUnavailable as e:  # recording spools until it is back; the chat goes on
-            log.warning("could not end the previous process's open runs: %s", e)
+        writer.retry(end_previous_runs(now()))
         pipeline = Pipeline(
-            writer.submit,
+            redactor.wrap(writer.submit),
             retry_window=settings.retry_window,
             stale_after=settings.stale_after,
             profiles=settings.profiles,
+            recall=store.get_run,
+            history=store.find_history,
         )
         sidecar = cls(settings, store, writer, pipeline, EventHub())
         try:
@@ -80,20 +82,28 @@ class Sidecar:
         ctx = ApiContext(
             store=self.store,
             ca_path=publish_ca(settings.confdir),
-            token=settings.api_token.get_secret_value() if settings.api_token else None,
+            token=settings.token,
             ready=self.ready,
             delete_runs=self.delete_runs,
             hub=self.hub,
             metrics=metrics.render,
             cors_origins=settings.cors_origins,
+            reasons=self.writer.why_not_ready,
+            allowed_hosts=settings.api_allowed_hosts,
+            allow_anonymous=settings.api_allow_anonymous,
         )
         self.api = web.AppRunner(make_app(ctx), access_log=None, shutdown_timeout=1.0)
         await self.api.setup()
         host, port = settings.api_addr
-        await web.TCPSite(self.api, host, port).start()
+        try:
+            await web.TCPSite(self.api, host, port).start()
+        except OSError as e:  # taken between the preflight check and now
+            raise StartupError("api_addr", f"cannot listen on {host}:{port}: {reason(e)}") from None
         if settings.retention_days:
             task = run_retention(self.writer, self.delete_runs, settings.retention_days)
             self.tasks.append(asyncio.create_task(task, name="chatdebug-retention"))
+        sweep = run_sweep(self.writer, settings.stale_after)
+        self.tasks.append(asyncio.create_task(sweep, name="chatdebug-stale-sweep"))
 
     async def delete_runs(self, run_ids: list[str]) -> list[str]:
         """Delete through the writer (after rows already queued), then forget and announce."""
@@ -119,7 +129,7 @@ class Sidecar:
     async def stop(self) -> None:
         """New connections are refused, in-flight ones finish, every queued record lands."""
         if self.proxy is not None:
-            await self.proxy.stop()
+            await self.proxy.stop(self.settings.stop_grace)
         if self.api is not None:
             await self.api.cleanup()  # no API call may wait on a writer that is going away
         for task in self.tasks:
@@ -133,15 +143,21 @@ class Sidecar:
         await self.store.close()
 
     def describe(self) -> str:
+        """The ready line: where to point clients, where the API and the records are, what to trust."""
         assert self.proxy is not None and self.api is not None
         parts = []
         for server in self.proxy.server.servers:
-            addrs = ",".join(f"{a[0]}:{a[1]}" for a in server.listen_addrs)
-            parts.append(f"{server.mode.type_name}={addrs}")
+            for address in server.listen_addrs:
+                url = f"http://{address[0]}:{address[1]}"
+                if server.mode.type_name == "regular":
+                    parts.append(f"proxy {url} (HTTPS_PROXY)")
+                else:
+                    parts.append(f"reverse {url} -> {server.mode.data}")
         host, port = self.api.addresses[0][:2]
-        parts.append(f"api=http://{host}:{port}")
-        parts.append(f"ca={self.settings.confdir / 'ca.pem'}")
-        return "chatdebug ready " + " ".join(parts)
+        parts.append(f"api http://{host}:{port}")
+        parts.append(f"database {self.settings.database_file}")
+        parts.append(f"trust the CA: {(self.settings.confdir / 'ca.pem').absolute()}")
+        return " · ".join(["chatdebug ready", *parts])
 
 
 async def serve(settings: Settings) -> None:

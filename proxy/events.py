@@ -19,6 +19,19 @@ import orjson
 from storage.queries import attempt_shape, row_mapping, run_shape, step_shape
 from storage.records import AttemptRow, Row, RunRow, StepRow
 
+MAX_EVENT_ID = (1 << 63) - 1  # ids are microseconds since 1970 and count up from there
+
+
+def last_event_id(raw: str | None) -> int:
+    """A `Last-Event-ID` header as an id to replay after; anything but a plain decimal id in
+    range (digits of other scripts, huge numbers, garbage) counts as no id, so replay is all."""
+    text = (raw or "").strip()
+    if not text or len(text) > len(str(MAX_EVENT_ID)) or not (text.isascii() and text.isdigit()):
+        return 0
+    value = int(text)
+    return value if value <= MAX_EVENT_ID else 0
+
+
 SHAPES = {RunRow: ("run", run_shape), StepRow: ("step", step_shape), AttemptRow: ("attempt", attempt_shape)}
 
 

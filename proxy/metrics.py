@@ -42,7 +42,12 @@ class _Snapshot(Collector):
         failed.add_metric(["hook_error"], c.hook_errors)
         yield failed
         yield CounterMetricFamily("chatdebug_rows_written", "rows committed to the database", value=w.written)
-        yield CounterMetricFamily("chatdebug_rows_dropped", "rows given up on", value=w.dropped)
+        dropped = CounterMetricFamily(
+            "chatdebug_rows_dropped", "rows given up on, by reason", labels=["reason"]
+        )
+        for reason, count in w.drops.items():
+            dropped.add_metric([reason], count)
+        yield dropped
         yield CounterMetricFamily(
             "chatdebug_rows_spooled", "rows spooled while the database was down", value=w.spooled
         )

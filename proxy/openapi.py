@@ -19,9 +19,12 @@ from pydantic.json_schema import models_json_schema
 from proxy import api_models as m
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPEN = ("/healthz", "/readyz", "/ca.pem", "/openapi.json")
-ERROR_TEXT = {400: "a parameter is invalid (the message names it)", 401: "no valid bearer token",
-              404: "no such id", 503: "not ready"}  # fmt: skip
+# Served without a token; every other route needs `Authorization: Bearer <token>` when one is set.
+OPEN = ("/healthz", "/readyz", "/ca.pem", "/openapi.json", "/api/v1/openapi.json")
+# No query parameter takes control characters (NUL would end the text SQLite matches on).
+NO_CONTROL_CHARACTERS = "^[^\\x00-\\x1f\\x7f]*$"
+ERROR_TEXT = {400: "a parameter is invalid, repeated or unknown (the message names it)",
+              401: "no valid bearer token", 404: "no such id", 503: "not ready"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
             if prop.get("default", 0) is None:  # optional: absent, never `null`, in a query string
                 del prop["default"]
                 prop = next(s for s in prop.pop("anyOf") if s.get("type") != "null") | prop
+            if prop.get("type") == "string":
+                prop["pattern"] = NO_CONTROL_CHARACTERS
             param = {
                 "name": name,
                 "in": "query",
@@ -68,8 +73,9 @@ def _responses(route: Route) -> dict[str, Any]:
         ok["content"] = {
             route.content_type: {"schema": {"$ref": f"#/components/schemas/{route.response.__name__}"}}
         }
-    elif route.status != 204:
-        ok["content"] = {route.content_type: {"schema": {"type": "string"}}}
+    elif route.status != 204:  # a JSON document without a model of its own (this one) or text
+        kind = "object" if route.content_type == "application/json" else "string"
+        ok["content"] = {route.content_type: {"schema": {"type": kind}}}
     responses = {str(route.status): ok}
     for status in route.errors:
         if status == 503 and route.response is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ def parse_addr(value: Any) -> tuple[str, int]:
 
 
 Addr = Annotated[tuple[str, int], NoDecode]
+ENV_PREFIX = "CHATDEBUG_"
 
 
 class ReverseTarget(BaseModel):
@@ -61,28 +63,143 @@ def _split(value: Any) -> list[Any]:
     return list(value)
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CHATDEBUG_", extra="forbid", validate_default=True)
+@dataclass(frozen=True)
+class Flag:
+    """How a setting appears on the command line, in `--help` and in the README's table.
 
-    proxy_addr: Addr = ("127.0.0.1", 8080)
-    api_addr: Addr = ("127.0.0.1", 8081)
-    database: str = "sqlite:///chatdebug.db"
-    confdir: Path = Path("~/.chatdebug")
-    intercept_hosts: Annotated[list[str], NoDecode] = []
-    upstream_insecure: bool = False
-    upstream_ca: Path | None = None
-    api_token: SecretStr | None = None
-    api_allow_anonymous: bool = False
-    retention_days: int = Field(30, ge=0)
-    reverse: Annotated[list[ReverseTarget], NoDecode] = []
-    text_limit: int = Field(10_000, ge=100)
-    capture_limit: int = Field(1 << 20, ge=1024)
-    spool_max_bytes: int = Field(256 << 20, ge=0)
-    retry_window: float = Field(30.0, gt=0)
-    stale_after: float = Field(300.0, gt=0)
-    log_level: str = "info"
-    profiles: Annotated[list[Path], NoDecode] = []
-    cors_origins: Annotated[list[str], NoDecode] = []
+    `default` is the default as a person reads it, when the field's own value says it badly
+    (a computed path, an empty list that means "the built-in ones").
+    """
+
+    name: str
+    help: str
+    metavar: str | None = None
+    repeatable: bool = False
+    default: str | None = None
+
+
+CommaList = Annotated[list[str], NoDecode]  # repeatable flag; comma-separated in the environment
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    proxy_addr: Annotated[
+        Addr, Flag("--proxy-addr", "where HTTPS_PROXY/HTTP_PROXY clients connect", "HOST:PORT")
+    ] = ("127.0.0.1", 8080)
+    api_addr: Annotated[Addr, Flag("--api-addr", "where the query API listens", "HOST:PORT")] = (
+        "127.0.0.1",
+        8081,
+    )
+    database: Annotated[
+        str,
+        Flag(
+            "--database",
+            "sqlite:///relative.db (to the working directory) or sqlite:////absolute.db",
+            "URL",
+        ),
+    ] = "sqlite:///chatdebug.db"
+    spool_path: Annotated[
+        Path | None,
+        Flag(
+            "--spool-path",
+            "file holding records while the database is down",
+            "PATH",
+            default="the database path + .spool",
+        ),
+    ] = None
+    confdir: Annotated[Path, Flag("--confdir", "directory of the CA; clients trust its ca.pem", "DIR")] = (
+        Path("~/.chatdebug")
+    )
+    intercept_hosts: Annotated[
+        CommaList,
+        Flag(
+            "--intercept-host",
+            "extra host, host:port or *.suffix to intercept and record",
+            "HOST",
+            repeatable=True,
+            default="built-in provider hosts",
+        ),
+    ] = []
+    upstream_insecure: Annotated[
+        bool, Flag("--upstream-insecure", "do not verify upstream TLS certificates")
+    ] = False
+    upstream_ca: Annotated[
+        Path | None,
+        Flag(
+            "--upstream-ca",
+            "PEM bundle to verify upstream servers with (self-hosted models)",
+            "FILE",
+            default="system roots",
+        ),
+    ] = None
+    api_token: Annotated[
+        SecretStr | None,
+        Flag(
+            "--api-token",
+            "bearer token the API requires; needed when the API listens beyond loopback",
+            "TOKEN",
+        ),
+    ] = None
+    api_allow_anonymous: Annotated[
+        bool, Flag("--api-allow-anonymous", "allow an API beyond loopback without a token")
+    ] = False
+    api_allowed_hosts: Annotated[
+        CommaList,
+        Flag(
+            "--api-allowed-host",
+            "extra Host header name the tokenless API accepts, beside loopback ones",
+            "HOST",
+            repeatable=True,
+        ),
+    ] = []
+    cors_origins: Annotated[
+        CommaList,
+        Flag("--cors-origin", "browser origin allowed to call the API, or *", "ORIGIN", repeatable=True),
+    ] = []
+    retention_days: Annotated[
+        int, Flag("--retention-days", "delete runs idle for this many days; 0 keeps them", "DAYS")
+    ] = Field(30, ge=0)
+    reverse: Annotated[
+        list[ReverseTarget],
+        NoDecode,
+        Flag(
+            "--reverse",
+            "also listen on PORT as a reverse proxy to URL",
+            "URL@PORT",
+            repeatable=True,
+        ),
+    ] = []
+    text_limit: Annotated[int, Flag("--text-limit", "characters kept per text part", "CHARS")] = Field(
+        10_000, ge=100
+    )
+    capture_limit: Annotated[
+        int, Flag("--capture-limit", "bytes of each body kept for recording", "BYTES")
+    ] = Field(1 << 20, ge=1024)
+    spool_max_bytes: Annotated[
+        int, Flag("--spool-max-bytes", "cap of the spool; past it records are dropped", "BYTES")
+    ] = Field(256 << 20, ge=0)
+    retry_window: Annotated[
+        float, Flag("--retry-window", "seconds within which a re-sent request is a retry", "SECONDS")
+    ] = Field(30.0, gt=0)
+    stale_after: Annotated[
+        float, Flag("--stale-after", "seconds after which an idle open run ends interrupted", "SECONDS")
+    ] = Field(300.0, gt=0)
+    stop_grace: Annotated[
+        float,
+        Flag("--stop-grace", "seconds in-flight calls get to finish on SIGTERM", "SECONDS"),
+    ] = Field(8.0, ge=0)
+    log_level: Annotated[str, Flag("--log-level", "debug, info, warning or error", "LEVEL")] = "info"
+    profiles: Annotated[
+        list[Path],
+        NoDecode,
+        Flag(
+            "--profiles",
+            "JSON file of classification profiles, tried before the built-in ones",
+            "FILE",
+            repeatable=True,
+        ),
+    ] = []
 
     @field_validator("proxy_addr", "api_addr", mode="before")
     @classmethod
@@ -97,6 +214,26 @@ class Settings(BaseSettings):
             if not host or any(c in host for c in "/ @"):
                 raise ValueError(f"expected host, host:port or *.suffix, got {host!r}")
         return hosts
+
+    @field_validator("api_allowed_hosts", mode="before")
+    @classmethod
+    def _api_hosts(cls, value: Any) -> list[str]:
+        hosts = _split(value)
+        for host in hosts:
+            if any(c in host for c in "/ @"):
+                raise ValueError(f"expected a host name such as chatdebug or chatdebug:8081, got {host!r}")
+        return [h.lower() for h in hosts]
+
+    @field_validator("api_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        # an empty token would turn authentication off while looking set: refuse it
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()  # a token read from a file ends in a newline
+        if not token:
+            raise ValueError("is empty; unset it to run without a token, or give a real one")
+        return SecretStr(token)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -133,7 +270,7 @@ class Settings(BaseSettings):
             raise ValueError(f"expected sqlite:///relative.db or sqlite:////absolute.db, got {value!r}")
         return value
 
-    @field_validator("confdir", "upstream_ca")
+    @field_validator("confdir", "upstream_ca", "spool_path")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
@@ -164,6 +301,32 @@ class Settings(BaseSettings):
     def sqlite_path(self) -> str:
         """`sqlite:///rel.db` is relative to the working directory, `sqlite:////abs.db` absolute."""
         return self.database.removeprefix("sqlite:///")
+
+    @property
+    def database_file(self) -> Path:
+        return Path(self.sqlite_path).absolute()
+
+    @property
+    def spool_file(self) -> Path:
+        return self.spool_path or Path(f"{self.sqlite_path}.spool")
+
+    @property
+    def token(self) -> str | None:
+        return self.api_token.get_secret_value() if self.api_token is not None else None
+
+
+def flags() -> dict[str, Flag]:
+    """Each setting's flag, in declaration order."""
+    found: dict[str, Flag] = {}
+    for name, info in Settings.model_fields.items():
+        flag = next((m for m in info.metadata if isinstance(m, Flag)), None)
+        assert flag is not None, f"setting {name} has no Flag"
+        found[name] = flag
+    return found
+
+
+def env_name(setting: str) -> str:
+    return f"{ENV_PREFIX}{setting.upper()}"
 
 
 def _loopback(host: str) -> bool:

@@ -27,16 +27,27 @@ class RunFilter:
 
 
 class Store(Protocol):
+    @property
+    def location(self) -> str:
+        """Where the data lives, for log messages (never credentials)."""
+        ...
+
     async def open(self) -> None:
-        """Connect and bring the schema up to date."""
+        """Connect and bring the schema up to date (raises `StoreUnavailable`). Optional: writes
+        and probes open the store when it is not open yet."""
 
     async def close(self) -> None: ...
 
-    async def write(self, rows: list[Row]) -> None:
-        """Upsert rows in one transaction (runs before steps before attempts)."""
+    async def write(self, rows: list[Row]) -> list[Row]:
+        """Upsert rows in one transaction (runs before steps before attempts). Rows whose run,
+        step or attempt is gone (deleted) are left out, and returned."""
 
-    async def interrupt_open(self, finished_at: str) -> int:
-        """End every run, step and attempt left `in_progress` by a previous process."""
+    async def interrupt_open(self, finished_at: str, updated_before: str | None = None) -> list[Row]:
+        """End runs left `in_progress` (every one, or those not updated since `updated_before`)
+        with their open steps and attempts; returns those rows as they now are."""
+
+    async def probe(self) -> None:
+        """Raise `StoreUnavailable`, saying why, unless the database accepts writes now."""
 
     async def ping(self) -> bool:
         """True when the database answers and accepts writes."""

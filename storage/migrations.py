@@ -193,3 +193,15 @@ migration(
     ALTER TABLE conversations ADD COLUMN total_tokens INTEGER NOT NULL DEFAULT 0;
     """
 )
+
+
+# Continuity across restarts and replicas: a request that extends a stored step's history (or
+# names its response) belongs to that step's conversation.
+migration(
+    """
+    ALTER TABLE steps ADD COLUMN request_hash TEXT;
+    ALTER TABLE steps ADD COLUMN response_id TEXT;
+    CREATE INDEX steps_by_request_hash ON steps (request_hash);
+    CREATE INDEX steps_by_response_id ON steps (response_id);
+    """
+)

@@ -123,6 +123,27 @@ async def get_run(fetch: Fetch, run_id: str) -> dict[str, Any] | None:
     return run
 
 
+async def find_history(fetch: Fetch, hashes: Sequence[str], response_id: str | None) -> list[dict[str, Any]]:
+    """Stored steps whose request is one of `hashes` (prefixes of a new request), or whose
+    response is `response_id`, newest first, with their run's conversation."""
+    clauses, params = [], []
+    if hashes:
+        clauses.append(f"s.request_hash IN ({','.join('?' * len(hashes))})")
+        params += list(hashes)
+    if response_id:
+        clauses.append("s.response_id = ?")
+        params.append(response_id)
+    if not clauses:
+        return []
+    rows = await fetch(
+        "SELECT s.id AS step_id, s.run_id, s.request_hash, s.response_id, r.conversation_id"
+        f" FROM steps s JOIN runs r ON r.id = s.run_id WHERE {' OR '.join(clauses)}"
+        " ORDER BY s.started_at DESC LIMIT 50",
+        params,
+    )
+    return [dict(r) for r in rows]
+
+
 async def get_attempt(fetch: Fetch, attempt_id: str) -> dict[str, Any] | None:
     rows = await fetch(
         "SELECT a.*, b.request_body, b.response_body, b.request_truncated, b.response_truncated"

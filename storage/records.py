@@ -123,6 +123,8 @@ class StepRow(Row):
     usage: dict[str, int] | None = None
     error: dict[str, Any] | None = None
     cost: dict[str, Any] | None = None
+    request_hash: str | None = None  # of its canonical messages: what a later request extends
+    response_id: str | None = None  # the provider's id of its response (`previous_response_id`)
 
 
 @dataclass(slots=True)

@@ -2,6 +2,12 @@
 
 Each write (a whole batch, a delete, a ping) is one hand-off to the writer thread, where plain
 `sqlite3` runs the transaction start to finish; reads go through aiosqlite beside it (WAL).
+
+The store opens lazily and reopens itself: nothing here is fatal to the process. A database
+that is locked, read-only, not a database or gone raises `StoreUnavailable` until a later probe
+opens it; a write connection whose probe failed is closed, so the next one starts from a fresh
+descriptor (a file made writable again is written). The reader follows: it reopens when the
+writer did, or when the file at the path is no longer the one it has open.
 """
 
 from __future__ import annotations
@@ -10,85 +16,118 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiosqlite
 import orjson
 
 from storage import queries
 from storage.base import RunFilter, StoreUnavailable
+from storage.files import create_private, tighten
 from storage.migrations import MIGRATIONS
-from storage.records import WRITE_ORDER, Row, RunRow, dumps, now, valid_text
+from storage.records import (
+    WRITE_ORDER,
+    AttemptRow,
+    BodyRow,
+    Row,
+    RunRow,
+    StepRow,
+    dumps,
+    names,
+    now,
+    valid_text,
+)
 
 log = logging.getLogger(__name__)
 
+BUSY_SECONDS = 1.0  # a locked database fails fast: the writer spools meanwhile
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",  # WAL + NORMAL: durable across process crashes, fast commits
     "PRAGMA foreign_keys = ON",
-    "PRAGMA busy_timeout = 1000",  # a locked database fails fast: the writer spools meanwhile
 )
+# Takes the write lock and touches the main database, so a read-only descriptor fails here
+# (BEGIN IMMEDIATE alone succeeds on one).
+_WRITE_PROBE = "UPDATE schema_migrations SET name = name WHERE 0"
 _OPEN = "'in_progress'"
 TEXT_INDEX_CUTOFF = 1000  # matches past which walking the newest runs beats the text index
+DELETED_MEMORY = 10_000  # ids of runs deleted lately, whose late rows are dropped quietly
+_ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.DataError, sqlite3.InterfaceError)
+
+FileId = tuple[int, int] | None  # (device, inode) of the file at the path
 
 
 class SqliteStore:
     def __init__(self, path: str) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None  # used on the writer thread only
+        self._file: FileId = None  # the file the write connection has open
+        self._generation = 0  # counts the write connection's (re)opens: the reader follows it
         self._reader: aiosqlite.Connection | None = None
+        self._reader_file: FileId = None
+        self._reader_generation = 0
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="chatdebug-sqlite-writer")
-        self._inode: int | None = None
+        self._deleted: OrderedDict[str, None] = OrderedDict()  # written on the writer thread only
+
+    @property
+    def location(self) -> str:
+        return self.path
 
     async def _on_writer[T](self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
-        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.DataError, sqlite3.InterfaceError):
+        except _ROW_ERRORS:
             raise  # the rows are at fault, not the database
-        except sqlite3.DatabaseError as e:  # locked, read-only, full, I/O, not a database
+        except (sqlite3.DatabaseError, OSError) as e:  # locked, read-only, full, I/O, not a database
             raise StoreUnavailable(str(e)) from e
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        """Open now (raises `StoreUnavailable`); any later write or probe opens it too."""
         await self._on_writer(self._open_writer)
-        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-        self._reader.row_factory = sqlite3.Row
-        for pragma in _PRAGMAS:
-            await self._reader.execute(pragma)
 
     def _open_writer(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in _PRAGMAS:
-            conn.execute(pragma)
-        _migrate(conn)
-        self._db = conn
-        self._inode = self._current_inode()
-
-    def _current_inode(self) -> int | None:
+        self._close_writer()
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)  # SQLite gives its WAL and -shm files the database's mode
+            for suffix in ("-wal", "-shm"):
+                tighten(f"{self.path}{suffix}")
+        conn = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
         try:
-            return None if self.path == ":memory:" else os.stat(self.path).st_ino
-        except FileNotFoundError:
-            return None
+            for pragma in _PRAGMAS:
+                conn.execute(pragma)
+            _migrate(conn)
+            _probe_writes(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._db = conn
+        self._file = self._current_file()
+        self._generation += 1
+
+    def _current_file(self) -> FileId:
+        return _file_id(self.path)
 
     def _writable(self) -> sqlite3.Connection:
-        """SQLite keeps writing into a deleted file: refuse, so rows are spooled, not lost."""
+        """The write connection, opened if need be. SQLite keeps writing into a deleted file:
+        refuse, so rows are spooled, not lost (the next probe opens the file at the path)."""
         if self._db is None:
-            raise sqlite3.OperationalError("the store is not open")
-        if self.path != ":memory:" and self._current_inode() != self._inode:
+            self._open_writer()
+        assert self._db is not None
+        if self.path != ":memory:" and self._current_file() != self._file:
             raise sqlite3.OperationalError("the database file was removed or replaced")
         return self._db
 
     async def close(self) -> None:
-        if self._reader is not None:
-            await self._reader.close()
-            self._reader = None
+        await self._close_reader()
         await self._on_writer(self._close_writer)
 
     def _close_writer(self) -> None:
@@ -98,60 +137,88 @@ class SqliteStore:
 
     # ---- writes (each one hand-off to the writer thread) --------------------------------
 
-    async def write(self, rows: list[Row]) -> None:
-        await self._on_writer(self._write, rows)
+    async def write(self, rows: list[Row]) -> list[Row]:
+        return await self._on_writer(self._write, rows)
 
-    def _write(self, rows: list[Row]) -> None:
+    def _write(self, rows: list[Row]) -> list[Row]:
         conn = self._writable()
-        by_table: dict[type[Row], list[tuple[Any, ...]]] = {}
-        for row in sorted(rows, key=lambda r: WRITE_ORDER[r.table]):
-            by_table.setdefault(type(row), []).append(_values(row))
-        conversations = {r.conversation_id for r in rows if isinstance(r, RunRow) and r.conversation_id}
-        with _transaction(conn):
-            moved = _moved_from(conn, [r for r in rows if isinstance(r, RunRow)])
-            for kind, values in by_table.items():
-                conn.executemany(_upsert_sql(kind), values)
-            _refresh_conversations(conn, conversations)
-            _refresh_conversations(conn, moved - conversations, deleted=True)
+        gone = [r for r in rows if _run_id(r) in self._deleted]  # late rows of a run deleted here
+        rows = [r for r in rows if _run_id(r) not in self._deleted] if gone else rows
+        try:
+            _upsert(conn, rows)
+        except sqlite3.IntegrityError as e:  # a run, step or attempt they belong to is gone
+            if "FOREIGN KEY" not in str(e):
+                raise
+            orphans = _orphans(conn, rows)
+            if not orphans:
+                raise
+            gone += orphans
+            _upsert(conn, [r for r in rows if id(r) not in {id(o) for o in orphans}])
+        return gone
 
-    async def interrupt_open(self, finished_at: str) -> int:
-        return await self._on_writer(self._interrupt_open, finished_at)
+    async def interrupt_open(self, finished_at: str, updated_before: str | None = None) -> list[Row]:
+        return await self._on_writer(self._interrupt_open, finished_at, updated_before)
 
-    def _interrupt_open(self, finished_at: str) -> int:
+    def _interrupt_open(self, finished_at: str, updated_before: str | None) -> list[Row]:
+        """End runs left in progress (all, or those idle since `updated_before`) with their open
+        steps and attempts; returns the rows as they now are."""
         conn = self._writable()
         error = orjson.dumps({"class": "canceled", "message": "the proxy stopped before this ended"}).decode()
+        scope, params = "", []
         with _transaction(conn):
-            conn.execute(
+            if updated_before is not None:
+                sql = f"SELECT id FROM runs WHERE status = {_OPEN} AND updated_at < ?"
+                ids = [i for (i,) in conn.execute(sql, (updated_before,))]
+                if not ids:
+                    return []
+                scope, params = " AND {} IN (SELECT value FROM json_each(?))", [orjson.dumps(ids).decode()]
+            attempts = _returning(
+                conn,
                 f"UPDATE attempts SET status = 'interrupted', finished_at = ?, error_class = 'canceled',"
-                f" error = ? WHERE status = {_OPEN}",
-                (finished_at, error),
+                f" error = ? WHERE status = {_OPEN}{scope.format('run_id')} RETURNING *",
+                [finished_at, error, *params],
             )
-            conn.execute(
-                f"UPDATE steps SET status = 'interrupted', finished_at = ? WHERE status = {_OPEN}",
-                (finished_at,),
+            steps = _returning(
+                conn,
+                f"UPDATE steps SET status = 'interrupted', finished_at = ?"
+                f" WHERE status = {_OPEN}{scope.format('run_id')} RETURNING *",
+                [finished_at, *params],
             )
-            cur = conn.execute(
+            runs = _returning(
+                conn,
                 f"UPDATE runs SET status = 'interrupted', finished_at = ?, updated_at = ?"
-                f" WHERE status = {_OPEN}",
-                (finished_at, finished_at),
+                f" WHERE status = {_OPEN}{scope.format('id')} RETURNING *",
+                [finished_at, finished_at, *params],
             )
-        return cur.rowcount
+            _refresh_conversations(conn, {r["conversation_id"] for r in runs if r["conversation_id"]})
+        return [
+            *(_from_db(RunRow, r) for r in runs),
+            *(_from_db(StepRow, r) for r in steps),
+            *(_from_db(AttemptRow, r) for r in attempts),
+        ]
+
+    async def probe(self) -> None:
+        """Raise `StoreUnavailable` (saying why) unless the database takes writes now; opens or
+        reopens it as needed."""
+        await self._on_writer(self._probe)
+
+    def _probe(self) -> None:
+        try:
+            if self._db is None or (self.path != ":memory:" and self._current_file() != self._file):
+                self._open_writer()  # not open yet, or the file went away: open the one at the path
+            else:
+                _probe_writes(self._writable())
+        except BaseException:
+            self._close_writer()  # a fresh descriptor next time: the file may have been made writable
+            raise
 
     async def ping(self) -> bool:
-        """True when a write lock can be taken (reopening a database whose file went away)."""
-        return await self._on_writer(self._ping)
-
-    def _ping(self) -> bool:
+        """True when the database takes writes (opening or reopening it as needed)."""
         try:
-            if self.path != ":memory:" and self._current_inode() != self._inode:
-                self._close_writer()  # the file went away: start a new one where it was
-                self._open_writer()
-            conn = self._writable()
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
-            return True
-        except Exception:
+            await self.probe()
+        except StoreUnavailable:
             return False
+        return True
 
     async def delete_runs(self, run_ids: list[str]) -> list[str]:
         """Delete runs with their steps, attempts and bodies; returns the ids that existed."""
@@ -166,6 +233,10 @@ class SqliteStore:
             ).fetchall()
             conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", run_ids)
             _refresh_conversations(conn, {c for _, c in found if c is not None}, deleted=True)
+        for run_id, _ in found:  # rows of these runs still on their way are dropped quietly
+            self._deleted[run_id] = None
+        while len(self._deleted) > DELETED_MEMORY:
+            self._deleted.popitem(last=False)
         return [run_id for run_id, _ in found]
 
     async def select_run_ids(
@@ -210,6 +281,9 @@ class SqliteStore:
             return None
         return "rowid IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ?)", [phrase]
 
+    async def find_history(self, hashes: list[str], response_id: str | None) -> list[dict[str, Any]]:
+        return await queries.find_history(self._fetch, hashes, response_id)
+
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
         return await queries.get_run(self._fetch, run_id)
 
@@ -234,10 +308,70 @@ class SqliteStore:
         return sum(p.stat().st_size for p in map(Path, (self.path, f"{self.path}-wal")) if p.exists())
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
-        if self._reader is None:
-            raise RuntimeError("the store is not open")
-        async with self._reader.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        reader = await self._reading()
+        try:
+            async with reader.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except _ROW_ERRORS:
+            raise
+        except sqlite3.DatabaseError as e:  # locked, gone, not a database: a fresh reader next time
+            await self._close_reader()
+            raise StoreUnavailable(str(e)) from e
+
+    async def _reading(self) -> aiosqlite.Connection:
+        """The read connection, reopened when the writer reopened or the file was replaced."""
+        current = None if self.path == ":memory:" else self._current_file()
+        if self.path != ":memory:" and current is None:
+            await self._close_reader()
+            raise StoreUnavailable("the database file is missing")
+        if self._reader is not None and (current, self._generation) == (
+            self._reader_file,
+            self._reader_generation,
+        ):
+            return self._reader
+        await self._close_reader()
+        generation = self._generation
+        try:  # never creates the file: that is the writer's, made private
+            # the reader never writes, not even the journal mode: no pragmas
+            reader = await aiosqlite.connect(
+                _read_uri(self.path), timeout=BUSY_SECONDS, uri=True, isolation_level=None
+            )
+            reader.row_factory = sqlite3.Row
+        except sqlite3.DatabaseError as e:
+            raise StoreUnavailable(str(e)) from e
+        self._reader, self._reader_file, self._reader_generation = reader, current, generation
+        return reader
+
+    async def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            try:
+                await reader.close()
+            except sqlite3.Error as e:
+                log.debug("closing the reader: %s", e)
+
+
+def _read_uri(path: str) -> str:
+    if path == ":memory:":
+        return "file::memory:"
+    return f"file:{quote(os.path.abspath(path))}?mode=rw"
+
+
+def _file_id(path: str) -> FileId:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _probe_writes(conn: sqlite3.Connection) -> None:
+    """Raise unless a write lock can be taken and the main database written."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(_WRITE_PROBE)
+    finally:
+        conn.execute("ROLLBACK")
 
 
 _CONVERSATION_UPSERT = """
@@ -322,10 +456,20 @@ def _refresh_conversations(
 # ---- row mapping ------------------------------------------------------------------------------
 
 
+# A run id written again by a later process (after a restart) must not move the run backwards.
+_RUN_KEEPS = {
+    "step_count": "MAX(runs.step_count, excluded.step_count)",
+    "attempt_count": "MAX(runs.attempt_count, excluded.attempt_count)",
+    "started_at": "CASE WHEN runs.started_at <> '' AND runs.started_at < excluded.started_at"
+    " OR excluded.started_at = '' THEN runs.started_at ELSE excluded.started_at END",
+}
+
+
 @cache
 def _upsert_sql(kind: type[Row]) -> str:
     columns = queries.names(kind)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "id")
+    keeps = _RUN_KEEPS if kind is RunRow else {}
+    updates = ", ".join(f"{c} = {keeps.get(c, f'excluded.{c}')}" for c in columns if c != "id")
     return (
         f"INSERT INTO {kind.table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         f" ON CONFLICT (id) DO UPDATE SET {updates}"
@@ -342,3 +486,67 @@ def _values(row: Row) -> tuple[Any, ...]:
             value = valid_text(value)
         values.append(value)
     return tuple(values)
+
+
+def _run_id(row: Row) -> str | None:
+    if isinstance(row, RunRow):
+        return row.id
+    return row.run_id if isinstance(row, StepRow | AttemptRow) else None
+
+
+def _upsert(conn: sqlite3.Connection, rows: list[Row]) -> None:
+    by_table: dict[type[Row], list[tuple[Any, ...]]] = {}
+    for row in sorted(rows, key=lambda r: WRITE_ORDER[r.table]):
+        by_table.setdefault(type(row), []).append(_values(row))
+    conversations = {r.conversation_id for r in rows if isinstance(r, RunRow) and r.conversation_id}
+    with _transaction(conn):
+        moved = _moved_from(conn, [r for r in rows if isinstance(r, RunRow)])
+        for kind, values in by_table.items():
+            conn.executemany(_upsert_sql(kind), values)
+        _refresh_conversations(conn, conversations)
+        _refresh_conversations(conn, moved - conversations, deleted=True)
+
+
+def _orphans(conn: sqlite3.Connection, rows: list[Row]) -> list[Row]:
+    """Rows whose run, step or attempt is neither in the batch nor in the database (deleted)."""
+    runs = {r.id for r in rows if isinstance(r, RunRow)}
+    steps = [r for r in rows if isinstance(r, StepRow)]
+    runs |= _existing(conn, "runs", {r.run_id for r in steps} - runs)
+    kept_steps = {r.id for r in steps if r.run_id in runs}
+    attempts = [r for r in rows if isinstance(r, AttemptRow)]
+    kept_steps |= _existing(conn, "steps", {r.step_id for r in attempts} - kept_steps)
+    kept_attempts = {r.id for r in attempts if r.step_id in kept_steps}
+    bodies = [r for r in rows if isinstance(r, BodyRow)]
+    kept_attempts |= _existing(conn, "attempts", {r.id for r in bodies} - kept_attempts)
+    return [
+        *(r for r in steps if r.run_id not in runs),
+        *(r for r in attempts if r.step_id not in kept_steps),
+        *(r for r in bodies if r.id not in kept_attempts),
+    ]
+
+
+def _existing(conn: sqlite3.Connection, table: str, ids: Iterable[str]) -> set[str]:
+    wanted = list(ids)
+    if not wanted:
+        return set()
+    sql = f"SELECT id FROM {table} WHERE id IN (SELECT value FROM json_each(?))"
+    return {i for (i,) in conn.execute(sql, (orjson.dumps(wanted).decode(),))}
+
+
+def _returning(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+    cur = conn.cursor()
+    cur.row_factory = sqlite3.Row
+    return cur.execute(sql, params).fetchall()
+
+
+def _from_db(kind: type[Row], row: sqlite3.Row) -> Row:
+    """A stored row as the row type the writer commits (for its listeners)."""
+    values: dict[str, Any] = {}
+    for column in names(kind):
+        value = row[column]
+        if column in kind.json_columns and isinstance(value, str):
+            value = orjson.loads(value)
+        elif column in ("streamed", "request_truncated", "response_truncated"):
+            value = bool(value)
+        values[column] = value
+    return kind(**values)

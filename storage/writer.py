@@ -3,10 +3,15 @@
 `submit` never blocks and never raises, so the traffic path never waits for the database.
 Snapshots of the same row inside one batch collapse to the newest.
 
-When a write fails (the database is locked, read-only, full or gone) the writer turns
-degraded: this batch and every later one go to the spool, in order, until the database
-answers again; then the spool is replayed, still in order, and the writer carries on.
-Rows are dropped only when the spool is full (or the queue is), and every drop is counted.
+The writer opens the store itself, on its first turn: a database that cannot be opened (locked,
+read-only, not a database, gone) is never fatal. The writer is degraded until the store opens:
+batches go to the spool, in order, probes retry with backoff, and the cause is logged once.
+When a later write fails the same way, the writer turns degraded again; once the database
+answers, the spool is replayed, still in order, and the writer carries on.
+
+Every drop is counted under its reason (`DROP_REASONS`). Rows of a run deleted meanwhile are
+expected and dropped quietly; any other drop is a loss: logged (once a minute) and reported
+by `dropping()` to /readyz.
 """
 
 from __future__ import annotations
@@ -15,17 +20,29 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from storage.base import Store, StoreUnavailable
-from storage.records import Row
+from storage.records import AttemptRow, Row, RunRow, StepRow
 from storage.spool import Spool
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[list[Row], float], None]
+Job = Callable[[Store], Awaitable[list[Row]]]
+
+DROP_REASONS = {
+    "queue_full": "the write queue is full",
+    "spool_full": "the spool is full or unwritable",
+    "spool_torn": "a spooled line was torn (a crash or a full disk mid-append)",
+    "refused": "the database refused a record",
+    "writer_error": "an unexpected writer error",
+    "run_deleted": "the run they belong to was deleted",
+}
+QUIET = frozenset({"run_deleted"})  # expected, not a loss
 
 
 @dataclass(slots=True)
@@ -45,24 +62,38 @@ class Writer:
         max_queue: int = 20_000,
         max_batch: int = 1_000,
         probe_every: float = 2.0,
+        max_probe_every: float = 30.0,
         linger: float = 0.01,
     ) -> None:
         self.store = store
         self.spool = spool
         self.max_batch = max_batch
         self.probe_every = probe_every
+        self.max_probe_every = max_probe_every
         self.linger = linger  # a short wait for more rows turns many tiny commits into few batches
         self._queue: asyncio.Queue[Row | _Call] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
-        self.degraded = bool(spool)  # rows left from a previous process are replayed first
+        # Degraded until the first probe opens the store and replays what an earlier process spooled.
+        self.degraded = True
+        self.unavailable: str | None = "the database is being opened"
+        self._probe_delay = probe_every
         self._next_probe = 0.0
+        self._warned: str | None = None  # the cause last logged: logged once, not per probe
+        self._jobs: list[Job] = []
+        self._jobs_due = 0.0
         self.written = 0
         self.spooled = 0
-        self.dropped = 0
+        self.drops = dict.fromkeys(DROP_REASONS, 0)
         self.last_drop_at = 0.0
+        self.last_drop_reason: str | None = None
         self._last_drop_log = 0.0
+        self._quiet_logged: OrderedDict[str, None] = OrderedDict()  # runs whose quiet drop was logged
         self.last_batch_seconds = 0.0
         self.listeners: list[Listener] = []  # told of each commit and its seconds
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="chatdebug-writer")
@@ -71,7 +102,7 @@ class Writer:
         try:
             self._queue.put_nowait(row)
         except asyncio.QueueFull:
-            self._drop(1, "the write queue is full")
+            self._drop(1, "queue_full")
 
     async def execute[T](self, fn: Callable[[Store], Awaitable[T]]) -> T:
         """Run `fn(store)` on the writer, after every row submitted before it."""
@@ -79,13 +110,39 @@ class Writer:
         await self._queue.put(_Call(fn, done))
         return await done
 
+    async def execute_rows(self, fn: Job) -> list[Row]:
+        """`execute` for a write that returns the rows it changed: listeners are told of them."""
+
+        async def tell(store: Store) -> list[Row]:
+            started = time.perf_counter()
+            rows = await fn(store)
+            self._tell(rows, time.perf_counter() - started)
+            return rows
+
+        return await self.execute(tell)
+
+    def retry(self, job: Job) -> None:
+        """Run `job(store)` on the writer as soon as the store takes it, and again until it lands;
+        listeners are told of the rows it returns."""
+        self._jobs.append(job)
+        self._jobs_due = 0.0
+
     @property
     def depth(self) -> int:
         return self._queue.qsize()
 
     def dropping(self, within: float = 60.0) -> bool:
-        """Rows were dropped lately: what /readyz reports."""
+        """Rows were lost lately: what /readyz reports."""
         return time.monotonic() - self.last_drop_at < within if self.last_drop_at else False
+
+    def why_not_ready(self) -> dict[str, str]:
+        """What /readyz says beside its checks."""
+        why = {}
+        if self.degraded:
+            why["database"] = f"{self.store.location}: {self.unavailable}"
+        if self.dropping() and self.last_drop_reason is not None:
+            why["recording"] = f"records were dropped lately: {DROP_REASONS[self.last_drop_reason]}"
+        return why
 
     async def flush(self) -> None:
         """Wait until everything submitted so far is committed, spooled or counted as dropped."""
@@ -107,8 +164,10 @@ class Writer:
         while True:
             if self.degraded and time.monotonic() >= self._next_probe:
                 await self._recover()
+            elif not self.degraded and self._jobs and time.monotonic() >= self._jobs_due:
+                await self._run_jobs()
             try:
-                item = await asyncio.wait_for(self._queue.get(), self.probe_every if self.degraded else None)
+                item = await asyncio.wait_for(self._queue.get(), self._idle_timeout())
             except TimeoutError:
                 continue
             if isinstance(item, _Call):
@@ -126,23 +185,37 @@ class Writer:
             try:
                 await self._write(batch)
             except Exception:  # the task must live on: these rows are counted, the next are written
-                self._drop(len(batch), "an unexpected writer error")
-                log.exception("the writer could not handle a batch")
+                self._drop(len(batch), "writer_error", exc_info=True)
             finally:
                 for _ in batch:
                     self._queue.task_done()
             if call is not None:
                 await self._call(call)
 
+    def _idle_timeout(self) -> float | None:
+        """How long to wait for rows before the next probe or job retry is due."""
+        if self.degraded:
+            due = self._next_probe
+        elif self._jobs:
+            due = self._jobs_due
+        else:
+            return None
+        return max(0.001, due - time.monotonic())
+
     async def _call(self, call: _Call) -> None:
         try:
+            if call.done.done():
+                return  # its caller went away (a task cancelled on stop): nothing to run it for
             if self.degraded:  # spooled rows come first: a delete must not be undone by their replay
                 await self._recover()
                 if self.degraded:
                     raise StoreUnavailable("the database is unavailable; records are being spooled")
-            call.done.set_result(await call.fn(self.store))
+            result = await call.fn(self.store)
+            if not call.done.done():
+                call.done.set_result(result)
         except Exception as e:
-            call.done.set_exception(e)
+            if not call.done.done():
+                call.done.set_exception(e)
         finally:
             self._queue.task_done()
 
@@ -157,9 +230,7 @@ class Writer:
         try:
             await self._commit_isolating(rows)
         except StoreUnavailable as e:
-            log.warning("database unavailable (%s): spooling records until it is back", e)
-            self.degraded = True
-            self._next_probe = time.monotonic() + self.probe_every
+            self._degrade(str(e))
             self._to_spool(rows)
 
     async def _commit_isolating(self, rows: list[Row]) -> None:
@@ -170,22 +241,47 @@ class Writer:
             raise
         except Exception:
             if len(rows) == 1:
-                self._drop(1, "a record the database refused")
-                log.exception("dropped a record the database refused: %s %s", rows[0].table, rows[0].id)
+                log.debug("dropped a record the database refused: %s %s", rows[0].table, rows[0].id)
+                self._drop(1, "refused", exc_info=True)
                 return
             for row in rows:
                 await self._commit_isolating([row])
 
     async def _commit(self, rows: list[Row]) -> None:
         started = time.perf_counter()
-        await self.store.write(rows)
+        gone = await self.store.write(rows)
         self.last_batch_seconds = time.perf_counter() - started
+        if gone:
+            self._drop_gone(gone)
+            left_out = {id(r) for r in gone}
+            rows = [r for r in rows if id(r) not in left_out]
         self.written += len(rows)
+        self._tell(rows, self.last_batch_seconds)
+
+    def _tell(self, rows: list[Row], seconds: float) -> None:
+        if not rows:
+            return
         for listener in self.listeners:
             try:
-                listener(rows, self.last_batch_seconds)
+                listener(rows, seconds)
             except Exception:
                 log.exception("a writer listener failed")
+
+    # ---- availability ---------------------------------------------------------------------
+
+    def _degrade(self, cause: str) -> None:
+        if not self.degraded:
+            self._probe_delay = self.probe_every
+            self._next_probe = time.monotonic() + self._probe_delay
+        self.degraded = True
+        self.unavailable = cause
+        if cause != self._warned:
+            self._warned = cause
+            log.warning(
+                "the database at %s is unavailable (%s): records are spooled until it takes them; retrying",
+                self.store.location,
+                cause,
+            )
 
     async def recover(self) -> bool:
         """Replay what an earlier process spooled (call before starting); True when nothing is left."""
@@ -193,23 +289,50 @@ class Writer:
         return not self.degraded
 
     async def _recover(self) -> None:
-        """Replay the spool into the database, in order; stay degraded if it still fails."""
-        self._next_probe = time.monotonic() + self.probe_every
-        if not await self.store.ping():
-            return
+        """Open or probe the store, replay the spool into it in order, then run pending jobs;
+        stay degraded, retrying later with backoff, if any of it fails."""
+        self._next_probe = time.monotonic() + self._probe_delay
         replayed = 0
         try:
+            await self.store.probe()
             if self.spool is not None:
+                self.spool.take_torn()  # counted once the replay has read the whole spool
                 for rows in self.spool.batches(self.max_batch):
                     await self._commit_isolating(rows)
                     replayed += len(rows)
+                self._drop(self.spool.take_torn(), "spool_torn")
                 self.spool.clear()
         except Exception as e:
-            log.debug("spool replay stopped: %s", e)
+            self._degrade(str(e) or type(e).__name__)
+            self._probe_delay = min(self._probe_delay * 2, self.max_probe_every)
+            self._next_probe = time.monotonic() + self._probe_delay
             return
         self.degraded = False
-        if replayed:
-            log.info("database available again: replayed %d spooled records", replayed)
+        self.unavailable = None
+        self._probe_delay = self.probe_every
+        if self._warned is not None or replayed:
+            log.info(
+                "the database at %s takes records; %d spooled records replayed", self.store.location, replayed
+            )
+        self._warned = None
+        await self._run_jobs()
+
+    async def _run_jobs(self) -> None:
+        while self._jobs:
+            try:
+                started = time.perf_counter()
+                rows = await self._jobs[0](self.store)
+            except StoreUnavailable as e:
+                self._degrade(str(e))
+                return
+            except Exception:
+                log.exception("a storage job failed; it is retried")
+                self._jobs_due = time.monotonic() + self.max_probe_every
+                return
+            self._jobs.pop(0)
+            self._tell(rows, time.perf_counter() - started)
+
+    # ---- drops --------------------------------------------------------------------------
 
     def _to_spool(self, rows: list[Row]) -> None:
         kept = 0
@@ -218,13 +341,39 @@ class Writer:
                 kept = self.spool.append(rows)
             except Exception as e:
                 log.debug("spool append failed: %s", e)
+            self._drop(self.spool.take_torn(), "spool_torn")
         self.spooled += kept
-        if kept < len(rows):
-            self._drop(len(rows) - kept, "the spool is full or unwritable")
+        self._drop(len(rows) - kept, "spool_full")
 
-    def _drop(self, count: int, why: str) -> None:
-        self.dropped += count
+    def _drop_gone(self, rows: list[Row]) -> None:
+        """Late rows of a deleted run: expected, so counted quietly (a debug line once per run)."""
+        self._drop(len(rows), "run_deleted")
+        for row in rows:
+            if isinstance(row, RunRow):
+                run_id = row.id
+            elif isinstance(row, StepRow | AttemptRow):
+                run_id = row.run_id
+            else:
+                continue  # bodies name only their attempt; its run is logged by its other rows
+            if run_id not in self._quiet_logged:
+                self._quiet_logged[run_id] = None
+                if len(self._quiet_logged) > 1_000:
+                    self._quiet_logged.popitem(last=False)
+                log.debug("dropping late records of deleted run %s", run_id)
+
+    def _drop(self, count: int, reason: str, *, exc_info: bool = False) -> None:
+        if count <= 0:
+            return
+        self.drops[reason] += count
+        if reason in QUIET:
+            return
         self.last_drop_at = now = time.monotonic()
+        self.last_drop_reason = reason
         if now - self._last_drop_log >= 60:  # loud, but once a minute
             self._last_drop_log = now
-            log.error("dropping records: %s (%d dropped so far)", why, self.dropped)
+            log.error(
+                "dropping records: %s (%d dropped so far)",
+                DROP_REASONS[reason],
+                self.dropped,
+                exc_info=exc_info,
+            )

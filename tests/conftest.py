@@ -129,6 +129,20 @@ class Sidecar:
         return self.process.wait(timeout)
 
 
+def ready_addrs(line: str) -> dict[str, str]:
+    """`chatdebug ready · proxy http://H:P (HTTPS_PROXY) · api URL · database PATH · trust the CA: PATH`."""
+    addrs: dict[str, str] = {}
+    for part in line.split(" · ")[1:]:
+        name, _, value = part.partition(" ")
+        if name == "proxy":
+            addrs["regular"] = value.split()[0].removeprefix("http://")
+        elif name in ("api", "database"):
+            addrs[name] = value
+        elif part.startswith("trust the CA: "):
+            addrs["ca"] = part.removeprefix("trust the CA: ")
+    return addrs
+
+
 def start_sidecar(workdir: Path, upstream: Upstream, certs: Certs, *extra: str) -> Sidecar:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "sidecar.log"
@@ -150,8 +164,7 @@ def start_sidecar(workdir: Path, upstream: Upstream, certs: Certs, *extra: str) 
     while time.monotonic() < deadline:
         for line in log_path.read_text(errors="replace").splitlines():
             if line.startswith("chatdebug ready "):
-                addrs = dict(part.split("=", 1) for part in line.split()[2:])
-                addrs["api"] = addrs["api"]
+                addrs = ready_addrs(line)
                 return Sidecar(process, workdir, log_path, addrs, certs.ca_file, args)
         if process.poll() is not None:
             break

@@ -46,7 +46,7 @@ def test_header_wins_over_everything() -> None:
 
 def test_reasons_name_the_rule() -> None:
     _, path, body, headers, _, _ = next(c for c in CASES if c[0] == "claude-code-compaction")
-    assert classify(path, body, headers).reason == "Claude Code: Claude Code's /compact summary instruction"
+    assert classify(path, body, headers).reason == "Claude Code: Claude Code's /compact instruction after the last tool result"
 
 
 def test_user_profiles_extend_and_win(tmp_path: Path) -> None:

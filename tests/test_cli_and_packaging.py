@@ -13,6 +13,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from proxy.cli import load_settings
+from proxy.flags import unknown_env
 from proxy.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,12 +88,14 @@ def test_image_environment_is_a_valid_configuration() -> None:
     assert settings.sqlite_path == "/data/chatdebug.db"
     client = compose["services"]["example-client"]
     assert client["environment"]["HTTPS_PROXY"] == f"http://chatdebug:{settings.proxy_addr[1]}"
-    assert client["depends_on"]["chatdebug"]["condition"] == "service_healthy"
-    # the client trusts ca.pem from the sidecar's confdir, shared read-only
-    mount, _, mode = client["volumes"][0].partition(":")[2].partition(":")
-    assert mode == "ro"
-    ca_in_client = Path(mount) / settings.confdir.relative_to("/data") / "ca.pem"
-    assert str(ca_in_client) in " ".join(client["command"])
+    publisher = compose["services"]["publish-ca"]
+    assert publisher["depends_on"]["chatdebug"]["condition"] == "service_healthy"
+    # the client trusts ca.pem from the sidecar's confdir, published into a volume of its own
+    assert publisher["entrypoint"][1] == str(settings.confdir / "ca.pem")
+    volume, _, mount = publisher["volumes"][1].partition(":")
+    assert f"{volume}:/chatdebug-ca:ro" in client["volumes"]
+    assert Path(publisher["entrypoint"][2]).parent == Path(mount)
+    assert client["environment"]["CHATDEBUG_CA"] == "/chatdebug-ca/ca.pem"
 
 
 def test_ca_key_is_private_and_api_defaults_to_loopback(sidecar) -> None:  # type: ignore[no-untyped-def]
@@ -101,3 +104,13 @@ def test_ca_key_is_private_and_api_defaults_to_loopback(sidecar) -> None:  # typ
     assert b"PRIVATE KEY" not in sidecar.ca_file.read_bytes()  # what clients get is the certificate only
     assert Settings().api_addr == ("127.0.0.1", 8081)
     assert Settings().proxy_addr == ("127.0.0.1", 8080)
+
+
+def test_a_token_is_taken_without_surrounding_whitespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATDEBUG_API_TOKEN", "t0ken-value\n")  # a token file read whole
+    assert load_settings([]).token == "t0ken-value"
+
+
+def test_the_fuzz_knobs_are_not_mistaken_for_settings() -> None:
+    assert unknown_env(["CHATDEBUG_FUZZ_EXAMPLES", "CHATDEBUG_FUZZ_REPORT", "CHATDEBUG_DATABASE"]) is None
+    assert unknown_env(["CHATDEBUG_DATABASE_URL"]) == ("CHATDEBUG_DATABASE_URL", "CHATDEBUG_DATABASE")

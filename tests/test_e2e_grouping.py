@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -223,3 +225,66 @@ def test_twenty_interleaved_conversations_stay_separate(sidecar: Sidecar, upstre
             assert step["request"]["messages"][0]["parts"][0]["text"].startswith(n + " ")
         calls = [p["id"] for s in detail["steps"][:2] for p in s["response"]["content"]]
         assert calls == [f"call_{n}_0_0", f"call_{n}_0_1"]
+
+
+def test_a_forced_run_id_named_again_after_a_restart_adds_to_the_stored_run(
+    own_sidecar: Callable[..., Sidecar], upstream: Upstream
+) -> None:
+    """X-Chatdebug-Run after the run left memory (a restart, or settled and let go) continues it."""
+    run_id = unique("run_forced_restart").replace("-", "_")
+
+    def call(sidecar: Sidecar, text: str) -> None:
+        upstream.push(Reply.json(wire.openai_completion(text, usage=wire.openai_usage(3, 1))))
+        with httpx.Client(proxy=sidecar.proxy_url, verify=str(sidecar.ca_file), timeout=10) as http:
+            body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": f"{run_id} {text}"}]}
+            assert (
+                http.post(
+                    f"{upstream.url}/v1/chat/completions", json=body, headers={"X-Chatdebug-Run": run_id}
+                ).status_code
+                == 200
+            )
+
+    first = own_sidecar()
+    for text in ("one", "two", "three"):
+        call(first, text)
+    first.wait_runs(1, q=run_id)
+    assert first.stop() == 0
+    second = own_sidecar()
+    call(second, "four")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        run = second.run(run_id)
+        if run["step_count"] == 4 and run["steps"][-1]["status"] == "completed":
+            break
+        time.sleep(0.05)
+    assert run["step_count"] == 4 and run["attempt_count"] == 4
+    assert [s["number"] for s in run["steps"]] == [1, 2, 3, 4]
+
+
+def test_after_a_restart_a_known_history_is_found_in_the_store(
+    own_sidecar: Callable[..., Sidecar], upstream: Upstream
+) -> None:
+    """No session id anywhere: the second turn, sent to a restarted sidecar, joins the first's conversation."""
+    marker = unique("restart-history")
+    first_turn = [{"role": "user", "content": f"{marker} plan a trip to Kyoto"}]
+    sidecar = own_sidecar()
+    upstream.push(Reply.json(wire.openai_completion("Day 1: temples.", usage=wire.openai_usage(5, 3))))
+    openai_client(sidecar, upstream).chat.completions.create(model="gpt-4.1", messages=first_turn)
+    (first,) = sidecar.wait_runs(1, q=marker)
+    assert first["conversation_source"] == "derived"
+    assert sidecar.stop() == 0
+    sidecar = own_sidecar()
+    second_turn = [
+        *first_turn,
+        {"role": "assistant", "content": "Day 1: temples."},
+        {"role": "user", "content": "and day 2?"},
+    ]
+    upstream.push(Reply.json(wire.openai_completion("Day 2: gardens.", usage=wire.openai_usage(9, 3))))
+    openai_client(sidecar, upstream).chat.completions.create(model="gpt-4.1", messages=second_turn)
+    runs = sidecar.wait_runs(2, q=marker)
+    second = next(r for r in runs if r["id"] != first["id"])
+    assert second["prompt"] == "and day 2?"
+    assert (second["conversation_id"], second["conversation_source"]) == (
+        first["conversation_id"],
+        "continuation",
+    )

@@ -293,7 +293,7 @@ def test_reverse_listener_records_clients_that_only_take_a_base_url(own_sidecar,
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     sidecar = own_sidecar("--reverse", f"{upstream.url}@{port}")
-    assert f"reverse=127.0.0.1:{port}" in sidecar.log()
+    assert f"reverse http://127.0.0.1:{port} -> {upstream.url}" in sidecar.log()
     marker = unique("reverse")
     upstream.push(Reply.json(wire.openai_completion("via reverse", usage=wire.openai_usage(4, 2))))
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=FAKE_OPENAI_KEY, max_retries=0)

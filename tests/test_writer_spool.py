@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from storage.records import AttemptRow, RunRow
 from storage.spool import Spool
 from storage.sqlite import SqliteStore
 from storage.writer import Writer
+from tests.faults import read_only
 
 
 def run(i: int, status: str = "in_progress") -> RunRow:
@@ -51,20 +53,22 @@ async def test_locked_database_spools_then_replays_in_order(tmp_path: Path) -> N
     await store.close()
 
 
-async def test_read_only_database_spools(tmp_path: Path) -> None:
+async def test_read_only_database_spools_and_recovers_once_writable(tmp_path: Path) -> None:
+    """A file the OS will not let us write (immutable, which binds root too): spooled; once it
+    is writable again, a fresh descriptor writes it (the one opened read-only never could)."""
     store, writer, spool = await open_writer(tmp_path)
-    conn = store._db
-    assert conn is not None
-    await store._on_writer(
-        conn.execute, "PRAGMA query_only = ON"
-    )  # SQLite's own read-only failure, even as root
-    writer.submit(run(5))
+    writer.submit(run(4))
     await writer.flush()
-    assert writer.degraded and spool
-    assert statuses(tmp_path / "db.sqlite") == {}
-    await store._on_writer(conn.execute, "PRAGMA query_only = OFF")
+    with read_only(tmp_path / "db.sqlite"):
+        await store.close()  # the next connection opens the file read-only
+        writer.submit(run(5))
+        await writer.flush()
+        assert writer.degraded and spool
+        assert "readonly" in (writer.unavailable or "")
+        await asyncio.sleep(0.2)  # probes fail meanwhile
+        assert writer.degraded
     await writer.close()
-    assert statuses(tmp_path / "db.sqlite") == {"run_0005": "in_progress"}
+    assert statuses(tmp_path / "db.sqlite") == {"run_0004": "in_progress", "run_0005": "in_progress"}
     await store.close()
 
 
@@ -141,3 +145,26 @@ async def test_undecodable_header_bytes_are_stored_replaced(tmp_path: Path) -> N
     assert "run_0003" in statuses(tmp_path / "fresh" / "db.sqlite")
     await store.close()
     await store2.close()
+
+
+async def test_a_call_whose_caller_went_away_does_not_stop_the_writer(tmp_path: Path) -> None:
+    """A retention task cancelled on stop leaves its call queued: the writer skips it and goes on."""
+    store, writer, _ = await open_writer(tmp_path)
+    gate = asyncio.Event()
+
+    async def slow(_: object) -> int:
+        await gate.wait()
+        return 1
+
+    running = asyncio.create_task(writer.execute(slow))  # the writer is busy with this one
+    abandoned = asyncio.create_task(writer.execute(lambda _: asyncio.sleep(0, result=2)))
+    await asyncio.sleep(0.05)
+    abandoned.cancel()
+    running.cancel()  # cancelled while the writer runs it: its result has nowhere to go
+    gate.set()
+    writer.submit(run(1, "completed"))
+    await asyncio.wait_for(writer.flush(), 5)
+    assert writer._task is not None and not writer._task.done()
+    assert statuses(Path(store.path)) == {"run_0001": "completed"}
+    await writer.close()
+    await store.close()

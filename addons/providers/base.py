@@ -6,6 +6,7 @@ knows nothing of mitmproxy: it gets bytes, decoded JSON and a `Call` (where the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -227,20 +228,81 @@ def media_part(media_type: str | None, data: str | bytes | None) -> MediaPart:
 
 
 def parse_arguments(raw: Any) -> Any:
-    """Tool-call arguments as parsed JSON where valid, else the raw string."""
+    """Tool-call arguments as parsed JSON where valid (see `loads`), else the raw string."""
     if not isinstance(raw, str):
         return raw
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        return loads(raw)
+    except ParseError:
         return raw
 
 
+# orjson reads JSON 1024 levels deep but writes at most 254 (`_WRITABLE`), and what is read here
+# is written again a few levels inside the normalized shape, its rows and the spool. So whatever
+# sits deeper than MAX_DEPTH is replaced by TOO_DEEP as it is read, and the rest is recorded.
+MAX_DEPTH = 128
+TOO_DEEP = f"[nested deeper than {MAX_DEPTH} levels: cut for recording]"
+_WRITABLE = 254
+_TEXT_PIECES = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)  # whole strings, brackets
+
+
 def loads(data: bytes | str) -> Any:
+    """JSON as the parsers read it, with anything nested deeper than MAX_DEPTH cut."""
     try:
-        return orjson.loads(data)
+        value = orjson.loads(data)
     except orjson.JSONDecodeError as e:
-        raise ParseError(f"invalid JSON: {e}") from None
+        if "depth limit" not in str(e):
+            raise ParseError(f"invalid JSON: {e}") from None
+        raw = data.encode() if isinstance(data, str) else data
+        try:
+            return orjson.loads(_cut_text(raw))
+        except orjson.JSONDecodeError as e:
+            raise ParseError(f"invalid JSON: {e}") from None
+    return _cut(value, MAX_DEPTH) if _too_deep(value, data) else value
+
+
+def _too_deep(value: Any, data: bytes | str) -> bool:
+    if len(data) < 4096:  # counting is cheaper than writing for small texts, most of them events
+        opening = (b"[", b"{") if isinstance(data, bytes) else ("[", "{")
+        if data.count(opening[0]) + data.count(opening[1]) <= MAX_DEPTH:  # type: ignore[arg-type]
+            return False
+    probe = value
+    for _ in range(_WRITABLE - MAX_DEPTH):
+        probe = [probe]
+    try:
+        orjson.dumps(probe)  # orjson's own walk, in C: writable with that many levels above it?
+    except TypeError:
+        return True
+    return False
+
+
+def _cut(value: Any, room: int) -> Any:
+    if isinstance(value, dict):
+        return {k: _cut(v, room - 1) for k, v in value.items()} if room else TOO_DEEP
+    if isinstance(value, list):
+        return [_cut(v, room - 1) for v in value] if room else TOO_DEEP
+    return value
+
+
+def _cut_text(data: bytes) -> bytes:
+    """JSON text too deep for orjson to read, with every container deeper than MAX_DEPTH replaced
+    by TOO_DEEP: the same cut as `_cut`, on the text (strings skipped whole)."""
+    out: list[bytes] = []
+    depth, start, last = 0, 0, 0
+    marker = orjson.dumps(TOO_DEEP)
+    for m in _TEXT_PIECES.finditer(data):
+        c = data[m.start()]
+        if c in b"[{":
+            depth += 1
+            if depth == MAX_DEPTH + 1:
+                start = m.start()
+        elif c in b"]}":
+            if depth == MAX_DEPTH + 1:
+                out += (data[last:start], marker)
+                last = m.end()
+            depth -= 1
+    out.append(data[last:])
+    return b"".join(out)
 
 
 MAX_COUNT = 1 << 53  # token counts past this are garbage, and would not fit a database integer
@@ -351,8 +413,8 @@ class JsonBodyParser:
         raw = b"".join(self._chunks)
         if self._status >= 400:
             try:
-                body: Any = orjson.loads(raw)
-            except orjson.JSONDecodeError:
+                body: Any = loads(raw)
+            except ParseError:
                 body = raw.decode("utf-8", "replace").strip() or None
             return Response(error=error_from_body(body, self._status), finish_reason="error")
         return self._parse(loads(raw))

@@ -2,6 +2,11 @@
 
 They take bytes exactly as the network cuts them (inside a line, inside a UTF-8 character)
 and yield whole events, so a parser's result never depends on chunk boundaries.
+
+Each is linear in its input (no byte is scanned or copied twice while a line waits for its end)
+and bounded: a line, an SSE event or a JSON element past `MAX_ITEM` bytes is dropped while it
+streams by. In its place comes a short description that is not JSON (`dropped`), so every
+parser reports it, with its size, among the response's warnings.
 """
 
 from __future__ import annotations
@@ -13,6 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+MAX_ITEM = 8 << 20  # far above any real event: a whole response with an image in it fits
+
+
+def dropped(what: str, size: int) -> str:
+    return f"[{what} of {size} bytes, over the {MAX_ITEM}-byte limit, dropped unread]"
+
 
 @dataclass(slots=True)
 class SseEvent:
@@ -20,36 +31,88 @@ class SseEvent:
     data: str
 
 
+@dataclass(slots=True)
+class Dropped:
+    """A line too long to keep: only its size is known."""
+
+    size: int
+
+
 class LineSplitter:
-    """Splits a byte stream into lines (LF or CRLF), holding back an unfinished last line."""
+    """Splits a byte stream into lines (LF or CRLF), holding back an unfinished last line.
 
-    __slots__ = ("_rest",)
+    The unfinished line waits as a list of pieces, joined once when its end arrives; one past
+    `limit` bytes is let go and only counted, so it comes out as `Dropped`.
+    """
 
-    def __init__(self) -> None:
-        self._rest = b""
+    __slots__ = ("_held", "_size", "limit")
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def __init__(self, limit: int = MAX_ITEM) -> None:
+        self.limit = limit
+        self._held: list[bytes] | None = []  # None: the line is being dropped
+        self._size = 0
+
+    def feed(self, data: bytes) -> list[bytes | Dropped]:
         if not data:
             return []
-        buf = self._rest + data if self._rest else data
-        lines = buf.split(b"\n")
-        self._rest = lines.pop()
-        return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        pieces = data.split(b"\n")
+        rest = pieces.pop()
+        if not pieces:
+            self._hold(rest)
+            return []
+        lines: list[bytes | Dropped] = [self._finish(pieces[0])]
+        if len(data) <= self.limit:  # no line inside it can be too long
+            lines += [p[:-1] if p.endswith(b"\r") else p for p in pieces[1:]]
+        else:
+            lines += [self._line(p) for p in pieces[1:]]
+        self._held, self._size = [], 0
+        self._hold(rest)
+        return lines
 
-    def close(self) -> list[bytes]:
-        rest, self._rest = self._rest, b""
-        return [rest.rstrip(b"\r")] if rest.strip() else []
+    def close(self) -> list[bytes | Dropped]:
+        line = self._finish(b"")
+        self._held, self._size = [], 0
+        if isinstance(line, Dropped) or line.strip():
+            return [line]
+        return []
+
+    def _hold(self, piece: bytes) -> None:
+        self._size += len(piece)
+        if self._held is None:
+            return
+        if self._size > self.limit:
+            self._held = None
+        elif piece:
+            self._held.append(piece)
+
+    def _finish(self, piece: bytes) -> bytes | Dropped:
+        """The held line, ended by `piece`."""
+        if self._held is None or self._size + len(piece) > self.limit:
+            return Dropped(self._size + len(piece))
+        if self._held:
+            piece = b"".join([*self._held, piece])
+        return piece[:-1] if piece.endswith(b"\r") else piece
+
+    def _line(self, piece: bytes) -> bytes | Dropped:
+        if len(piece) > self.limit:
+            return Dropped(len(piece))
+        return piece[:-1] if piece.endswith(b"\r") else piece
 
 
 class SseDecoder:
-    """Server-Sent Events (WHATWG): `event:` and `data:` fields, blank line ends an event."""
+    """Server-Sent Events (WHATWG): `event:` and `data:` fields, blank line ends an event.
 
-    __slots__ = ("_data", "_event", "_lines")
+    An event whose data lines pass `MAX_ITEM` bytes in all (a stream that never sends the blank
+    line) is dropped as it grows, and delivered as its `dropped` description.
+    """
+
+    __slots__ = ("_data", "_event", "_lines", "_size")
 
     def __init__(self) -> None:
         self._lines = LineSplitter()
         self._event: str | None = None
-        self._data: list[str] = []
+        self._data: list[str] | None = []  # None: the event is being dropped
+        self._size = 0
 
     def feed(self, data: bytes) -> Iterator[SseEvent]:
         for line in self._lines.feed(data):
@@ -58,12 +121,18 @@ class SseDecoder:
     def close(self) -> Iterator[SseEvent]:
         for line in self._lines.close():
             yield from self._line(line)
-        if self._data:  # a stream cut before the blank line still delivers its last event
+        if (
+            self._data is None or self._data
+        ):  # a stream cut before the blank line still delivers its last event
             yield from self._dispatch()
 
-    def _line(self, raw: bytes) -> Iterator[SseEvent]:
+    def _line(self, raw: bytes | Dropped) -> Iterator[SseEvent]:
+        if isinstance(raw, Dropped):  # most likely data: the event cannot be read whole
+            self._size += raw.size
+            self._data = None
+            return
         if not raw:
-            if self._data or self._event is not None:
+            if self._data is None or self._data or self._event is not None:
                 yield from self._dispatch()
             return
         line = raw.decode("utf-8", "replace")
@@ -73,13 +142,18 @@ class SseDecoder:
         if value.startswith(" "):
             value = value[1:]
         if name == "data":
-            self._data.append(value)
+            self._size += len(raw)
+            if self._data is not None:
+                self._data.append(value)
+                if self._size > MAX_ITEM:
+                    self._data = None
         elif name == "event":
             self._event = value
 
     def _dispatch(self) -> Iterator[SseEvent]:
-        event = SseEvent(self._event, "\n".join(self._data))
-        self._event, self._data = None, []
+        data = dropped("an SSE event", self._size) if self._data is None else "\n".join(self._data)
+        event = SseEvent(self._event, data)
+        self._event, self._data, self._size = None, [], 0
         yield event
 
 
@@ -92,10 +166,18 @@ class NdjsonDecoder:
         self._lines = LineSplitter()
 
     def feed(self, data: bytes) -> Iterator[bytes]:
-        yield from (line for line in self._lines.feed(data) if line.strip())
+        yield from _documents(self._lines.feed(data))
 
     def close(self) -> Iterator[bytes]:
-        yield from self._lines.close()
+        yield from _documents(self._lines.close())
+
+
+def _documents(lines: list[bytes | Dropped]) -> Iterator[bytes]:
+    for line in lines:
+        if isinstance(line, Dropped):
+            yield dropped("a line", line.size).encode()
+        elif line.strip():
+            yield line
 
 
 class JsonArrayDecoder:
@@ -108,9 +190,11 @@ class JsonArrayDecoder:
     inside a multi-byte character, so a cut anywhere is safe.
     """
 
-    __slots__ = ("_buf", "_depth", "_in_string", "_pos", "_start", "closed", "opened")
+    __slots__ = ("_buf", "_depth", "_dropped", "_in_string", "_pos", "_start", "closed", "opened")
 
-    _TOKENS = re.compile(rb'[\\"{}\[\]]')
+    # runs are taken whole, in C: hostile input (all brackets, all escapes) costs no step per byte
+    _STRUCTURE = re.compile(rb'"|[{\[]+|[}\]]+')
+    _STRING = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)  # up to the closing quote
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -118,6 +202,7 @@ class JsonArrayDecoder:
         self._start = -1  # start of the element being read, -1 between elements
         self._depth = 0
         self._in_string = False
+        self._dropped = 0  # bytes of the element being read already let go: it is too large
         self.opened = False  # saw the outer `[`
         self.closed = False  # saw the outer `]`: the array is complete
 
@@ -125,41 +210,64 @@ class JsonArrayDecoder:
         buf = self._buf
         buf += data
         i = self._pos
-        while (m := self._TOKENS.search(buf, i)) is not None:
-            i = m.start()
-            c = buf[i : i + 1]
+        while i < len(buf):
             if self._in_string:
-                if c == b"\\":
-                    i += 1  # skip the escaped byte, even when it is in the next chunk
-                elif c == b'"':
-                    self._in_string = False
-            elif c == b'"':
+                end = self._STRING.match(buf, i).end()  # type: ignore[union-attr]  # always matches
+                if end == len(buf):
+                    i = end
+                elif buf[end] == 0x5C:  # a backslash that ends the buffer: its escaped byte is next
+                    i = end + 2
+                else:
+                    self._in_string, i = False, end + 1
+                continue
+            m = self._STRUCTURE.search(buf, i)
+            if m is None:
+                i = len(buf)
+                break
+            i, run = m.start(), m.end() - m.start()
+            c = buf[i]
+            if c == 0x22:  # "
                 self._in_string = True
             elif c in b"{[":
-                if c == b"[" and self._depth == 0 and not self.opened:
-                    self.opened = True
-                else:
-                    if self._depth == 0:
-                        self._start = i
-                    self._depth += 1
+                if c == 0x5B and self._depth == 0 and not self.opened:
+                    self.opened, i, run = True, i + 1, run - 1
+                if run and self._depth == 0:
+                    self._start = i
+                self._depth += run
             elif self._depth > 0:
-                self._depth -= 1
-                if self._depth == 0:
-                    yield bytes(buf[self._start : i + 1])
-                    self._start = -1
-            elif c == b"]":
-                self.closed = True
-            i += 1
-        i = max(i, len(buf))  # no structural byte is left before the end
+                if run < self._depth:
+                    self._depth -= run
+                else:
+                    last = i + self._depth - 1  # the element's closing bracket
+                    yield self._element(buf, last)
+                    self._closes(buf, last + 1, i + run)
+            else:
+                self._closes(buf, i, i + run)
+            i += run
         keep = self._start if self._start >= 0 else len(buf)  # between elements nothing is kept
+        if self._start >= 0 and len(buf) - self._start > MAX_ITEM:
+            self._dropped += len(buf) - self._start  # still scanned for its end, no longer kept
+            keep = len(buf)
         del buf[:keep]
         self._pos = i - keep
         if self._start >= 0:
             self._start = 0
 
+    def _element(self, buf: bytearray, last: int) -> bytes:
+        start, self._start, self._depth = self._start, -1, 0
+        if self._dropped:
+            size, self._dropped = self._dropped + last + 1 - start, 0
+            return dropped("a JSON element", size).encode()
+        return bytes(buf[start : last + 1])
+
+    def _closes(self, buf: bytearray, start: int, end: int) -> None:
+        """Closing brackets between elements: a `]` ends the array."""
+        if buf.find(b"]", start, end) >= 0:
+            self.closed = True
+
     def close(self) -> int:
         """Bytes of an element left unfinished (0 when the body ended between elements)."""
-        rest = len(self._buf) if self._start >= 0 else 0
+        rest = self._dropped + len(self._buf) if self._start >= 0 else 0
         self._buf.clear()
         return rest
 

@@ -184,10 +184,10 @@ async def login(request: web.Request) -> web.Response:
     token = request.app[CTX].token
     given = str(form.get("token", ""))
     target = _next(str(form.get("next", "")))
-    if token is not None and not hmac.compare_digest(given.encode(), token.encode()):
+    if token and not hmac.compare_digest(given.encode(), token.encode()):
         return render("login.html", status=401, next=target, failed=True)
     response = web.HTTPSeeOther(target)
-    if token is not None:
+    if token:
         response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
     raise response
 
