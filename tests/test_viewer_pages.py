@@ -101,6 +101,8 @@ async def test_filters_and_fragments(client: TestClient) -> None:
     assert '<a class="json" href="/api/v1/runs?kind=compaction&amp;status=interrupted&amp;limit=500">' in page
     fragment, _ = await timed(client, "/runs?kind=compaction&partial=1")
     assert "<html" not in fragment and fragment.count('class="nav-row') == min(len(rows), 50)
+    blank, _ = await timed(client, "/runs?kind=&status=&conversation_id=&q=&limit=500")  # a form left blank
+    assert blank.count('class="nav-row') == 500
     bad = await client.get("/runs?kind=nonsense")
     assert bad.status == 400
 

@@ -49,6 +49,13 @@ def dump(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", by_alias=True)
 
 
+def cleaned(request: web.Request) -> web.Request:
+    """The request as the API would take it: without the fragment flag, and without the empty
+    fields a filter form sends for filters left blank."""
+    query = {k: v for k, v in request.query.items() if v != "" and k != "partial"}
+    return request.clone(rel_url=request.rel_url.with_query(query))
+
+
 def query_string(query: dict[str, Any], **changes: Any) -> str:
     merged = {k: v for k, v in {**query, **changes}.items() if v not in (None, "")}
     return urlencode(merged)
@@ -58,7 +65,7 @@ def query_string(query: dict[str, Any], **changes: Any) -> str:
 
 
 async def conversations(request: web.Request) -> web.Response:
-    q = params(request, m.ConversationsQuery)
+    q = params(cleaned(request), m.ConversationsQuery)
     rows = await request.app[CTX].store.list_conversations(q.limit + 1, decode_cursor(q.cursor), q.q or None)
     page = [dump(m.Conversation.model_validate(r)) for r in rows[: q.limit]]
     last = page[-1] if len(rows) > q.limit else None
@@ -66,7 +73,7 @@ async def conversations(request: web.Request) -> web.Response:
     now = time.time()
     for c in page:
         c["active"] = now - (present.parse_time(c["last_activity_at"]) or 0) < ACTIVE_SECONDS
-    query = {k: v for k, v in request.query.items() if k != "partial"}
+    query = dict(cleaned(request).query)
     template = "conversations_rows.html" if "partial" in request.query else "conversations.html"
     return render(
         template,
@@ -79,7 +86,7 @@ async def conversations(request: web.Request) -> web.Response:
 
 
 async def runs(request: web.Request) -> web.Response:
-    q = params(request, m.RunsQuery)
+    q = params(cleaned(request), m.RunsQuery)
     where = RunFilter(
         kind=q.kind, status=q.status, conversation_id=q.conversation_id, provider=q.provider, model=q.model,
         since=m.stamp(q.since), until=m.stamp(q.until), has_error=q.has_error, q=q.q or None,
@@ -87,7 +94,7 @@ async def runs(request: web.Request) -> web.Response:
     rows = await request.app[CTX].store.list_runs(where, q.limit + 1, decode_cursor(q.cursor))
     page = [dump(m.Run.model_validate(r)) for r in rows[: q.limit]]
     cursor = encode_cursor(page[-1]["started_at"], page[-1]["id"]) if len(rows) > q.limit else None
-    query = {k: v for k, v in request.query.items() if k != "partial"}
+    query = dict(cleaned(request).query)
     template = "runs_rows.html" if "partial" in request.query else "runs.html"
     return render(
         template,
