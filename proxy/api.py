@@ -19,14 +19,14 @@ from aiohttp_sse import sse_response
 from pydantic import BaseModel, ValidationError
 
 from proxy import api_models as m
-from proxy import exports
+from proxy import exports, viewer
 from proxy.events import EventHub, last_event_id
 from proxy.openapi import NO_CONTROL_CHARACTERS, OPEN, Route, document
 from storage.base import RunFilter, Store, StoreUnavailable
 from storage.records import timestamp
 
 PREFIX = "/api/v1"
-OPEN_PATHS = OPEN
+OPEN_PATHS = (*OPEN, *viewer.OPEN_PATHS)
 VERSION = "0.1.0"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -137,6 +137,8 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in OPEN_PATHS or request.method == "OPTIONS":
         return await handler(request)
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if not scheme and viewer.COOKIE in request.cookies:  # the viewer's pages, and the calls they make
+        scheme, value = "bearer", request.cookies[viewer.COOKIE]
     try:
         given = value.strip().encode("utf-8")
     except UnicodeEncodeError:  # bytes that are not UTF-8 are no token of ours
@@ -444,4 +446,5 @@ def make_app(ctx: ApiContext) -> web.Application:
     app[CTX] = ctx
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
+    viewer.add_routes(app)
     return app

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from proxy import terminal
 from proxy.app import serve
 from proxy.flags import add_arguments, flag_and_env, unknown_env
 from proxy.preflight import StartupError
@@ -71,7 +72,11 @@ def check_environment() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parsed = parser().parse_args(sys.argv[1:] if argv is None else argv)  # --help, --version exit here
+    argv = sys.argv[1:] if argv is None else argv
+    # the commands for people at a terminal (runs, show, tail, export) live in proxy.terminal
+    if argv and argv[0] in terminal.COMMANDS:
+        return terminal.main(argv)
+    parsed = parser().parse_args(argv)  # --help, --version exit here
     if problem := check_environment():
         print(problem, file=sys.stderr)
         return BAD_SETTING

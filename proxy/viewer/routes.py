@@ -1,0 +1,231 @@
+"""The viewer's pages. Each reads the store the way its JSON twin in `/api/v1` does and renders
+HTML on the server; the browser only swaps fragments when `/api/v1/events` says something changed."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import BaseModel
+
+from proxy import api_models as m
+from proxy.api import CTX, ApiError, Handler, decode_cursor, encode_cursor, params
+from proxy.viewer import COOKIE, STATIC, present
+from storage.base import RunFilter
+
+TEMPLATES = Path(__file__).parent / "templates"
+PAGE_PATHS = ("/", "/runs", "/conversations/", "/runs/", "/attempts/", "/steps/")
+ACTIVE_SECONDS = 300  # a conversation with activity this recent is shown as active
+
+env = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+env.filters.update(
+    duration=present.duration,
+    tokens=present.tokens,
+    money=present.money,
+    short_time=present.short_time,
+    json_text=present.json_text,
+)
+env.globals.update(usage_parts=present.USAGE_PARTS, span_ms=present.span_ms)
+
+
+def render(template: str, status: int = 200, **context: Any) -> web.Response:
+    return web.Response(
+        text=env.get_template(template).render(**context), status=status, content_type="text/html"
+    )
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """The API's JSON shape (aliases such as `error.class` included), as dicts for templates."""
+    return model.model_dump(mode="json", by_alias=True)
+
+
+def cleaned(request: web.Request) -> web.Request:
+    """The request as the API would take it: without the fragment flag, and without the empty
+    fields a filter form sends for filters left blank."""
+    query = {k: v for k, v in request.query.items() if v != "" and k != "partial"}
+    return request.clone(rel_url=request.rel_url.with_query(query))
+
+
+def query_string(query: dict[str, Any], **changes: Any) -> str:
+    merged = {k: v for k, v in {**query, **changes}.items() if v not in (None, "")}
+    return urlencode(merged)
+
+
+# ---- pages --------------------------------------------------------------------------------------
+
+
+async def conversations(request: web.Request) -> web.Response:
+    q = params(cleaned(request), m.ConversationsQuery)
+    rows = await request.app[CTX].store.list_conversations(q.limit + 1, decode_cursor(q.cursor), q.q or None)
+    page = [dump(m.Conversation.model_validate(r)) for r in rows[: q.limit]]
+    last = page[-1] if len(rows) > q.limit else None
+    cursor = encode_cursor(last["last_activity_at"], last["id"]) if last else None
+    now = time.time()
+    for c in page:
+        c["active"] = now - (present.parse_time(c["last_activity_at"]) or 0) < ACTIVE_SECONDS
+    query = dict(cleaned(request).query)
+    template = "conversations_rows.html" if "partial" in request.query else "conversations.html"
+    return render(
+        template,
+        conversations=page,
+        next_cursor=cursor,
+        query=query,
+        qs=lambda **c: query_string(query, **c),
+        json_url="/api/v1/conversations" + (f"?{query_string(query)}" if query else ""),
+    )
+
+
+async def runs(request: web.Request) -> web.Response:
+    q = params(cleaned(request), m.RunsQuery)
+    where = RunFilter(
+        kind=q.kind, status=q.status, conversation_id=q.conversation_id, provider=q.provider, model=q.model,
+        since=m.stamp(q.since), until=m.stamp(q.until), has_error=q.has_error, q=q.q or None,
+    )  # fmt: skip
+    rows = await request.app[CTX].store.list_runs(where, q.limit + 1, decode_cursor(q.cursor))
+    page = [dump(m.Run.model_validate(r)) for r in rows[: q.limit]]
+    cursor = encode_cursor(page[-1]["started_at"], page[-1]["id"]) if len(rows) > q.limit else None
+    query = dict(cleaned(request).query)
+    template = "runs_rows.html" if "partial" in request.query else "runs.html"
+    return render(
+        template,
+        runs=page,
+        next_cursor=cursor,
+        query=query,
+        kinds=m.Kind.__args__,
+        statuses=m.Status.__args__,
+        qs=lambda **c: query_string(query, **c),
+        json_url="/api/v1/runs" + (f"?{query_string(query)}" if query else ""),
+    )
+
+
+async def conversation(request: web.Request) -> web.Response:
+    conversation_id = request.match_info["id"]
+    store = request.app[CTX].store
+    rows = await store.list_runs(RunFilter(conversation_id=conversation_id), m.MAX_LIMIT, None)
+    if not rows:
+        raise ApiError(404, "not_found", f"no conversation {conversation_id!r}")
+    ordered = [dump(m.Run.model_validate(r)) for r in reversed(rows)]  # oldest first: the story in order
+    template = "conversation_rows.html" if "partial" in request.query else "conversation.html"
+    return render(
+        template,
+        conversation_id=conversation_id,
+        runs=ordered,
+        json_url="/api/v1/runs?" + urlencode({"conversation_id": conversation_id, "limit": m.MAX_LIMIT}),
+    )
+
+
+async def _run(request: web.Request) -> dict[str, Any]:
+    run_id = request.match_info["id"]
+    found = await request.app[CTX].store.get_run(run_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no run {run_id!r}")
+    return dump(m.RunDetail.model_validate(found))
+
+
+async def run(request: web.Request) -> web.Response:
+    detail = await _run(request)
+    previous: dict[str, Any] | None = None
+    for step in detail["steps"]:
+        step["diff"] = present.step_diff(previous, step["request"])
+        previous = step["request"]
+    template = "run_body.html" if "partial" in request.query else "run.html"
+    return render(
+        template,
+        run=detail,
+        bars=present.timeline(detail),
+        json_url=f"/api/v1/runs/{detail['id']}",
+    )
+
+
+async def step_transcript(request: web.Request) -> web.Response:
+    """One step's whole request, loaded when its transcript is opened (a 200-step run stays light)."""
+    detail = await _run(request)
+    number = int(request.match_info["number"])
+    step = next((s for s in detail["steps"] if s["number"] == number), None)
+    if step is None:
+        raise ApiError(404, "not_found", f"no step {number} in run {detail['id']!r}")
+    return render("transcript.html", step=step)
+
+
+async def attempt(request: web.Request) -> web.Response:
+    """An attempt's raw (redacted) bodies and its curl command, loaded when opened."""
+    attempt_id = request.match_info["id"]
+    found = await request.app[CTX].store.get_attempt(attempt_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no attempt {attempt_id!r}")
+    detail = dump(m.AttemptDetail.model_validate(found))
+    return render(
+        "attempt.html",
+        attempt=detail,
+        request_body=present.pretty_body(detail["request_body"]),
+        response_body=present.pretty_body(detail["response_body"]),
+        curl=present.curl(detail),
+        json_url=f"/api/v1/attempts/{attempt_id}",
+    )
+
+
+# ---- the token, once ---------------------------------------------------------------------------
+
+
+def _next(raw: str | None) -> str:
+    """Only a path on this site: never an open redirect."""
+    return raw if raw and raw.startswith("/") and not raw.startswith("//") else "/"
+
+
+async def login_form(request: web.Request) -> web.Response:
+    return render("login.html", next=_next(request.query.get("next")), failed=False)
+
+
+async def login(request: web.Request) -> web.Response:
+    form = await request.post()
+    token = request.app[CTX].token
+    given = str(form.get("token", ""))
+    target = _next(str(form.get("next", "")))
+    if token and not hmac.compare_digest(given.encode(), token.encode()):
+        return render("login.html", status=401, next=target, failed=True)
+    response = web.HTTPSeeOther(target)
+    if token:
+        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
+    raise response
+
+
+async def logout(request: web.Request) -> web.Response:
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(COOKIE, path="/")
+    raise response
+
+
+@web.middleware
+async def login_redirect(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A person opening a page without the token is sent to the form, not shown a JSON 401."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        page = request.method == "GET" and (request.path == "/" or request.path.startswith(PAGE_PATHS[1:]))
+        if e.status == 401 and page:
+            raise web.HTTPSeeOther("/login?" + urlencode({"next": request.path_qs})) from None
+        raise
+
+
+def register(app: web.Application) -> None:
+    app.middlewares.insert(0, login_redirect)  # outermost: it sees the auth middleware's 401
+    app.router.add_get("/", conversations)
+    app.router.add_get("/runs", runs)
+    app.router.add_get("/runs/{id}", run)
+    app.router.add_get("/runs/{id}/steps/{number:\\d+}", step_transcript)
+    app.router.add_get("/conversations/{id}", conversation)
+    app.router.add_get("/attempts/{id}", attempt)
+    app.router.add_get("/login", login_form)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_static("/static", STATIC, append_version=False)
