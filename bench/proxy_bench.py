@@ -758,6 +758,49 @@ def table(results: dict[str, Result]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
+# (metric, bound, reference, label): chatdebug-proxy's value ÷ the reference's must stay on the
+# right side of the bound. "<=" for costs (CPU, latency, memory), ">=" for throughput.
+GOALS: list[tuple[str, str, float, str]] = [
+    ("proxy CPU/req", "<=", 1.0, "mitmdump"),
+    ("req/s @32", ">=", 1.0, "mitmdump"),
+    ("seq p50", "<=", 1.05, "mitmdump"),
+    ("peak RSS", "<=", 1.2, "mitmdump"),
+    ("req/s @32", ">=", 5.0, "litellm"),
+]
+
+
+def goals(results: dict[str, Result]) -> list[str]:
+    """Each goal of chatdebug-proxy with its measured ratio, then its stream delays over direct."""
+    ours = results.get("chatdebug")
+    if ours is None or ours.skipped:
+        return []
+    get = {name: fn for name, fn, _ in METRICS}
+    rows = ["| chatdebug-proxy ÷ | metric | goal | measured | met |", "|---|---|--:|--:|---|"]
+    for metric, op, bound, ref in GOALS:
+        base = results.get(ref)
+        a = get[metric](ours)
+        b = get[metric](base) if base is not None and not base.skipped else None
+        if a is None or not b:
+            rows.append(f"| {LABELS[ref]} | {metric} | {op} {bound:.2f}x | — | not measured |")
+            continue
+        ratio = a / b
+        met = ratio <= bound if op == "<=" else ratio >= bound
+        verdict = "yes" if met else "NO"
+        rows.append(f"| {LABELS[ref]} | {metric} | {op} {bound:.2f}x | {ratio:.2f}x | {verdict} |")
+    direct = results.get("direct")
+    if direct is not None and not direct.skipped:
+        # bare mitmdump buffers whole responses, so streams are compared with no proxy at all
+        ttfb = (percentile(ours.ttfb_ms, 50), percentile(direct.ttfb_ms, 50))
+        total = (percentile(ours.stream_ms, 50), percentile(direct.stream_ms, 50))
+        if None not in ttfb and None not in total:
+            rows.append("")
+            rows.append(
+                f"- stream first event: +{ttfb[0] - ttfb[1]:.2f} ms over direct (p50); per event: "
+                f"+{(total[0] - total[1]) / STREAM_EVENTS:.3f} ms ((total p50 - direct's) / {STREAM_EVENTS})."
+            )
+    return rows
+
+
 def chatdebug_source() -> str:
     """Which checkout the `chatdebug` process imports (PYTHONPATH may point at another), and its commit."""
     where = subprocess.run(
@@ -876,6 +919,9 @@ def main() -> int:
     print(table(results))
     print()
     print("\n".join(notes(results, load)))
+    if lines := goals(results):
+        print("\n### Goals\n")
+        print("\n".join(lines))
     if args.py_spy:
         for name in targets:
             path = args.py_spy / f"{name}.collapsed.txt"
