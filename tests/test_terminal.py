@@ -120,23 +120,18 @@ def test_export_a_run_and_runs_since(recorded: tuple[Sidecar, Recorded], tmp_pat
     assert all(r["steps"][0]["attempts"][0]["request_body"] for r in document["runs"])
 
 
-def test_export_formats_other_than_json_need_the_exporters(recorded: tuple[Sidecar, Recorded]) -> None:
+def test_export_as_har_and_otlp_json(recorded: tuple[Sidecar, Recorded]) -> None:
     sidecar, rec = recorded
-    result = subprocess.run(
-        [CHATDEBUG, "export", rec.title["id"], "--format", "har", "--api", sidecar.api_url],
-        env=_env(), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    try:
-        import proxy.exports  # noqa: F401
-    except ImportError:
-        assert result.returncode == 1
-        assert (
-            result.stderr.strip()
-            == "chatdebug: --format har is not available in this build; --format json is"
-        )
-    else:
+    outputs = {}
+    for fmt in ("har", "otlp-json"):
+        result = subprocess.run(
+            [CHATDEBUG, "export", rec.title["id"], "--format", fmt, "--api", sidecar.api_url],
+            env=_env(), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
         assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout)
+        outputs[fmt] = json.loads(result.stdout)
+    assert outputs["har"]["log"]["entries"] and outputs["har"]["log"]["pages"][0]["id"]
+    assert outputs["otlp-json"]["resourceSpans"][0]["scopeSpans"][0]["spans"]
 
 
 @pytest.mark.parametrize("source", ["api", "database"])
