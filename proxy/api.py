@@ -22,7 +22,7 @@ from proxy import api_models as m
 from proxy import exports, viewer
 from proxy.events import EventHub, last_event_id
 from proxy.openapi import NO_CONTROL_CHARACTERS, OPEN, Route, document
-from storage.base import RunFilter, Store, StoreUnavailable
+from storage.base import Store, StoreUnavailable
 from storage.records import timestamp
 
 PREFIX = "/api/v1"
@@ -223,10 +223,7 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def list_runs(request: web.Request) -> web.Response:
     q = params(request, m.RunsQuery)
-    where = RunFilter(
-        kind=q.kind, status=q.status, conversation_id=q.conversation_id, provider=q.provider, model=q.model,
-        since=m.stamp(q.since), until=m.stamp(q.until), has_error=q.has_error, q=q.q or None,
-    )  # fmt: skip
+    where = q.where()
     rows = await request.app[CTX].store.list_runs(where, q.limit + 1, decode_cursor(q.cursor))
     page = rows[: q.limit]
     cursor = encode_cursor(page[-1]["started_at"], page[-1]["id"]) if len(rows) > q.limit else None

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from storage.base import RunFilter
+
 Kind = Literal["chat_turn", "compaction", "title_generation", "quickgen", "unknown"]
 Status = Literal["in_progress", "completed", "error", "interrupted"]
 AttemptStatus = Literal["in_progress", "completed", "failed", "interrupted"]
@@ -48,7 +50,15 @@ class RunsQuery(Page):
     since: AwareDatetime | None = Field(None, description="runs started at or after (RFC 3339)")
     until: AwareDatetime | None = Field(None, description="runs started before (RFC 3339)")
     has_error: bool | None = None
-    q: str | None = Field(None, max_length=500, description="text in the run's first message")
+    q: str | None = Field(None, max_length=500, description="text in the run's prompt or first message")
+
+    def where(self) -> RunFilter:
+        """The store's filter for these parameters (the API, the viewer and the CLI read alike)."""
+        return RunFilter(
+            kind=self.kind, status=self.status, conversation_id=self.conversation_id,
+            provider=self.provider, model=self.model, since=stamp(self.since), until=stamp(self.until),
+            has_error=self.has_error, q=self.q or None,
+        )  # fmt: skip
 
 
 class ConversationsQuery(Page):

@@ -16,7 +16,6 @@ import orjson
 
 from proxy import api_models as m
 from proxy.api import VERSION, decode_cursor, encode_cursor
-from storage.base import RunFilter
 from storage.records import timestamp
 from storage.sqlite import SqliteStore
 
@@ -113,11 +112,7 @@ class StoreReader:
 
     def runs(self, query: dict[str, Any]) -> dict[str, Any]:
         q = m.RunsQuery.model_validate(query)
-        where = RunFilter(
-            kind=q.kind, status=q.status, conversation_id=q.conversation_id, provider=q.provider,
-            model=q.model, since=m.stamp(q.since), until=m.stamp(q.until), has_error=q.has_error,
-            q=q.q or None,
-        )  # fmt: skip
+        where = q.where()
         rows = self._do(self.store.list_runs(where, q.limit + 1, decode_cursor(q.cursor)))
         page = rows[: q.limit]
         cursor = encode_cursor(page[-1]["started_at"], page[-1]["id"]) if len(rows) > q.limit else None

@@ -87,10 +87,7 @@ async def conversations(request: web.Request) -> web.Response:
 
 async def runs(request: web.Request) -> web.Response:
     q = params(cleaned(request), m.RunsQuery)
-    where = RunFilter(
-        kind=q.kind, status=q.status, conversation_id=q.conversation_id, provider=q.provider, model=q.model,
-        since=m.stamp(q.since), until=m.stamp(q.until), has_error=q.has_error, q=q.q or None,
-    )  # fmt: skip
+    where = q.where()
     rows = await request.app[CTX].store.list_runs(where, q.limit + 1, decode_cursor(q.cursor))
     page = [dump(m.Run.model_validate(r)) for r in rows[: q.limit]]
     cursor = encode_cursor(page[-1]["started_at"], page[-1]["id"]) if len(rows) > q.limit else None
