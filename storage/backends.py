@@ -1,0 +1,27 @@
+"""Which backend a `--database` URL names, and the store for it."""
+
+from __future__ import annotations
+
+from storage.base import Store
+
+SQLITE = "sqlite:///"
+POSTGRES = ("postgresql://", "postgres://")
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(POSTGRES)
+
+
+def store_for(url: str) -> Store:
+    """`sqlite:///rel.db`, `sqlite:////abs.db` or `postgresql://user:password@host:port/dbname`."""
+    if is_postgres(url):
+        from storage.postgres import PostgresStore  # psycopg is loaded only when asked for
+
+        return PostgresStore(url)
+    if url.startswith(SQLITE) and url != SQLITE:
+        from storage.sqlite import SqliteStore
+
+        return SqliteStore(url.removeprefix(SQLITE))
+    raise ValueError(
+        f"expected sqlite:///relative.db, sqlite:////absolute.db or postgresql://user:password@host/db, got {url!r}"
+    )
