@@ -23,5 +23,6 @@ def store_for(url: str) -> Store:
 
         return SqliteStore(url.removeprefix(SQLITE))
     raise ValueError(
-        f"expected sqlite:///relative.db, sqlite:////absolute.db or postgresql://user:password@host/db, got {url!r}"
+        "expected sqlite:///relative.db, sqlite:////absolute.db"
+        f" or postgresql://user:password@host/dbname, got {url!r}"
     )

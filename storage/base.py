@@ -1,4 +1,4 @@
-"""The one interface every storage backend implements (SQLite now, PostgreSQL later)."""
+"""The one interface every storage backend implements (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -42,9 +42,16 @@ class Store(Protocol):
         """Upsert rows in one transaction (runs before steps before attempts). Rows whose run,
         step or attempt is gone (deleted) are left out, and returned."""
 
-    async def interrupt_open(self, finished_at: str, updated_before: str | None = None) -> list[Row]:
+    async def interrupt_open(
+        self, finished_at: str, updated_before: str | None = None, *, own: bool = True
+    ) -> list[Row]:
         """End runs left `in_progress` (every one, or those not updated since `updated_before`)
-        with their open steps and attempts; returns those rows as they now are."""
+        with their open steps and attempts; returns those rows as they now are. `own`: only the
+        runs this replica recorded last (a shared store), not another live replica's."""
+
+    async def leads(self) -> bool:
+        """True when this replica runs the store's periodic work (retention, the stale sweep)
+        now: one replica at a time does."""
 
     async def probe(self) -> None:
         """Raise `StoreUnavailable`, saying why, unless the database accepts writes now."""

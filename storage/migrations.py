@@ -1,18 +1,44 @@
-"""The schema's whole history, oldest first. Each migration runs once; `schema_migrations` says which ran.
+"""The schema's whole history, oldest first, for both engines. Each migration runs once;
+`schema_migrations` says which ran. Never edit a released migration: add one.
 
-Plain SQL that SQLite and PostgreSQL both accept. Never edit a released migration: add one.
+Most are plain SQL that SQLite and PostgreSQL both accept (PostgreSQL reads `INTEGER` as
+`BIGINT` and `REAL` as `DOUBLE PRECISION`, SQLite's sizes: see `for_postgres`). Where an engine
+has its own feature (SQLite's FTS5, PostgreSQL's pg_trgm and jsonb) the migration names the SQL
+for each, or for one only.
 """
 
 from __future__ import annotations
 
-MIGRATIONS: list[tuple[str, str, str | None]] = []  # (name, sql, the one dialect it is for)
+import re
+from dataclasses import dataclass
 
 
-def migration(sql: str, *, only: str | None = None) -> None:
-    """Register the next migration; `only="sqlite"` for SQLite's own features (its PostgreSQL
-    counterpart gets the same number in that backend)."""
+@dataclass(frozen=True, slots=True)
+class Migration:
+    name: str
+    sqlite: str | None  # None: nothing to do on this engine
+    postgres: str | None
+
+    def sql(self, engine: str) -> str | None:
+        return self.sqlite if engine == "sqlite" else self.postgres
+
+
+MIGRATIONS: list[Migration] = []
+
+_POSTGRES_TYPES = {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION"}
+
+
+def for_postgres(sql: str) -> str:
+    """SQLite's integers and reals are 64-bit; PostgreSQL's of those names are 32-bit."""
+    return re.sub(r"\b(INTEGER|REAL)\b", lambda m: _POSTGRES_TYPES[m.group(1)], sql)
+
+
+def migration(sql: str | None = None, *, sqlite: str | None = None, postgres: str | None = None) -> None:
+    """Register the next migration: `sql` for both engines, or each engine's own."""
     name = f"m{len(MIGRATIONS) + 1:03d}"
-    MIGRATIONS.append((name, sql, only))
+    if sql is not None:
+        sqlite, postgres = sql, for_postgres(sql)
+    MIGRATIONS.append(Migration(name, sqlite, postgres))
 
 
 migration(
@@ -121,7 +147,7 @@ migration(
 # `q` finds text inside first messages: a trigram index answers rare and absent words without
 # reading every run (PostgreSQL: a pg_trgm GIN index).
 migration(
-    """
+    sqlite="""
     CREATE VIRTUAL TABLE runs_fts USING fts5(
         first_message, content='runs', content_rowid='rowid', tokenize='trigram'
     );
@@ -138,7 +164,10 @@ migration(
         INSERT INTO runs_fts (rowid, first_message) VALUES (new.rowid, new.first_message);
     END;
     """,
-    only="sqlite",
+    postgres="""
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    CREATE INDEX runs_first_message_trgm ON runs USING gin (first_message gin_trgm_ops);
+    """,
 )
 
 
@@ -153,7 +182,7 @@ migration(
 
 # `q` finds text in the prompt as well as in the first message.
 migration(
-    """
+    sqlite="""
     DROP TRIGGER runs_fts_insert;
     DROP TRIGGER runs_fts_delete;
     DROP TRIGGER runs_fts_update;
@@ -176,7 +205,10 @@ migration(
         INSERT INTO runs_fts (rowid, first_message, prompt) VALUES (new.rowid, new.first_message, new.prompt);
     END;
     """,
-    only="sqlite",
+    postgres="""
+    CREATE INDEX runs_prompt_trgm ON runs USING gin (prompt gin_trgm_ops);
+    CREATE INDEX conversations_first_message_trgm ON conversations USING gin (first_message gin_trgm_ops);
+    """,
 )
 
 
@@ -203,5 +235,33 @@ migration(
     ALTER TABLE steps ADD COLUMN response_id TEXT;
     CREATE INDEX steps_by_request_hash ON steps (request_hash);
     CREATE INDEX steps_by_response_id ON steps (response_id);
+    """
+)
+
+
+# Which replica last recorded a run: a replica that restarts ends only its own open runs.
+migration(
+    """
+    ALTER TABLE runs ADD COLUMN recorded_by TEXT;
+    CREATE INDEX runs_open_by_replica ON runs (status, recorded_by);
+    """
+)
+
+
+# PostgreSQL keeps payloads as jsonb (SQLite's JSON is text with json functions over it).
+migration(
+    postgres="""
+    ALTER TABLE runs ALTER COLUMN error TYPE jsonb USING error::jsonb,
+                     ALTER COLUMN cost TYPE jsonb USING cost::jsonb;
+    ALTER TABLE steps ALTER COLUMN request TYPE jsonb USING request::jsonb,
+                      ALTER COLUMN response TYPE jsonb USING response::jsonb,
+                      ALTER COLUMN usage TYPE jsonb USING usage::jsonb,
+                      ALTER COLUMN error TYPE jsonb USING error::jsonb,
+                      ALTER COLUMN cost TYPE jsonb USING cost::jsonb;
+    ALTER TABLE attempts ALTER COLUMN error TYPE jsonb USING error::jsonb,
+                         ALTER COLUMN request_headers TYPE jsonb USING request_headers::jsonb,
+                         ALTER COLUMN response_headers TYPE jsonb USING response_headers::jsonb,
+                         ALTER COLUMN response TYPE jsonb USING response::jsonb,
+                         ALTER COLUMN cost TYPE jsonb USING cost::jsonb;
     """
 )

@@ -19,7 +19,6 @@ import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -27,7 +26,7 @@ from urllib.parse import quote
 import aiosqlite
 import orjson
 
-from storage import queries
+from storage import queries, sql
 from storage.base import RunFilter, StoreUnavailable
 from storage.files import create_private, tighten
 from storage.migrations import MIGRATIONS
@@ -55,7 +54,6 @@ _PRAGMAS = (
 # Takes the write lock and touches the main database, so a read-only descriptor fails here
 # (BEGIN IMMEDIATE alone succeeds on one).
 _WRITE_PROBE = "UPDATE schema_migrations SET name = name WHERE 0"
-_OPEN = "'in_progress'"
 TEXT_INDEX_CUTOFF = 1000  # matches past which walking the newest runs beats the text index
 DELETED_MEMORY = 10_000  # ids of runs deleted lately, whose late rows are dropped quietly
 _ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.DataError, sqlite3.InterfaceError)
@@ -156,40 +154,29 @@ class SqliteStore:
             _upsert(conn, [r for r in rows if id(r) not in {id(o) for o in orphans}])
         return gone
 
-    async def interrupt_open(self, finished_at: str, updated_before: str | None = None) -> list[Row]:
+    async def interrupt_open(
+        self, finished_at: str, updated_before: str | None = None, *, own: bool = True
+    ) -> list[Row]:
         return await self._on_writer(self._interrupt_open, finished_at, updated_before)
 
     def _interrupt_open(self, finished_at: str, updated_before: str | None) -> list[Row]:
         """End runs left in progress (all, or those idle since `updated_before`) with their open
-        steps and attempts; returns the rows as they now are."""
+        steps and attempts; returns the rows as they now are. One process writes a SQLite
+        database: every open run is its own."""
         conn = self._writable()
-        error = orjson.dumps({"class": "canceled", "message": "the proxy stopped before this ended"}).decode()
+        error = orjson.dumps(sql.INTERRUPTED).decode()
         scope, params = "", []
         with _transaction(conn):
             if updated_before is not None:
-                sql = f"SELECT id FROM runs WHERE status = {_OPEN} AND updated_at < ?"
-                ids = [i for (i,) in conn.execute(sql, (updated_before,))]
+                stale = f"SELECT id FROM runs WHERE status = {sql.OPEN} AND updated_at < ?"
+                ids = [i for (i,) in conn.execute(stale, (updated_before,))]
                 if not ids:
                     return []
-                scope, params = " AND {} IN (SELECT value FROM json_each(?))", [orjson.dumps(ids).decode()]
-            attempts = _returning(
-                conn,
-                f"UPDATE attempts SET status = 'interrupted', finished_at = ?, error_class = 'canceled',"
-                f" error = ? WHERE status = {_OPEN}{scope.format('run_id')} RETURNING *",
-                [finished_at, error, *params],
-            )
-            steps = _returning(
-                conn,
-                f"UPDATE steps SET status = 'interrupted', finished_at = ?"
-                f" WHERE status = {_OPEN}{scope.format('run_id')} RETURNING *",
-                [finished_at, *params],
-            )
-            runs = _returning(
-                conn,
-                f"UPDATE runs SET status = 'interrupted', finished_at = ?, updated_at = ?"
-                f" WHERE status = {_OPEN}{scope.format('id')} RETURNING *",
-                [finished_at, finished_at, *params],
-            )
+                scope, params = sql.SQLITE.in_list, [orjson.dumps(ids).decode()]
+            ending_attempts, ending_steps, ending_runs = sql.interrupt(sql.SQLITE, scope)
+            attempts = _returning(conn, ending_attempts, [finished_at, error, *params])
+            steps = _returning(conn, ending_steps, [finished_at, *params])
+            runs = _returning(conn, ending_runs, [finished_at, finished_at, *params])
             _refresh_conversations(conn, {r["conversation_id"] for r in runs if r["conversation_id"]})
         return [
             *(_from_db(RunRow, r) for r in runs),
@@ -247,18 +234,13 @@ class SqliteStore:
         updated_before: str | None = None,
         limit: int = 1000,
     ) -> list[str]:
-        clauses, params = [], []
-        for column, op, value in (
-            ("conversation_id", "=", conversation_id),
-            ("started_at", "<", started_before),
-            ("updated_at", "<", updated_before),
-        ):
-            if value is not None:
-                clauses.append(f"{column} {op} ?")
-                params.append(value)
-        sql = f"SELECT id FROM runs WHERE {' AND '.join(clauses) or '1 = 1'} LIMIT ?"
-        rows = await self._on_writer(lambda: self._writable().execute(sql, [*params, limit]).fetchall())
+        query, params = sql.select_run_ids(conversation_id, started_before, updated_before, limit)
+        rows = await self._on_writer(lambda: self._writable().execute(query, params).fetchall())
         return [r[0] for r in rows]
+
+    async def leads(self) -> bool:
+        """One process owns a SQLite database: it runs retention and the stale sweep."""
+        return True
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -374,40 +356,18 @@ def _probe_writes(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
-_CONVERSATION_UPSERT = """
-INSERT INTO conversations (id, first_message, started_at, last_activity_at, run_count,
-                           cost_total, kinds, error_count, total_tokens)
-SELECT conversation_id,
-       (SELECT first_message FROM runs f WHERE f.conversation_id = runs.conversation_id
-        ORDER BY started_at, id LIMIT 1),
-       MIN(started_at), MAX(updated_at), COUNT(*),
-       SUM(cost_total), GROUP_CONCAT(DISTINCT kind),
-       SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), SUM(total_tokens)
-FROM runs WHERE conversation_id = ? GROUP BY conversation_id
-ON CONFLICT (id) DO UPDATE SET
-    first_message = excluded.first_message,
-    started_at = excluded.started_at,
-    last_activity_at = excluded.last_activity_at,
-    run_count = excluded.run_count,
-    cost_total = excluded.cost_total,
-    kinds = excluded.kinds,
-    error_count = excluded.error_count,
-    total_tokens = excluded.total_tokens
-"""
-
-
 def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
     )
     done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
-    for name, sql, only in MIGRATIONS:
-        if name not in done and only in (None, "sqlite"):
+    for m in MIGRATIONS:
+        if m.name not in done and (script := m.sql("sqlite")) is not None:
             stamp = now().replace("'", "")
             conn.executescript(
-                f"BEGIN; {sql}; INSERT INTO schema_migrations VALUES ('{name}', '{stamp}'); COMMIT;"
+                f"BEGIN; {script}; INSERT INTO schema_migrations VALUES ('{m.name}', '{stamp}'); COMMIT;"
             )
-            log.info("applied migration %s", name)
+            log.info("applied migration %s", m.name)
 
 
 class _transaction:
@@ -444,36 +404,12 @@ def _refresh_conversations(
 ) -> None:
     """Keep each conversation's summary row in step with its runs (indexed queries)."""
     ids = [(c,) for c in conversation_ids]
-    conn.executemany(_CONVERSATION_UPSERT, ids)
+    conn.executemany(sql.conversation_upsert(sql.SQLITE), ids)
     if deleted:  # a conversation whose last run went has no summary either
-        conn.executemany(
-            "DELETE FROM conversations WHERE id = ?"
-            " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.conversation_id = conversations.id)",
-            ids,
-        )
+        conn.executemany(sql.CONVERSATION_GONE, ids)
 
 
 # ---- row mapping ------------------------------------------------------------------------------
-
-
-# A run id written again by a later process (after a restart) must not move the run backwards.
-_RUN_KEEPS = {
-    "step_count": "MAX(runs.step_count, excluded.step_count)",
-    "attempt_count": "MAX(runs.attempt_count, excluded.attempt_count)",
-    "started_at": "CASE WHEN runs.started_at <> '' AND runs.started_at < excluded.started_at"
-    " OR excluded.started_at = '' THEN runs.started_at ELSE excluded.started_at END",
-}
-
-
-@cache
-def _upsert_sql(kind: type[Row]) -> str:
-    columns = queries.names(kind)
-    keeps = _RUN_KEEPS if kind is RunRow else {}
-    updates = ", ".join(f"{c} = {keeps.get(c, f'excluded.{c}')}" for c in columns if c != "id")
-    return (
-        f"INSERT INTO {kind.table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        f" ON CONFLICT (id) DO UPDATE SET {updates}"
-    )
 
 
 def _values(row: Row) -> tuple[Any, ...]:
@@ -502,7 +438,7 @@ def _upsert(conn: sqlite3.Connection, rows: list[Row]) -> None:
     with _transaction(conn):
         moved = _moved_from(conn, [r for r in rows if isinstance(r, RunRow)])
         for kind, values in by_table.items():
-            conn.executemany(_upsert_sql(kind), values)
+            conn.executemany(sql.upsert(kind, sql.SQLITE), values)
         _refresh_conversations(conn, conversations)
         _refresh_conversations(conn, moved - conversations, deleted=True)
 

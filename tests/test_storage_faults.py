@@ -484,7 +484,10 @@ async def test_late_rows_of_a_deleted_run_are_dropped_quietly(
 # ---- reused run ids ---------------------------------------------------------------------------
 
 
-async def test_a_reused_run_id_never_moves_the_run_backwards(tmp_path: Path) -> None:
+async def test_a_snapshot_that_knows_less_never_moves_the_run_backwards(tmp_path: Path) -> None:
+    """A run's snapshots are ordered by what they know (attempts, then time): a later process
+    that took a run id up afresh, an old snapshot replayed late, or a replica that has not seen
+    another one's steps cannot overwrite what the store has."""
     db = tmp_path / "db.sqlite"
     writer = await started(db)
     writer.submit(run(1, at="2026-11-26T10:00:00.000Z", step_count=5, attempt_count=7))
@@ -493,11 +496,17 @@ async def test_a_reused_run_id_never_moves_the_run_backwards(tmp_path: Path) -> 
     await writer.flush()
     sql = "SELECT id, json_array(status, step_count, attempt_count, started_at, updated_at) FROM runs"
     assert orjson.loads(stored(db, sql)["run_0001"]) == [
-        "completed", 5, 7, "2026-11-26T10:00:00.000Z", "2026-11-27T08:00:00.000Z"
+        "in_progress", 5, 7, "2026-11-26T10:00:00.000Z", "2026-11-26T10:00:00.000Z"
     ]  # fmt: skip
     writer.submit(run(1, "completed", at="2026-11-27T09:00:00.000Z", step_count=6, attempt_count=9))
     await writer.flush()
-    assert orjson.loads(stored(db, sql)["run_0001"])[1:4] == [6, 9, "2026-11-26T10:00:00.000Z"]
+    assert orjson.loads(stored(db, sql)["run_0001"]) == [
+        "completed", 6, 9, "2026-11-26T10:00:00.000Z", "2026-11-27T09:00:00.000Z"
+    ]  # fmt: skip
+    # the same attempts known, an older time: the newer snapshot stays
+    writer.submit(run(1, at="2026-11-27T08:30:00.000Z", step_count=6, attempt_count=9))
+    await writer.flush()
+    assert orjson.loads(stored(db, sql)["run_0001"])[0] == "completed"
     await stop(writer)
 
 

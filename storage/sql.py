@@ -1,0 +1,128 @@
+"""The write SQL both backends run, written once: upserts, conversation summaries, ending open
+runs, deletes. `?` placeholders throughout (PostgreSQL's driver gets `%s`: `Dialect.render`);
+where the engines spell a thing differently, the dialect says how.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from storage.records import Row, RunRow, names
+
+OPEN = "'in_progress'"
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    greatest: str  # the two-argument maximum
+    kinds: str  # the distinct kinds of a conversation's runs, comma-separated
+    in_list: str  # `column IN` a list passed as one parameter, `{}` for the column
+
+    def render(self, sql: str) -> str:
+        return sql if self.name == "sqlite" else sql.replace("%", "%%").replace("?", "%s")
+
+
+SQLITE = Dialect("sqlite", "MAX", "GROUP_CONCAT(DISTINCT kind)", "{} IN (SELECT value FROM json_each(?))")
+POSTGRES = Dialect("postgres", "GREATEST", "string_agg(DISTINCT kind, ',')", "{} = ANY(?)")
+
+
+# A run's snapshots are ordered by how much they know: one that knows fewer attempts (an older
+# snapshot replayed late, or a replica that has not seen the steps another one added) does not
+# overwrite a newer one, and a later process's write never moves a run backwards.
+def _run_keeps(d: Dialect) -> dict[str, str]:
+    return {
+        "step_count": f"{d.greatest}(runs.step_count, excluded.step_count)",
+        "attempt_count": f"{d.greatest}(runs.attempt_count, excluded.attempt_count)",
+        "started_at": "CASE WHEN runs.started_at <> '' AND runs.started_at < excluded.started_at"
+        " OR excluded.started_at = '' THEN runs.started_at ELSE excluded.started_at END",
+    }
+
+
+_RUN_NEWER = " WHERE (excluded.attempt_count, excluded.updated_at) >= (runs.attempt_count, runs.updated_at)"
+
+
+@cache
+def upsert(kind: type[Row], d: Dialect, extra: tuple[str, ...] = ()) -> str:
+    """Insert a row, or update every column of the stored one (`extra`: columns the backend adds)."""
+    columns = (*names(kind), *extra)
+    keeps = _run_keeps(d) if kind is RunRow else {}
+    updates = ", ".join(f"{c} = {keeps.get(c, f'excluded.{c}')}" for c in columns if c != "id")
+    newer = _RUN_NEWER if kind is RunRow else ""
+    return (
+        f"INSERT INTO {kind.table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        f" ON CONFLICT (id) DO UPDATE SET {updates}{newer}"
+    )
+
+
+@cache
+def upsert_from(kind: type[Row], d: Dialect, source: str, extra: tuple[str, ...] = ()) -> str:
+    """`upsert` from the rows of another table (a staging table filled by COPY)."""
+    sql = upsert(kind, d, extra)
+    head, tail = sql.split(" VALUES ", 1)
+    return f"{head} SELECT {', '.join((*names(kind), *extra))} FROM {source}{tail[tail.index(')') + 1 :]}"
+
+
+@cache
+def conversation_upsert(d: Dialect) -> str:
+    """Recompute a conversation's summary from its runs (never counted up in place)."""
+    return f"""
+INSERT INTO conversations (id, first_message, started_at, last_activity_at, run_count,
+                           cost_total, kinds, error_count, total_tokens)
+SELECT conversation_id,
+       (SELECT first_message FROM runs f WHERE f.conversation_id = runs.conversation_id
+        ORDER BY started_at, id LIMIT 1),
+       MIN(started_at), MAX(updated_at), COUNT(*),
+       SUM(cost_total), {d.kinds},
+       SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), SUM(total_tokens)
+FROM runs WHERE conversation_id = ? GROUP BY conversation_id
+ON CONFLICT (id) DO UPDATE SET
+    first_message = excluded.first_message,
+    started_at = excluded.started_at,
+    last_activity_at = excluded.last_activity_at,
+    run_count = excluded.run_count,
+    cost_total = excluded.cost_total,
+    kinds = excluded.kinds,
+    error_count = excluded.error_count,
+    total_tokens = excluded.total_tokens
+"""
+
+
+CONVERSATION_GONE = (
+    "DELETE FROM conversations WHERE id = ?"
+    " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.conversation_id = conversations.id)"
+)
+
+
+def interrupt(d: Dialect, scope: str) -> tuple[str, str, str]:
+    """End the open attempts, steps and runs `scope` picks (a condition on the run id, `{}`
+    standing for the column; may be empty), returning them. Parameters: (finished_at, error,
+    *scope), (finished_at, *scope), (finished_at, finished_at, *scope)."""
+    where = f" AND {scope.format('run_id')}" if scope else ""
+    run_where = f" AND {scope.format('id')}" if scope else ""
+    return (
+        "UPDATE attempts SET status = 'interrupted', finished_at = ?, error_class = 'canceled',"
+        f" error = ? WHERE status = {OPEN}{where} RETURNING *",
+        f"UPDATE steps SET status = 'interrupted', finished_at = ? WHERE status = {OPEN}{where} RETURNING *",
+        "UPDATE runs SET status = 'interrupted', finished_at = ?, updated_at = ?"
+        f" WHERE status = {OPEN}{run_where} RETURNING *",
+    )
+
+
+INTERRUPTED = {"class": "canceled", "message": "the proxy stopped before this ended"}
+
+
+def select_run_ids(
+    conversation_id: str | None, started_before: str | None, updated_before: str | None, limit: int
+) -> tuple[str, list[object]]:
+    clauses, params = [], []
+    for column, op, value in (
+        ("conversation_id", "=", conversation_id),
+        ("started_at", "<", started_before),
+        ("updated_at", "<", updated_before),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {op} ?")
+            params.append(value)
+    return f"SELECT id FROM runs WHERE {' AND '.join(clauses) or '1 = 1'} LIMIT ?", [*params, limit]
