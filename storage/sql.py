@@ -5,10 +5,14 @@ where the engines spell a thing differently, the dialect says how.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
-from storage.records import Row, RunRow, names
+import orjson
+
+from storage.records import AttemptRow, BodyRow, Row, RunRow, StepRow, names
 
 OPEN = "'in_progress'"
 
@@ -126,3 +130,47 @@ def select_run_ids(
             clauses.append(f"{column} {op} ?")
             params.append(value)
     return f"SELECT id FROM runs WHERE {' AND '.join(clauses) or '1 = 1'} LIMIT ?", [*params, limit]
+
+
+# ---- rows whose parent is gone ------------------------------------------------------------------
+
+
+def parents_to_look_up(rows: list[Row]) -> dict[str, set[str]]:
+    """The runs, steps and attempts a batch's rows hang from that the batch does not hold."""
+    ids = {table: {r.id for r in rows if r.table == table} for table in ("runs", "steps", "attempts")}
+    return {
+        "runs": {r.run_id for r in rows if isinstance(r, StepRow)} - ids["runs"],
+        "steps": {r.step_id for r in rows if isinstance(r, AttemptRow)} - ids["steps"],
+        "attempts": {r.id for r in rows if isinstance(r, BodyRow)} - ids["attempts"],
+    }
+
+
+def orphans(rows: list[Row], stored: Mapping[str, set[str]]) -> list[Row]:
+    """Rows whose run, step or attempt is neither in the batch (kept) nor `stored` (deleted):
+    `stored` holds which of `parents_to_look_up` the database has."""
+    runs = {r.id for r in rows if isinstance(r, RunRow)} | stored["runs"]
+    steps = [r for r in rows if isinstance(r, StepRow)]
+    kept_steps = {r.id for r in steps if r.run_id in runs} | stored["steps"]
+    attempts = [r for r in rows if isinstance(r, AttemptRow)]
+    kept_attempts = {r.id for r in attempts if r.step_id in kept_steps} | stored["attempts"]
+    return [
+        *(r for r in steps if r.run_id not in runs),
+        *(r for r in attempts if r.step_id not in kept_steps),
+        *(r for r in rows if isinstance(r, BodyRow) and r.id not in kept_attempts),
+    ]
+
+
+_BOOLEANS = ("streamed", "request_truncated", "response_truncated")
+
+
+def row_from_db(kind: type[Row], row: Mapping[str, Any]) -> Row:
+    """A stored row as the row type the writer commits (for its listeners)."""
+    values: dict[str, Any] = {}
+    for column in names(kind):
+        value = row[column]
+        if column in kind.json_columns and isinstance(value, str):
+            value = orjson.loads(value)
+        elif column in _BOOLEANS:
+            value = bool(value)
+        values[column] = value
+    return kind(**values)

@@ -33,12 +33,10 @@ from storage.migrations import MIGRATIONS
 from storage.records import (
     WRITE_ORDER,
     AttemptRow,
-    BodyRow,
     Row,
     RunRow,
     StepRow,
     dumps,
-    names,
     now,
     valid_text,
 )
@@ -179,9 +177,9 @@ class SqliteStore:
             runs = _returning(conn, ending_runs, [finished_at, finished_at, *params])
             _refresh_conversations(conn, {r["conversation_id"] for r in runs if r["conversation_id"]})
         return [
-            *(_from_db(RunRow, r) for r in runs),
-            *(_from_db(StepRow, r) for r in steps),
-            *(_from_db(AttemptRow, r) for r in attempts),
+            *(sql.row_from_db(RunRow, r) for r in runs),
+            *(sql.row_from_db(StepRow, r) for r in steps),
+            *(sql.row_from_db(AttemptRow, r) for r in attempts),
         ]
 
     async def probe(self) -> None:
@@ -445,44 +443,18 @@ def _upsert(conn: sqlite3.Connection, rows: list[Row]) -> None:
 
 def _orphans(conn: sqlite3.Connection, rows: list[Row]) -> list[Row]:
     """Rows whose run, step or attempt is neither in the batch nor in the database (deleted)."""
-    runs = {r.id for r in rows if isinstance(r, RunRow)}
-    steps = [r for r in rows if isinstance(r, StepRow)]
-    runs |= _existing(conn, "runs", {r.run_id for r in steps} - runs)
-    kept_steps = {r.id for r in steps if r.run_id in runs}
-    attempts = [r for r in rows if isinstance(r, AttemptRow)]
-    kept_steps |= _existing(conn, "steps", {r.step_id for r in attempts} - kept_steps)
-    kept_attempts = {r.id for r in attempts if r.step_id in kept_steps}
-    bodies = [r for r in rows if isinstance(r, BodyRow)]
-    kept_attempts |= _existing(conn, "attempts", {r.id for r in bodies} - kept_attempts)
-    return [
-        *(r for r in steps if r.run_id not in runs),
-        *(r for r in attempts if r.step_id not in kept_steps),
-        *(r for r in bodies if r.id not in kept_attempts),
-    ]
+    return sql.orphans(rows, {t: _existing(conn, t, ids) for t, ids in sql.parents_to_look_up(rows).items()})
 
 
 def _existing(conn: sqlite3.Connection, table: str, ids: Iterable[str]) -> set[str]:
     wanted = list(ids)
     if not wanted:
         return set()
-    sql = f"SELECT id FROM {table} WHERE id IN (SELECT value FROM json_each(?))"
-    return {i for (i,) in conn.execute(sql, (orjson.dumps(wanted).decode(),))}
+    query = f"SELECT id FROM {table} WHERE id IN (SELECT value FROM json_each(?))"
+    return {i for (i,) in conn.execute(query, (orjson.dumps(wanted).decode(),))}
 
 
 def _returning(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
     cur = conn.cursor()
     cur.row_factory = sqlite3.Row
     return cur.execute(sql, params).fetchall()
-
-
-def _from_db(kind: type[Row], row: sqlite3.Row) -> Row:
-    """A stored row as the row type the writer commits (for its listeners)."""
-    values: dict[str, Any] = {}
-    for column in names(kind):
-        value = row[column]
-        if column in kind.json_columns and isinstance(value, str):
-            value = orjson.loads(value)
-        elif column in ("streamed", "request_truncated", "response_truncated"):
-            value = bool(value)
-        values[column] = value
-    return kind(**values)

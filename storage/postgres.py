@@ -1,0 +1,521 @@
+"""PostgreSQL backend: one store that many sidecars share.
+
+psycopg 3, async, with a small pool for writes and reads. Each batch is one transaction: its rows
+go into temporary staging tables with COPY and from there into the tables with one
+`INSERT ... SELECT ... ON CONFLICT` per table (the write SQL is `storage/sql.py`'s, shared with
+SQLite). Conversation summaries are recomputed from their runs, never counted up in place; the
+conversations a batch touches are locked first (transaction-scoped advisory locks, in key
+order), so a summary sees every run committed before it and replicas never deadlock.
+
+Every commit notifies the other replicas (`NOTIFY chatdebug`): `watch` reads what they wrote
+for this replica's event subscribers. Retention and the stale sweep run on the one replica that
+holds the maintenance lock (`leads`). A replica ends only the open runs it recorded last.
+
+Nothing here is fatal to the process: a server that is down, refuses us or restarts raises
+`StoreUnavailable` (the writer spools meanwhile), and a later probe reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+import socket
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from storage import queries, sql
+from storage.base import RunFilter, StoreUnavailable
+from storage.migrations import MIGRATIONS
+from storage.records import WRITE_ORDER, AttemptRow, BodyRow, Row, RunRow, StepRow, dumps, now, valid_text
+from storage.sql import POSTGRES as D
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "chatdebug"
+NOTIFY_BYTES = 7000  # a NOTIFY payload holds under 8000 bytes
+CONNECT_SECONDS = 5.0
+DELETED_MEMORY = 10_000
+_MIGRATE_LOCK = 0x63686174646267  # "chatdbg": one replica migrates at a time
+_LEADER_LOCK = _MIGRATE_LOCK + 1  # held by the replica that runs the periodic work
+_EXTRA = ("recorded_by",)  # the run column this backend fills: which replica wrote it last
+_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.InternalError_)
+# a NUL escape in JSON text (not an escaped backslash before "u0000"): jsonb refuses it
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+RowsSeen = Callable[[list[Row]], None]
+Deleted = Callable[[list[str]], None]
+
+
+class PostgresStore:
+    def __init__(self, url: str, *, replica: str | None = None, pool_size: int = 4) -> None:
+        self.url = url
+        self.replica = replica or socket.gethostname()
+        self.pool_size = pool_size
+        self._pool: AsyncConnectionPool | None = None
+        self._opening = asyncio.Lock()
+        self._staged: set[int] = set()  # backends (pids) whose staging tables exist
+        self._deleted: OrderedDict[str, None] = OrderedDict()
+        self._leader: psycopg.AsyncConnection[Any] | None = None
+        self._leading = False
+        self._size = 0
+        self._watch: asyncio.Task[None] | None = None
+
+    @property
+    def location(self) -> str:
+        """The server and database, never the password."""
+        try:
+            parts = conninfo_to_dict(self.url)
+        except psycopg.ProgrammingError:
+            return "postgresql://(unreadable URL)"
+        user = f"{parts['user']}@" if parts.get("user") else ""
+        port = f":{parts['port']}" if parts.get("port") else ""
+        return f"postgresql://{user}{parts.get('host', '')}{port}/{parts.get('dbname', '')}"
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        async with self._opening:
+            if self._pool is not None:
+                return
+            try:
+                async with await _connect(self.url) as conn:
+                    await _migrate(conn)
+            except _UNAVAILABLE as e:
+                raise StoreUnavailable(_why(e)) from e
+            pool = AsyncConnectionPool(
+                self.url,
+                min_size=1,
+                max_size=self.pool_size,
+                kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_SECONDS},
+                check=AsyncConnectionPool.check_connection,  # a server restart leaves dead connections
+                timeout=CONNECT_SECONDS,
+                open=False,
+                name="chatdebug",
+            )
+            try:
+                await pool.open(wait=True, timeout=CONNECT_SECONDS)
+            except Exception as e:
+                await pool.close()
+                raise StoreUnavailable(_why(e)) from e
+            self._pool = pool
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch
+        if self._leader is not None:
+            with contextlib.suppress(Exception):
+                await self._leader.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; any sign that the server is away is `StoreUnavailable`."""
+        try:
+            if self._pool is None:
+                await self.open()
+            assert self._pool is not None
+            async with self._pool.connection() as conn:
+                yield conn
+        except _UNAVAILABLE as e:
+            raise StoreUnavailable(_why(e)) from e
+
+    # ---- writes -------------------------------------------------------------------------
+
+    async def write(self, rows: list[Row]) -> list[Row]:
+        gone = [r for r in rows if _run_id(r) in self._deleted]
+        rows = _newest([r for r in rows if _run_id(r) not in self._deleted] if gone else rows)
+        if not rows:
+            return gone
+        async with self._connection() as conn, conn.transaction():
+            await self._stage(conn)
+            await self._lock_conversations(conn, rows)
+            try:
+                async with conn.transaction():  # a savepoint: the batch again, without its orphans
+                    await self._upsert(conn, rows)
+            except errors.ForeignKeyViolation:
+                orphans = await _orphans(conn, rows)
+                if not orphans:
+                    raise
+                gone += orphans
+                left = {id(o) for o in orphans}
+                await self._upsert(conn, [r for r in rows if id(r) not in left])
+            await self._notify(conn, rows)
+        return gone
+
+    async def _stage(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        pid = conn.info.backend_pid
+        if pid in self._staged:
+            return
+        for kind in WRITE_ORDER_KINDS:
+            await conn.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS stage_{kind.table}"
+                f" (LIKE {kind.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+        self._staged.add(pid)
+
+    async def _lock_conversations(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> None:
+        runs = [r for r in rows if isinstance(r, RunRow)]
+        if not runs:
+            return
+        touched = {r.conversation_id for r in runs if r.conversation_id}
+        cur = await conn.execute(
+            "SELECT DISTINCT conversation_id FROM runs WHERE id = ANY(%s) AND conversation_id IS NOT NULL",
+            [[r.id for r in runs]],
+        )
+        touched |= {r["conversation_id"] for r in await cur.fetchall()}  # the ones runs leave, too
+        await _lock(conn, touched)
+
+    async def _upsert(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> None:
+        by_kind: dict[type[Row], list[Row]] = {}
+        for row in rows:
+            by_kind.setdefault(type(row), []).append(row)
+        moved: set[str] = set()
+        runs = by_kind.get(RunRow, [])
+        if runs:
+            cur = await conn.execute(
+                "SELECT id, conversation_id FROM runs WHERE id = ANY(%s)", [[r.id for r in runs]]
+            )
+            new = {r.id: r.conversation_id for r in runs}
+            moved = {r["conversation_id"] for r in await cur.fetchall() if r["conversation_id"]} - set(
+                new.values()
+            )
+        for kind in WRITE_ORDER_KINDS:
+            batch = by_kind.get(kind)
+            if not batch:
+                continue
+            extra = _EXTRA if kind is RunRow else ()
+            columns = (*queries.names(kind), *extra)
+            stage = f"stage_{kind.table}"
+            async with conn.cursor().copy(f"COPY {stage} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in sorted(batch, key=lambda r: r.id):  # one order for every writer: no deadlocks
+                    values = _values(row)
+                    await copy.write_row((*values, self.replica) if extra else values)
+            await conn.execute(D.render(sql.upsert_from(kind, D, stage, extra)))
+            await conn.execute(f"DELETE FROM {stage}")
+        conversations = {r.conversation_id for r in runs if r.conversation_id}
+        await _refresh_conversations(conn, conversations)
+        await _refresh_conversations(conn, moved - conversations, deleted=True)
+
+    async def _notify(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> None:
+        """Tell the other replicas which rows this commit wrote (delivered at commit)."""
+        ids: dict[str, list[str]] = {"runs": [], "steps": [], "attempts": []}
+        for row in rows:
+            if row.table in ids:
+                ids[row.table].append(row.id)
+        for payload in _payloads(self.replica, ids):
+            await conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
+
+    async def interrupt_open(
+        self, finished_at: str, updated_before: str | None = None, *, own: bool = True
+    ) -> list[Row]:
+        clauses, params = [f"status = {sql.OPEN}"], []
+        if updated_before is not None:
+            clauses.append("updated_at < %s")
+            params.append(updated_before)
+        if own:
+            clauses.append("recorded_by = %s")
+            params.append(self.replica)
+        error = orjson.dumps(sql.INTERRUPTED).decode()
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                f"SELECT id, conversation_id FROM runs WHERE {' AND '.join(clauses)}", params
+            )
+            found = await cur.fetchall()
+            if not found:
+                return []
+            ids = [r["id"] for r in found]
+            conversations = {r["conversation_id"] for r in found if r["conversation_id"]}
+            await _lock(conn, conversations)
+            ending_attempts, ending_steps, ending_runs = (D.render(s) for s in sql.interrupt(D, D.in_list))
+            attempts = await (await conn.execute(ending_attempts, [finished_at, error, ids])).fetchall()
+            steps = await (await conn.execute(ending_steps, [finished_at, ids])).fetchall()
+            runs = await (await conn.execute(ending_runs, [finished_at, finished_at, ids])).fetchall()
+            await _refresh_conversations(conn, conversations)
+            ended = [
+                *(sql.row_from_db(RunRow, r) for r in runs),
+                *(sql.row_from_db(StepRow, r) for r in steps),
+                *(sql.row_from_db(AttemptRow, r) for r in attempts),
+            ]
+            await self._notify(conn, ended)
+        return ended
+
+    async def probe(self) -> None:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "SELECT pg_is_in_recovery() AS standby, pg_database_size(current_database()) AS size"
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        if row["standby"]:
+            raise StoreUnavailable("the server is a read-only standby")
+        self._size = int(row["size"])
+
+    async def ping(self) -> bool:
+        try:
+            await self.probe()
+        except StoreUnavailable:
+            return False
+        return True
+
+    async def delete_runs(self, run_ids: list[str]) -> list[str]:
+        if not run_ids:
+            return []
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT id, conversation_id FROM runs WHERE id = ANY(%s)", [run_ids])
+            found = await cur.fetchall()
+            conversations = {r["conversation_id"] for r in found if r["conversation_id"]}
+            await _lock(conn, conversations)
+            await conn.execute("DELETE FROM runs WHERE id = ANY(%s)", [[r["id"] for r in found]])
+            await _refresh_conversations(conn, conversations, deleted=True)
+            deleted = [r["id"] for r in found]
+            for payload in _payloads(self.replica, {"deleted": deleted}):
+                await conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
+        for run_id in deleted:
+            self._deleted[run_id] = None
+        while len(self._deleted) > DELETED_MEMORY:
+            self._deleted.popitem(last=False)
+        return deleted
+
+    async def select_run_ids(
+        self,
+        *,
+        conversation_id: str | None = None,
+        started_before: str | None = None,
+        updated_before: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        query, params = sql.select_run_ids(conversation_id, started_before, updated_before, limit)
+        return [r["id"] for r in await self._fetch(query, params)]
+
+    async def leads(self) -> bool:
+        """Whether this replica holds the maintenance lock (taking it when free). The lock lives
+        with one connection: a replica that dies lets it go, and another one takes over."""
+        try:
+            if self._leader is None or self._leader.closed or self._leader.broken:
+                self._leader, self._leading = await _connect(self.url), False
+            if self._leading:
+                await self._leader.execute("SELECT 1")  # still connected: still holding it
+            else:
+                cur = await self._leader.execute("SELECT pg_try_advisory_lock(%s) AS got", [_LEADER_LOCK])
+                row = await cur.fetchone()
+                self._leading = bool(row and row["got"])
+        except _UNAVAILABLE as e:
+            self._leading = False
+            raise StoreUnavailable(_why(e)) from e
+        return self._leading
+
+    # ---- what other replicas write ------------------------------------------------------
+
+    def watch(self, on_rows: RowsSeen, on_deleted: Deleted) -> None:
+        """Call `on_rows` with the rows other replicas commit, `on_deleted` with the runs they
+        delete, for as long as the store is open (reconnecting when the server comes back)."""
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._listen(on_rows, on_deleted), name="chatdebug-pg-listen")
+
+    async def _listen(self, on_rows: RowsSeen, on_deleted: Deleted) -> None:
+        delay = 1.0
+        while True:
+            try:
+                async with await _connect(self.url) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    delay = 1.0
+                    async for note in conn.notifies():
+                        message = orjson.loads(note.payload)
+                        if message.get("by") == self.replica:
+                            continue
+                        if deleted := message.get("deleted"):
+                            on_deleted(deleted)
+                        elif rows := await self._read_rows(message):
+                            on_rows(rows)
+            except (psycopg.Error, StoreUnavailable, orjson.JSONDecodeError) as e:
+                log.debug("listening for other replicas' records: %s; again in %gs", e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _read_rows(self, message: dict[str, list[str]]) -> list[Row]:
+        rows: list[Row] = []
+        for kind in (RunRow, StepRow, AttemptRow):
+            if ids := message.get(kind.table):
+                found = await self._fetch(f"SELECT * FROM {kind.table} WHERE id = ANY(?)", [ids])
+                rows += [sql.row_from_db(kind, r) for r in found]
+        return rows
+
+    # ---- reads --------------------------------------------------------------------------
+
+    async def list_runs(
+        self, where: RunFilter, limit: int, cursor: tuple[str, str] | None
+    ) -> list[dict[str, Any]]:
+        return await queries.list_runs(self._fetch, where, limit, cursor)  # pg_trgm serves `q`
+
+    async def find_history(self, hashes: list[str], response_id: str | None) -> list[dict[str, Any]]:
+        return await queries.find_history(self._fetch, hashes, response_id)
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        return await queries.get_run(self._fetch, run_id)
+
+    async def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:
+        return await queries.get_attempt(self._fetch, attempt_id)
+
+    async def attempt_bodies(self, run_id: str) -> dict[str, dict[str, Any]]:
+        return await queries.attempt_bodies(self._fetch, run_id)
+
+    async def list_conversations(
+        self, limit: int, cursor: tuple[str, str] | None, q: str | None = None
+    ) -> list[dict[str, Any]]:
+        return await queries.list_conversations(self._fetch, limit, cursor, q)
+
+    async def stats(self, since: str, until: str) -> dict[str, Any]:
+        return await queries.stats(self._fetch, since, until)
+
+    def size_bytes(self) -> int:
+        """The database's size when it was last probed."""
+        return self._size
+
+    async def _fetch(self, query: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        # SQLite's LIKE ignores ASCII case; ILIKE is the same search (and pg_trgm serves it)
+        query = D.render(query).replace(" LIKE ", " ILIKE ")
+        async with self._connection() as conn:
+            cur = await conn.execute(query, list(params))
+            rows = await cur.fetchall()
+        return [{k: _plain(v) for k, v in r.items()} for r in rows]
+
+
+WRITE_ORDER_KINDS: tuple[type[Row], ...] = tuple(
+    sorted((RunRow, StepRow, AttemptRow, BodyRow), key=lambda k: WRITE_ORDER[k.table])
+)
+
+
+async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
+    return await psycopg.AsyncConnection.connect(
+        url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_SECONDS
+    )
+
+
+async def _migrate(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Bring the schema up to date, one replica at a time (the others wait, then find it done)."""
+    await conn.execute("SELECT pg_advisory_lock(%s)", [_MIGRATE_LOCK])
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {
+            r["name"] for r in await (await conn.execute("SELECT name FROM schema_migrations")).fetchall()
+        }
+        for m in MIGRATIONS:
+            script = m.sql("postgres")
+            if m.name in done or script is None:
+                continue
+            async with conn.transaction():
+                await conn.execute(script.encode())  # no parameters: several statements in one go
+                await conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", [m.name, now()])
+            log.info("applied migration %s", m.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", [_MIGRATE_LOCK])
+
+
+async def _refresh_conversations(
+    conn: psycopg.AsyncConnection[Any], conversation_ids: set[str], deleted: bool = False
+) -> None:
+    if not conversation_ids:
+        return
+    ids = [[c] for c in sorted(conversation_ids)]
+    async with conn.cursor() as cur:
+        await cur.executemany(D.render(sql.conversation_upsert(D)), ids)
+        if deleted:
+            await cur.executemany(D.render(sql.CONVERSATION_GONE), ids)
+
+
+async def _orphans(conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> list[Row]:
+    """Rows whose run, step or attempt is neither in the batch nor stored (deleted meanwhile)."""
+    stored: dict[str, set[str]] = {}
+    for table, ids in sql.parents_to_look_up(rows).items():
+        cur = await conn.execute(f"SELECT id FROM {table} WHERE id = ANY(%s)", [list(ids)])
+        stored[table] = {r["id"] for r in await cur.fetchall()}
+    return sql.orphans(rows, stored)
+
+
+async def _lock(conn: psycopg.AsyncConnection[Any], conversation_ids: set[str]) -> None:
+    """Hold these conversations until the transaction ends, taken in one order by every writer."""
+    if conversation_ids:
+        keys = sorted({_lock_key(c) for c in conversation_ids})
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS keys",
+            [keys],
+        )
+
+
+def _lock_key(conversation_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(conversation_id.encode(), digest_size=8).digest(), signed=True)
+
+
+def _payloads(replica: str, ids: dict[str, list[str]]) -> list[str]:
+    """The notifications announcing `ids`, each under the payload limit."""
+    out: list[str] = []
+    current: dict[str, Any] = {"by": replica}
+    size = len(orjson.dumps(current))
+    for key, values in ids.items():
+        for value in values:
+            if size + len(value) + 8 > NOTIFY_BYTES:
+                out.append(orjson.dumps(current).decode())
+                current, size = {"by": replica}, len(orjson.dumps(current))
+            current.setdefault(key, []).append(value)
+            size += len(value) + 8 + (len(key) if len(current[key]) == 1 else 0)
+    if len(current) > 1:
+        out.append(orjson.dumps(current).decode())
+    return out
+
+
+def _newest(rows: list[Row]) -> list[Row]:
+    """One snapshot per row, the newest (a statement may not update one row twice)."""
+    newest: dict[tuple[str, str], Row] = {}
+    for row in rows:
+        newest[(row.table, row.id)] = row
+    return list(newest.values())
+
+
+def _run_id(row: Row) -> str | None:
+    if isinstance(row, RunRow):
+        return row.id
+    return row.run_id if isinstance(row, StepRow | AttemptRow) else None
+
+
+def _values(row: Row) -> tuple[Any, ...]:
+    """Column values as COPY takes them: JSON as text, and no NUL, which PostgreSQL's text and
+    jsonb refuse (SQLite keeps it)."""
+    values = []
+    for column in queries.names(type(row)):
+        value = getattr(row, column)
+        if column in row.json_columns and value is not None:
+            value = _JSON_NUL.sub(r"\1\\ufffd", dumps(value).decode())
+        elif isinstance(value, str):
+            value = (value if value.isascii() else valid_text(value)).replace("\x00", "\ufffd")
+        values.append(value)
+    return tuple(values)
+
+
+def _plain(value: Any) -> Any:
+    """PostgreSQL sums integers as numeric: back to the int (or float) SQLite would give."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _why(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
