@@ -22,10 +22,11 @@ from proxy.metrics import Metrics
 from proxy.mitm import EmbeddedProxy, start_proxy
 from proxy.preflight import StartupError, reason
 from proxy.settings import Settings
+from storage.backends import store_for
+from storage.base import Store
 from storage.records import now
 from storage.retention import end_previous_runs, run_retention, run_sweep
 from storage.spool import Spool
-from storage.sqlite import SqliteStore
 from storage.writer import Writer
 
 log = logging.getLogger("chatdebug")
@@ -34,7 +35,7 @@ log = logging.getLogger("chatdebug")
 @dataclass
 class Sidecar:
     settings: Settings
-    store: SqliteStore
+    store: Store
     writer: Writer
     pipeline: Pipeline
     hub: EventHub
@@ -50,7 +51,7 @@ class Sidecar:
         preflight.check(settings)  # before migrations: a bad setting is one line, not a traceback
         # The store opens on the writer's first turn, or later: until then records are spooled
         # and /readyz says why. A previous process's open runs are ended once it takes writes.
-        store = SqliteStore(settings.sqlite_path)
+        store = store_for(settings.database, replica=settings.replica_name)
         spool = Spool(settings.spool_file, settings.spool_max_bytes)
         writer = Writer(store, spool=spool)
         writer.retry(end_previous_runs(now()))
@@ -75,6 +76,8 @@ class Sidecar:
         settings = self.settings
         metrics = Metrics(self.pipeline.counters, self.writer, self.store.size_bytes, self._ok)
         self.writer.listeners += [self.hub.committed, metrics.committed]
+        # a shared store: what the other replicas record reaches this one's event subscribers too
+        self.store.watch(self.hub.committed, self._deleted_elsewhere)
         self.traces = otlp.attach(settings, self.store, self.writer, metrics.registry)
         self.writer.start()
         self.pipeline.start()
@@ -114,6 +117,10 @@ class Sidecar:
         self.pipeline.forget(deleted)
         self.hub.deleted(deleted)
         return deleted
+
+    def _deleted_elsewhere(self, run_ids: list[str]) -> None:
+        self.pipeline.forget(run_ids)
+        self.hub.deleted(run_ids)
 
     def _listening(self) -> bool:
         return self.proxy is not None and self.proxy.listening()
@@ -160,7 +167,8 @@ class Sidecar:
                     parts.append(f"reverse {url} -> {server.mode.data}")
         host, port = self.api.addresses[0][:2]
         parts.append(f"api http://{host}:{port}")
-        parts.append(f"database {self.settings.database_file}")
+        database = self.store.location if self.settings.postgres else self.settings.database_file
+        parts.append(f"database {database}")
         parts.append(f"trust the CA: {(self.settings.confdir / 'ca.pem').absolute()}")
         return " · ".join(["chatdebug ready", *parts])
 

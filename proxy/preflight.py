@@ -39,13 +39,14 @@ def reason(error: OSError) -> str:
 def check(settings: Settings) -> None:
     """Raise `StartupError` for the first problem; warn about suspicious but valid settings."""
     create_ca(settings.confdir)
-    writable_dir("database", settings.database_file.parent, "the database")
-    # an existing database that cannot be written now (read-only, locked, not yet mounted rw) is
-    # not fatal: the proxy serves, records are spooled and the store is taken up when it can be
-    writable_file("database", settings.database_file, "the database", fatal=False)
+    if not settings.postgres:  # a server that is down or refuses us is not fatal either: spooled
+        writable_dir("database", settings.database_file.parent, "the database")
+        # an existing database that cannot be written now (read-only, locked, not yet mounted rw)
+        # is not fatal: the proxy serves, records are spooled and the store is taken up when it can be
+        writable_file("database", settings.database_file, "the database", fatal=False)
+        warn_relative_database(settings)
     writable_dir("spool_path", settings.spool_file.absolute().parent, "the spool")
     writable_file("spool_path", settings.spool_file.absolute(), "the spool")
-    warn_relative_database(settings)
     free_ports(settings)
 
 

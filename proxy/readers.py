@@ -16,8 +16,8 @@ import orjson
 
 from proxy import api_models as m
 from proxy.api import VERSION, decode_cursor, encode_cursor
+from storage.backends import is_postgres, store_for
 from storage.records import timestamp
-from storage.sqlite import SqliteStore
 
 
 class ReadError(Exception):
@@ -95,17 +95,18 @@ def _lines(stream: Any) -> Iterator[str]:
 class StoreReader:
     """The store on its own loop: the commands are synchronous, the store is not."""
 
-    def __init__(self, path: str, poll: float = 1.0) -> None:
-        if not Path(path).exists():  # opening would create an empty one
+    def __init__(self, url: str, poll: float = 1.0) -> None:
+        path = url.removeprefix("sqlite:///")
+        if not is_postgres(url) and not Path(path).exists():  # opening would create an empty one
             raise ReadError(f"no database at {path} (--database sqlite:///path.db, or --api URL)")
         self.loop = asyncio.new_event_loop()
-        self.store = SqliteStore(path)
+        self.store = store_for(url)
         self.poll = poll
         try:
             self.loop.run_until_complete(self.store.open())
         except Exception as e:
             self.close()
-            raise ReadError(f"{path}: {e}") from None
+            raise ReadError(f"{self.store.location}: {e}") from None
 
     def _do[T](self, coroutine: Any) -> T:
         return self.loop.run_until_complete(coroutine)
@@ -161,6 +162,9 @@ def open_reader(database: str | None, api: str | None, token: str | None) -> Rea
     if api:
         return ApiReader(api, token)
     url = database or "sqlite:///chatdebug.db"
-    if not url.startswith("sqlite:///"):
-        raise ReadError(f"--database: expected sqlite:///relative.db or sqlite:////absolute.db, got {url!r}")
-    return StoreReader(url.removeprefix("sqlite:///"))
+    if not is_postgres(url) and (not url.startswith("sqlite:///") or url == "sqlite:///"):
+        raise ReadError(
+            "--database: expected sqlite:///relative.db, sqlite:////absolute.db"
+            f" or postgresql://user:password@host/dbname, got {url!r}"
+        )
+    return StoreReader(url)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from addons.classify import ProfileFile
 from addons.cost import PriceFile
+from storage.backends import is_postgres
 
 
 def parse_addr(value: Any) -> tuple[str, int]:
@@ -96,17 +100,27 @@ class Settings(BaseSettings):
         str,
         Flag(
             "--database",
-            "sqlite:///relative.db (to the working directory) or sqlite:////absolute.db",
+            "sqlite:///relative.db (to the working directory), sqlite:////absolute.db, or"
+            " postgresql://user:password@host:port/dbname for a store many sidecars share",
             "URL",
         ),
     ] = "sqlite:///chatdebug.db"
+    replica: Annotated[
+        str | None,
+        Flag(
+            "--replica",
+            "this sidecar's name in a shared store: on restart it ends only the open runs it recorded",
+            "NAME",
+            default="the host name",
+        ),
+    ] = None
     spool_path: Annotated[
         Path | None,
         Flag(
             "--spool-path",
             "file holding records while the database is down",
             "PATH",
-            default="the database path + .spool",
+            default="the database path + .spool; with PostgreSQL, spool-REPLICA.jsonl in the confdir",
         ),
     ] = None
     confdir: Annotated[Path, Flag("--confdir", "directory of the CA; clients trust its ca.pem", "DIR")] = (
@@ -294,8 +308,17 @@ class Settings(BaseSettings):
     @field_validator("database")
     @classmethod
     def _database(cls, value: str) -> str:
+        if is_postgres(value):
+            try:
+                conninfo_to_dict(value)
+            except psycopg.ProgrammingError as e:
+                raise ValueError(f"not a PostgreSQL URL ({str(e).strip()})") from None
+            return value
         if not value.startswith("sqlite:///") or value == "sqlite:///":
-            raise ValueError(f"expected sqlite:///relative.db or sqlite:////absolute.db, got {value!r}")
+            raise ValueError(
+                "expected sqlite:///relative.db, sqlite:////absolute.db"
+                f" or postgresql://user:password@host:port/dbname, got {value!r}"
+            )
         return value
 
     @field_validator("confdir", "upstream_ca", "spool_path")
@@ -326,6 +349,14 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def postgres(self) -> bool:
+        return is_postgres(self.database)
+
+    @property
+    def replica_name(self) -> str:
+        return self.replica or socket.gethostname()
+
+    @property
     def sqlite_path(self) -> str:
         """`sqlite:///rel.db` is relative to the working directory, `sqlite:////abs.db` absolute."""
         return self.database.removeprefix("sqlite:///")
@@ -336,7 +367,11 @@ class Settings(BaseSettings):
 
     @property
     def spool_file(self) -> Path:
-        return self.spool_path or Path(f"{self.sqlite_path}.spool")
+        if self.spool_path is not None:
+            return self.spool_path
+        if self.postgres:  # one spool per replica: replicas may share a confdir
+            return self.confdir / f"spool-{self.replica_name}.jsonl"
+        return Path(f"{self.sqlite_path}.spool")
 
     @property
     def token(self) -> str | None:

@@ -12,12 +12,13 @@ def is_postgres(url: str) -> bool:
     return url.startswith(POSTGRES)
 
 
-def store_for(url: str) -> Store:
-    """`sqlite:///rel.db`, `sqlite:////abs.db` or `postgresql://user:password@host:port/dbname`."""
+def store_for(url: str, *, replica: str | None = None) -> Store:
+    """`sqlite:///rel.db`, `sqlite:////abs.db` or `postgresql://user:password@host:port/dbname`;
+    `replica` names this sidecar in a shared store (the host name by default)."""
     if is_postgres(url):
-        from storage.postgres import PostgresStore  # psycopg is loaded only when asked for
+        from storage.postgres import PostgresStore  # the pool and its driver only when asked for
 
-        return PostgresStore(url)
+        return PostgresStore(url, replica=replica)
     if url.startswith(SQLITE) and url != SQLITE:
         from storage.sqlite import SqliteStore
 

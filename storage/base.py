@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -93,6 +94,10 @@ class Store(Protocol):
 
     async def delete_runs(self, run_ids: list[str]) -> list[str]:
         """Delete runs with everything under them, in one transaction; returns the ids that existed."""
+
+    def watch(self, on_rows: Callable[[list[Row]], None], on_deleted: Callable[[list[str]], None]) -> None:
+        """Report the rows and deletions other replicas commit to a shared store (a store only
+        this process writes has none)."""
 
     def size_bytes(self) -> int:
         """Bytes the database occupies."""

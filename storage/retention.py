@@ -6,7 +6,8 @@ transaction on the writer, so recording never waits long. Runs the database stil
 a previous process died) are ended as `interrupted`, and listeners are told.
 
 A pass that fails (the database is locked or gone) is retried soon, with backoff, never later
-than the regular period.
+than the regular period. In a store many replicas share, a pass runs on the replica that leads
+(`Store.leads`), so a month of runs is deleted once, not once per replica.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ SWEEP_MARGIN = 60.0  # past the stale threshold: the proxy's own sweep has had i
 
 async def expire_once(writer: Writer, delete_runs: DeleteRuns, days: float, batch: int = 1000) -> int:
     """Delete every run whose `updated_at` is older than `days`; returns how many."""
+    if not await writer.execute(lambda store: store.leads()):
+        return 0
     cutoff = timestamp(time.time() - days * 86_400)
     deleted = 0
     while ids := await writer.execute(lambda store: store.select_run_ids(updated_before=cutoff, limit=batch)):
@@ -38,10 +41,11 @@ async def expire_once(writer: Writer, delete_runs: DeleteRuns, days: float, batc
 
 def end_previous_runs(started: str) -> Job:
     """A writer job (`Writer.retry`) ending the runs a previous process left open: those not
-    updated since this process started at `started`."""
+    updated since this process started at `started` (and, in a shared store, recorded by this
+    replica: the others' are theirs)."""
 
     async def job(store: Store) -> list[Row]:
-        rows = await store.interrupt_open(now(), updated_before=started)
+        rows = await store.interrupt_open(now(), updated_before=started, own=True)
         if ended := _runs(rows):
             log.info("ended %d open run(s) of a previous process as interrupted", ended)
         return rows
@@ -50,9 +54,14 @@ def end_previous_runs(started: str) -> Job:
 
 
 async def sweep_once(writer: Writer, older_than: float) -> int:
-    """End runs left `in_progress` with no update for `older_than` seconds; returns how many."""
+    """End runs left `in_progress` with no update for `older_than` seconds, whichever replica
+    recorded them (one that died cannot); returns how many."""
+    if not await writer.execute(lambda store: store.leads()):
+        return 0
     cutoff = timestamp(time.time() - older_than)
-    rows = await writer.execute_rows(lambda store: store.interrupt_open(now(), updated_before=cutoff))
+    rows = await writer.execute_rows(
+        lambda store: store.interrupt_open(now(), updated_before=cutoff, own=False)
+    )
     if ended := _runs(rows):
         log.info("ended %d run(s) idle for over %gs as interrupted", ended, older_than)
     return ended

@@ -236,6 +236,9 @@ class SqliteStore:
         rows = await self._on_writer(lambda: self._writable().execute(query, params).fetchall())
         return [r[0] for r in rows]
 
+    def watch(self, on_rows: Callable[[list[Row]], None], on_deleted: Callable[[list[str]], None]) -> None:
+        """Only this process writes the file: nothing else to report."""
+
     async def leads(self) -> bool:
         """One process owns a SQLite database: it runs retention and the stale sweep."""
         return True
