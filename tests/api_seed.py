@@ -15,7 +15,8 @@ from proxy.api import ApiContext, make_app
 from proxy.events import EventHub
 from proxy.metrics import Metrics
 from storage.records import AttemptRow, BodyRow, Row, RunRow, StepRow, timestamp
-from storage.sqlite import SqliteStore
+from storage.backends import store_for
+from storage.base import Store
 from storage.writer import Writer
 
 KINDS = ["chat_turn", "chat_turn", "title_generation", "compaction", "quickgen"]
@@ -93,7 +94,7 @@ def make_run(i: int, *, started: float | None = None, conversation: str | None =
 
 @dataclass
 class SeededApi:
-    store: SqliteStore
+    store: Store
     writer: Writer
     hub: EventHub
     app: web.Application
@@ -118,9 +119,15 @@ class SeededApi:
 
 
 async def seeded_api(
-    tmp: Path, n: int = 40, *, token: str | None = None, cors: list[str] | None = None
+    tmp: Path,
+    n: int = 40,
+    *,
+    token: str | None = None,
+    cors: list[str] | None = None,
+    database: str | None = None,
 ) -> SeededApi:
-    store = SqliteStore(str(tmp / "api.db"))
+    """The API over a store of `n` runs: SQLite in `tmp`, or the `database` URL given."""
+    store = store_for(database or f"sqlite:///{tmp / 'api.db'}")
     await store.open()
     writer = Writer(store)
     hub = EventHub()
@@ -145,7 +152,7 @@ async def seeded_api(
     return seeded
 
 
-def _ready(store: SqliteStore):  # type: ignore[no-untyped-def]
+def _ready(store: Store):  # type: ignore[no-untyped-def]
     async def ready() -> dict[str, bool]:
         await asyncio.sleep(0)
         return {"database": await store.ping(), "proxy": True}

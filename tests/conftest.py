@@ -17,6 +17,7 @@ import httpx
 import pytest
 import trustme
 
+from tests.postgres import REQUIRED, PostgresServer, Unavailable
 from tests.upstream import Upstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,3 +210,43 @@ def own_sidecar(tmp_path: Path, upstream: Upstream, certs: Certs) -> Iterator[Ca
 def unique(label: str) -> str:
     """A marker no other test's content contains."""
     return f"{label}-{time.monotonic_ns()}"
+
+
+# ---- PostgreSQL -------------------------------------------------------------------------------
+
+_postgres_skipped: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    try:
+        server.start()
+    except Unavailable as e:
+        server.close()
+        if REQUIRED:
+            pytest.fail(f"PostgreSQL is required (CHATDEBUG_REQUIRE_POSTGRES=1) but: {e}")
+        _postgres_skipped.append(str(e))
+        pytest.skip(f"no PostgreSQL server could be started: {e}")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh database on the test server."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each backend in turn: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _postgres_skipped:
+        terminalreporter.write_sep("!", "PostgreSQL tests SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(f"no PostgreSQL server could be started: {_postgres_skipped[0]}")

@@ -17,8 +17,9 @@ from tests.api_seed import BASE, SeededApi, make_run, seeded_api
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[SeededApi]:
-    seeded = await seeded_api(tmp_path)
+async def api(tmp_path: Path, database_url: str) -> AsyncIterator[SeededApi]:
+    """Every API test runs on each backend."""
+    seeded = await seeded_api(tmp_path, database=database_url)
     yield seeded
     await seeded.close()
 

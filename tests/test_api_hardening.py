@@ -167,8 +167,8 @@ def test_an_unknown_parameter_on_delete_deletes_nothing(sidecar: Sidecar) -> Non
 
 
 @pytest.fixture
-async def seeded(tmp_path: Path) -> AsyncIterator[SeededApi]:
-    api = await seeded_api(tmp_path, n=3)
+async def seeded(tmp_path: Path, database_url: str) -> AsyncIterator[SeededApi]:
+    api = await seeded_api(tmp_path, n=3, database=database_url)
     yield api
     await api.close()
 
