@@ -65,10 +65,13 @@ class Pipeline:
         prices: list[Path] | tuple[Path, ...] = (),
         recall: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
         history: Callable[[list[str], str | None], Awaitable[list[dict[str, Any]]]] | None = None,
+        shared: bool = False,
     ) -> None:
         self.submit = submit
         self.recall = recall  # a stored run by id, for runs named again after memory let them go
         self.history = history  # stored steps by request hash, for histories memory does not know
+        # other replicas write the same store: a history memory knows may have gone on elsewhere
+        self.shared = shared
         self.classifier = Classifier(profiles)
         self.tracker = Tracker(
             submit, retry_window=retry_window, stale_after=stale_after, prices=Prices(prices)
@@ -147,11 +150,13 @@ class Pipeline:
                 log.exception("tracker tick failed")
 
     async def _lookup(self, request: Request) -> Lookup:
-        """What memory knows of the request's history; the store is asked only when memory knows
-        nothing of a history the request carries (after a restart, or another replica's)."""
+        """What memory knows of the request's history; the store is asked when memory knows
+        nothing of a history the request carries (after a restart, or another replica's) and, in
+        a shared store, whenever the request is not one memory has seen (another replica may
+        have added the step it continues)."""
         index = self.tracker.index
         found = index.lookup(request)
-        if self.history is None or not index.unknown_history(found):
+        if self.history is None or not index.unknown_history(found, anywhere=self.shared):
             return found
         previous = request.signals.previous_response_id
         try:
@@ -168,7 +173,26 @@ class Pipeline:
             if previous and s["response_id"] == previous:
                 refs.append((f"resp:{previous}", ref))
         index.learn_stored(list(reversed(refs)))  # the newest last: it wins
-        return index.lookup(request)
+        found = index.lookup(request)
+        if self.shared:
+            await self._take_up(found.same or found.continues)
+        return found
+
+    async def _take_up(self, ref: StepRef | None) -> None:
+        """The run a request retries or continues, as the store has it when another replica
+        recorded the step in question: its next step and attempt numbers follow the stored ones."""
+        if ref is None or self.recall is None:
+            return
+        run = self.tracker.runs.get(ref.run_id)
+        if run is not None and (run.in_flight or any(s.row.id == ref.step_id for s in run.steps)):
+            return  # memory is up to date (or busy with it): it stays the owner
+        try:
+            stored = await self.recall(ref.run_id)
+        except Exception as e:
+            log.warning("could not look up run %s in the store: %s", ref.run_id, e)
+            return
+        if stored is not None:
+            self.tracker.resume(stored)
 
     async def _recall_forced_run(self, ex: Exchange) -> None:
         run_id = ex.hints.get("x-chatdebug-run", "")

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from addons.classify import SIDE_KINDS, Classification
@@ -425,10 +426,20 @@ class Tracker:
             step = StepState(StepRow(**step_columns))
             step.attempts = [
                 AttemptRow(
-                    id=a["id"], step_id=step.row.id, run_id=row.id, number=a["number"], status=a["status"]
+                    id=a["id"],
+                    step_id=step.row.id,
+                    run_id=row.id,
+                    number=a["number"],
+                    status=a["status"],
+                    error_class=a.get("error_class") or (a.get("error") or {}).get("class"),
                 )
                 for a in raw.get("attempts") or []
             ]
+            last = raw.get("attempts", [])[-1:] or [{}]
+            if last[0].get("status") in ("failed", "interrupted") and (
+                ended := _epoch(last[0].get("finished_at"))
+            ):
+                step.retry_until = ended + self.retry_window  # a retry may come, through any replica
             run.steps.append(step)
         self.runs[row.id] = run
         return run
@@ -486,6 +497,13 @@ def _another_purpose(run: RunState, classification: Classification) -> bool:
     """A request classified as another kind than the run (by more than the default) is its own run:
     Claude Code asks for a compaction in the same tool turn that would continue the loop."""
     return classification.source != "default" and classification.kind != run.row.kind
+
+
+def _epoch(stamp: str | None) -> float | None:
+    try:
+        return datetime.fromisoformat(stamp).timestamp() if stamp else None
+    except ValueError:
+        return None
 
 
 def _copy[R: Row](row: R) -> R:

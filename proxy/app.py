@@ -63,6 +63,7 @@ class Sidecar:
             prices=settings.prices,
             recall=store.get_run,
             history=store.find_history,
+            shared=settings.postgres,
         )
         sidecar = cls(settings, store, writer, pipeline, EventHub())
         try:

@@ -45,6 +45,10 @@ def _run_keeps(d: Dialect) -> dict[str, str]:
 
 
 _RUN_NEWER = " WHERE (excluded.attempt_count, excluded.updated_at) >= (runs.attempt_count, runs.updated_at)"
+# a completed step stays completed: a replica whose retry window ran out on an attempt that
+# another replica's retry then completed must not mark the step failed
+_STEP_NEWER = " WHERE steps.status <> 'completed' OR excluded.status = 'completed'"
+_NEWER = {"runs": _RUN_NEWER, "steps": _STEP_NEWER}
 
 
 @cache
@@ -53,7 +57,7 @@ def upsert(kind: type[Row], d: Dialect, extra: tuple[str, ...] = ()) -> str:
     columns = (*names(kind), *extra)
     keeps = _run_keeps(d) if kind is RunRow else {}
     updates = ", ".join(f"{c} = {keeps.get(c, f'excluded.{c}')}" for c in columns if c != "id")
-    newer = _RUN_NEWER if kind is RunRow else ""
+    newer = _NEWER.get(kind.table, "")
     return (
         f"INSERT INTO {kind.table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         f" ON CONFLICT (id) DO UPDATE SET {updates}{newer}"

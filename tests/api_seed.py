@@ -14,9 +14,9 @@ from addons.pipeline import Counters
 from proxy.api import ApiContext, make_app
 from proxy.events import EventHub
 from proxy.metrics import Metrics
-from storage.records import AttemptRow, BodyRow, Row, RunRow, StepRow, timestamp
 from storage.backends import store_for
 from storage.base import Store
+from storage.records import AttemptRow, BodyRow, Row, RunRow, StepRow, timestamp
 from storage.writer import Writer
 
 KINDS = ["chat_turn", "chat_turn", "title_generation", "compaction", "quickgen"]
