@@ -156,11 +156,11 @@ class Grouper:
     @staticmethod
     def unknown_history(found: Lookup, *, anywhere: bool = False) -> bool:
         """A request carrying a history this index does not know (after a restart, or one that
-        left through another replica): the store may know it. `anywhere`: any history this index
-        has not seen whole, since another replica may have extended what it knows."""
-        if found.same is not None or len(found.conversation) < 2:
+        left through another replica): the store may know it. `anywhere`: any request this index
+        has not seen, since another replica may have sent it (a retry) or extended its history."""
+        if found.same is not None or not found.conversation:
             return False
-        return anywhere or found.continues is None
+        return anywhere or (found.continues is None and len(found.conversation) >= 2)
 
     def learn_stored(self, found: list[tuple[str, StepRef]]) -> None:
         """Steps the store knows, by request hash or response id (`resp:` keys)."""
