@@ -1,0 +1,163 @@
+"""The PostgreSQL store on a real server: the same answers as SQLite for the same rows, and what
+only a store many replicas share has to get right (who leads, whose runs a restart ends,
+concurrent writers on one conversation, text PostgreSQL refuses)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from aiohttp.test_utils import TestClient
+
+from storage.base import RunFilter
+from storage.postgres import PostgresStore
+from storage.records import AttemptRow, Row, RunRow, StepRow, now, timestamp
+from tests.api_seed import BASE, make_run, seeded_api
+
+ROUTES = [
+    ("/api/v1/runs", {}),
+    ("/api/v1/runs", {"kind": "chat_turn", "limit": "7"}),
+    ("/api/v1/runs", {"status": "error", "has_error": "true"}),
+    ("/api/v1/runs", {"q": "KYOTO"}),  # SQLite's LIKE ignores ASCII case: so does ours on PostgreSQL
+    ("/api/v1/runs", {"q": "100%_"}),
+    ("/api/v1/runs", {"provider": "gemini", "model": "gemini-2.5-flash"}),
+    ("/api/v1/conversations", {}),
+    ("/api/v1/conversations", {"q": "paris"}),
+    ("/api/v1/stats", {"since": timestamp(BASE - 60), "until": timestamp(BASE + 3600)}),
+]
+
+
+async def answers(client: TestClient, run_ids: list[str]) -> list[Any]:
+    out = []
+    for path, params in ROUTES:
+        response = await client.get(path, params=params)
+        assert response.status == 200, await response.text()
+        out.append(await response.json())
+    for run_id in run_ids:
+        run = await (await client.get(f"/api/v1/runs/{run_id}")).json()
+        out.append(run)
+        for step in run["steps"]:
+            for attempt in step["attempts"]:
+                out.append(await (await client.get(f"/api/v1/attempts/{attempt['id']}")).json())
+    return out
+
+
+async def test_the_same_rows_give_the_same_answers_on_both_engines(
+    tmp_path: Path, postgres_url: str, aiohttp_client: Callable[..., Any]
+) -> None:
+    on_sqlite = await seeded_api(tmp_path, 30)
+    on_postgres = await seeded_api(tmp_path, 30, database=postgres_url)
+    try:
+        ids = [r.id for r in on_sqlite.runs[:6]]
+        first = await answers(await aiohttp_client(on_sqlite.app), ids)
+        second = await answers(await aiohttp_client(on_postgres.app), ids)
+        assert len(first) == len(second) > len(ROUTES)
+        for a, b in zip(first, second, strict=True):
+            assert a == b
+    finally:
+        await on_sqlite.close()
+        await on_postgres.close()
+
+
+async def test_one_replica_leads_and_another_takes_over_when_it_goes(postgres_url: str) -> None:
+    a, b = PostgresStore(postgres_url, replica="a"), PostgresStore(postgres_url, replica="b")
+    await asyncio.gather(a.open(), b.open())  # both migrate at once: one waits for the other
+    try:
+        assert [await a.leads(), await b.leads()] == [True, False]
+        assert [await a.leads(), await b.leads()] == [True, False]
+        await a.close()
+        assert await b.leads()
+    finally:
+        await a.close()
+        await b.close()
+
+
+def open_run(i: int, at: str = "2026-12-01T10:00:00.000Z") -> list[Row]:
+    run_id = f"run_open_{i}"
+    return [
+        RunRow(id=run_id, conversation_id="conv_shared", started_at=at, updated_at=at, attempt_count=1),
+        StepRow(id=f"stp_open_{i}", run_id=run_id, started_at=at),
+        AttemptRow(id=f"att_open_{i}", step_id=f"stp_open_{i}", run_id=run_id, started_at=at),
+    ]
+
+
+async def test_a_restarting_replica_ends_only_its_own_open_runs(postgres_url: str) -> None:
+    a, b = PostgresStore(postgres_url, replica="a"), PostgresStore(postgres_url, replica="b")
+    try:
+        await a.write(open_run(1))
+        await b.write(open_run(2))
+        ended = await a.interrupt_open(now(), updated_before=now(), own=True)
+        assert {r.id for r in ended} == {"run_open_1", "stp_open_1", "att_open_1"}
+        assert (await b.get_run("run_open_2") or {})["status"] == "in_progress"
+        # the stale sweep (on the leading replica) ends anyone's, a replica that died included
+        swept = await a.interrupt_open(now(), updated_before=now(), own=False)
+        assert {r.id for r in swept if isinstance(r, RunRow)} == {"run_open_2"}
+        (conversation,) = await a.list_conversations(10, None)
+        assert conversation["run_count"] == 2
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_replicas_writing_one_conversation_at_once_keep_its_summary_whole(postgres_url: str) -> None:
+    replicas = [PostgresStore(postgres_url, replica=f"r{i}") for i in range(3)]
+    try:
+
+        async def write(store: PostgresStore, offset: int) -> None:
+            for batch in range(10):
+                rows = list(
+                    itertools.chain.from_iterable(
+                        make_run(offset + batch * 5 + k, conversation="conv_busy") for k in range(5)
+                    )
+                )
+                await store.write(rows)
+
+        await asyncio.gather(*(write(store, 1000 * i) for i, store in enumerate(replicas)))
+        (conversation,) = await replicas[0].list_conversations(10, None)
+        assert conversation["run_count"] == 150
+        assert conversation["total_tokens"] == sum(110 + 1000 * i + n for i in range(3) for n in range(50))
+        assert len(await replicas[1].list_runs(RunFilter(conversation_id="conv_busy"), 500, None)) == 150
+    finally:
+        for store in replicas:
+            await store.close()
+
+
+async def test_text_postgresql_refuses_is_stored_replaced(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    try:
+        rows = open_run(3)
+        run = rows[0]
+        assert isinstance(run, RunRow)
+        run.first_message = "nul\x00 and a lone surrogate \udcff"
+        run.error = {"class": "proxy_error", "message": "nul\x00 inside", "escaped": "a\\u0000b"}
+        await store.write(rows)
+        stored = await store.get_run(run.id)
+        assert stored is not None
+        assert stored["first_message"] == "nul\ufffd and a lone surrogate \ufffd"
+        assert stored["error"] == {
+            "class": "proxy_error",
+            "message": "nul\ufffd inside",
+            "escaped": "a\\u0000b",
+        }
+    finally:
+        await store.close()
+
+
+async def test_payloads_are_jsonb_and_counts_64_bit(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    await store.open()
+    await store.close()
+    with psycopg.connect(postgres_url) as conn:
+        types = dict(
+            conn.execute(
+                "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = 'public'"
+            ).fetchall()
+        )
+    assert types["steps.request"] == types["attempts.request_headers"] == "jsonb"
+    assert types["runs.input_tokens"] == "bigint"
+    assert types["attempts.ttfb_ms"] == "double precision"
