@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "chatdebug"
 NOTIFY_BYTES = 7000  # a NOTIFY payload holds under 8000 bytes
 CONNECT_SECONDS = 5.0
+LOCK_SECONDS = 1.0  # a table or conversation another session holds fails fast: the writer spools
+STATEMENT_SECONDS = 30.0
 DELETED_MEMORY = 10_000
 _MIGRATE_LOCK = 0x63686174646267  # "chatdbg": one replica migrates at a time
 _LEADER_LOCK = _MIGRATE_LOCK + 1  # held by the replica that runs the periodic work
@@ -59,8 +61,11 @@ Deleted = Callable[[list[str]], None]
 
 
 class PostgresStore:
-    def __init__(self, url: str, *, replica: str | None = None, pool_size: int = 4) -> None:
+    def __init__(
+        self, url: str, *, replica: str | None = None, pool_size: int = 4, lock_seconds: float = LOCK_SECONDS
+    ) -> None:
         self.url = url
+        self.lock_seconds = lock_seconds
         self.replica = replica or socket.gethostname()
         self.pool_size = pool_size
         self._pool: AsyncConnectionPool | None = None
@@ -99,6 +104,7 @@ class PostgresStore:
                 min_size=1,
                 max_size=self.pool_size,
                 kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_SECONDS},
+                configure=self._configure,
                 check=AsyncConnectionPool.check_connection,  # a server restart leaves dead connections
                 timeout=CONNECT_SECONDS,
                 open=False,
@@ -110,6 +116,11 @@ class PostgresStore:
                 await pool.close()
                 raise StoreUnavailable(_why(e)) from e
             self._pool = pool
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Waits are bounded: a lock held elsewhere or a stuck statement is an error, not a hang."""
+        await conn.execute(f"SET lock_timeout = {int(self.lock_seconds * 1000)}")
+        await conn.execute(f"SET statement_timeout = {int(STATEMENT_SECONDS * 1000)}")
 
     async def close(self) -> None:
         if self._watch is not None:

@@ -5,6 +5,7 @@ concurrent writers on one conversation, text PostgreSQL refuses)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,8 @@ from aiohttp.test_utils import TestClient
 from storage.base import RunFilter
 from storage.postgres import PostgresStore
 from storage.records import AttemptRow, Row, RunRow, StepRow, now, timestamp
+from storage.spool import Spool
+from storage.writer import Writer
 from tests.api_seed import BASE, make_run, seeded_api
 
 ROUTES = [
@@ -161,3 +164,29 @@ async def test_payloads_are_jsonb_and_counts_64_bit(postgres_url: str) -> None:
     assert types["steps.request"] == types["attempts.request_headers"] == "jsonb"
     assert types["runs.input_tokens"] == "bigint"
     assert types["attempts.ttfb_ms"] == "double precision"
+
+
+async def test_a_locked_table_spools_then_replays_in_order(postgres_url: str, tmp_path: Path) -> None:
+    """Another session holds the runs table: writes fail fast (lock_timeout), not hang, and land
+    in order once it lets go."""
+    store = PostgresStore(postgres_url, lock_seconds=0.2)
+    await store.open()
+    writer = Writer(store, spool=Spool(tmp_path / "spool", 1 << 20), probe_every=0.05)
+    writer.start()
+    blocker = await psycopg.AsyncConnection.connect(postgres_url)
+    try:
+        await blocker.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+        writer.submit(open_run(1)[0])
+        await asyncio.wait_for(writer.flush(), 10)
+        assert writer.degraded and writer.spooled == 1
+        done = dataclasses.replace(open_run(1)[0], status="completed", updated_at=now())
+        writer.submit(done)
+        await asyncio.wait_for(writer.flush(), 10)
+        await blocker.rollback()
+        assert await asyncio.wait_for(writer.recover(), 10)
+        assert (await store.get_run("run_open_1") or {})["status"] == "completed"
+        assert writer.dropped == 0
+    finally:
+        await blocker.close()
+        await writer.close()
+        await store.close()
