@@ -1,4 +1,5 @@
-# chatdebug-proxy: the recording sidecar, on its embedded SQLite.
+# chatdebug-proxy: the recording sidecar, on its embedded SQLite (or a shared PostgreSQL:
+# CHATDEBUG_DATABASE=postgresql://...).
 FROM python:3.12-slim
 
 # PYTHONOPTIMIZE skips mitmproxy's per-message debug type checks (about 5 % of its CPU).
@@ -17,7 +18,8 @@ COPY storage ./storage
 # so no client mounts /data (the database, the spool, the CA's key).
 RUN pip install . \
  && useradd --system --uid 10001 --home-dir /data --create-home chatdebug \
- && install -d -o chatdebug -g chatdebug -m 0755 /ca
+ && install -d -o chatdebug -g chatdebug -m 0755 /ca \
+ && install -d -o chatdebug -g chatdebug -m 0700 /data/conf
 
 USER chatdebug
 # /data holds the database and spool (0600); /data/conf the CA (its key 0600, ca.pem public).

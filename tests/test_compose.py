@@ -101,3 +101,22 @@ def test_the_example_client_talks_through_the_sidecar(sidecar: Sidecar, upstream
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "hello from upstream"
     assert upstream.seen[-1].path == "/v1/chat/completions"
+
+
+def test_the_replicas_profile_shares_one_postgres_and_one_ca() -> None:
+    services = compose()["services"]
+    replicas = {name: s for name, s in services.items() if name.startswith("chatdebug-")}
+    assert len(replicas) == 2
+    assert all(s["profiles"] == ["replicas"] for s in [*replicas.values(), services["postgres"]])
+    urls = {s["environment"]["CHATDEBUG_DATABASE"] for s in replicas.values()}
+    (url,) = urls  # one store
+    assert url.startswith("postgresql://") and "@postgres:5432/" in url
+    assert sorted(s["environment"]["CHATDEBUG_REPLICA"] for s in replicas.values()) == ["a", "b"]
+    cas = {mounts(s)["/data/conf"][0] for s in replicas.values()}
+    spools = {mounts(s)["/data"][0] for s in replicas.values()}
+    assert len(cas) == 1 and len(spools) == 2  # one CA to trust; a spool each
+    assert replicas["chatdebug-b"]["depends_on"] == {"chatdebug-a": {"condition": "service_healthy"}}
+    ports = {s["ports"][0] for s in replicas.values()}
+    assert all(p.startswith("127.0.0.1:") for p in ports) and len(ports) == 2
+    runs = " ".join(args for op, args in instructions(ROOT / "Dockerfile") if op == "RUN")
+    assert "install -d -o chatdebug -g chatdebug -m 0700 /data/conf" in runs  # the CA volume is its own
