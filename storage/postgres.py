@@ -26,6 +26,8 @@ import socket
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from decimal import Decimal
+from functools import cache
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -216,9 +218,9 @@ class PostgresStore:
             async with conn.cursor().copy(f"COPY {stage} ({', '.join(columns)}) FROM STDIN") as copy:
                 for row in sorted(batch, key=lambda r: r.id):  # one order for every writer: no deadlocks
                     values = _values(row)
-                    await copy.write_row((*values, self.replica) if extra else values)
+                    await copy.write_row([*values, self.replica] if extra else values)
+            # the staged rows go at commit (ON COMMIT DELETE ROWS), or with the savepoint they were in
             await conn.execute(D.render(sql.upsert_from(kind, D, stage, extra)))
-            await conn.execute(f"DELETE FROM {stage}")
         conversations = {r.conversation_id for r in runs if r.conversation_id}
         await _refresh_conversations(conn, conversations)
         await _refresh_conversations(conn, moved - conversations, deleted=True)
@@ -506,18 +508,29 @@ def _run_id(row: Row) -> str | None:
     return row.run_id if isinstance(row, StepRow | AttemptRow) else None
 
 
-def _values(row: Row) -> tuple[Any, ...]:
+@cache
+def _columns(kind: type[Row]) -> tuple[Callable[[Row], tuple[Any, ...]], frozenset[int]]:
+    """A row type's column getter (one C call per row) and which positions hold JSON."""
+    columns = queries.names(kind)
+    return attrgetter(*columns), frozenset(i for i, c in enumerate(columns) if c in kind.json_columns)
+
+
+def _values(row: Row) -> list[Any]:
     """Column values as COPY takes them: JSON as text, and no NUL, which PostgreSQL's text and
     jsonb refuse (SQLite keeps it)."""
-    values = []
-    for column in queries.names(type(row)):
-        value = getattr(row, column)
-        if column in row.json_columns and value is not None:
-            value = _JSON_NUL.sub(r"\1\\ufffd", dumps(value).decode())
-        elif isinstance(value, str):
-            value = (value if value.isascii() else valid_text(value)).replace("\x00", "\ufffd")
-        values.append(value)
-    return tuple(values)
+    get, json_at = _columns(type(row))
+    values = list(get(row))
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        if i in json_at:
+            text = dumps(value).decode()
+            values[i] = _JSON_NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+        elif value.__class__ is str:
+            if not value.isascii():
+                value = valid_text(value)
+            values[i] = value.replace("\x00", "\ufffd") if "\x00" in value else value
+    return values
 
 
 def _plain(value: Any) -> Any:
