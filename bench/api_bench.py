@@ -47,7 +47,7 @@ from typing import Any
 
 import orjson
 
-from proxy.api import encode_cursor
+from proxy.api.routes import encode_cursor
 from storage import queries
 from storage.base import RunFilter
 from storage.records import USAGE_FIELDS, AttemptRow, BodyRow, Row, RunRow, StepRow, timestamp
@@ -920,7 +920,7 @@ async def serve(db: str) -> None:
     from aiohttp import web
 
     from proxy.api import ApiContext, make_app
-    from proxy.events import EventHub
+    from proxy.api.events import EventHub
 
     store = SqliteStore(db)
     await store.open()
@@ -1229,8 +1229,8 @@ class RecordingFetch:
 
 def call_for(path: str) -> Callable[[RecordingFetch], Coroutine[Any, Any, Any]]:
     """The storage.queries call the API makes for `path` (same parsing, same defaults)."""
-    from proxy import api_models as m
-    from proxy.api import decode_cursor
+    from proxy.api import models as m
+    from proxy.api.routes import decode_cursor
 
     route, _, query = path.partition("?")
     params = dict(urllib.parse.parse_qsl(query))

@@ -16,8 +16,8 @@ from addons.recorder import Recorder
 from addons.redact import Redactor, install_log_redaction
 from proxy import otlp, preflight
 from proxy.api import ApiContext, make_app
+from proxy.api.events import EventHub
 from proxy.ca import publish_ca
-from proxy.events import EventHub
 from proxy.metrics import Metrics
 from proxy.mitm import EmbeddedProxy, start_proxy
 from proxy.preflight import StartupError, reason

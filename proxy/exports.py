@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from proxy import api_models as m
+from proxy.api import models as m
 from proxy.run_trace import VERSION, ns, otlp_json, run_spans
 from storage.base import RunFilter, Store
 from storage.records import timestamp

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from proxy import api_models as m
-from proxy.api import VERSION, decode_cursor, encode_cursor
+from proxy.api import models as m
+from proxy.api.routes import VERSION, decode_cursor, encode_cursor
 from storage.records import timestamp
 from storage.sqlite import SqliteStore
 

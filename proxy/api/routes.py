@@ -18,10 +18,11 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 from pydantic import BaseModel, ValidationError
 
-from proxy import api_models as m
-from proxy import exports, viewer
-from proxy.events import EventHub, last_event_id
-from proxy.openapi import NO_CONTROL_CHARACTERS, OPEN, Route, document
+from proxy import exports
+from proxy.api import models as m
+from proxy.api import viewer
+from proxy.api.events import EventHub, last_event_id
+from proxy.api.openapi import NO_CONTROL_CHARACTERS, OPEN, Route, document
 from storage.base import Store, StoreUnavailable
 from storage.records import timestamp
 

@@ -1,6 +1,6 @@
 """The built-in viewer for people: server-rendered pages over the same store the API reads.
 
-`proxy.api` imports this package for the names its auth middleware needs, so the routes (which
+`proxy.api.routes` imports this package for the names its auth middleware needs, so the routes (which
 use the API's context) are imported only when `add_routes` is called.
 """
 
@@ -17,6 +17,6 @@ OPEN_PATHS = ("/login", *(f"/static/{p.name}" for p in sorted(STATIC.iterdir()) 
 
 
 def add_routes(app: web.Application) -> None:
-    from proxy.viewer.routes import register
+    from proxy.api.viewer.routes import register
 
     register(app)
