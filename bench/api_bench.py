@@ -47,7 +47,7 @@ from typing import Any
 
 import orjson
 
-from proxy.api.routes import encode_cursor
+from proxy.api.params import encode_cursor
 from storage import queries
 from storage.base import RunFilter
 from storage.records import USAGE_FIELDS, AttemptRow, BodyRow, Row, RunRow, StepRow, timestamp
@@ -1230,7 +1230,7 @@ class RecordingFetch:
 def call_for(path: str) -> Callable[[RecordingFetch], Coroutine[Any, Any, Any]]:
     """The storage.queries call the API makes for `path` (same parsing, same defaults)."""
     from proxy.api import models as m
-    from proxy.api.routes import decode_cursor
+    from proxy.api.params import decode_cursor
 
     route, _, query = path.partition("?")
     params = dict(urllib.parse.parse_qsl(query))

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 import orjson
 
 from proxy.api import models as m
-from proxy.api.routes import VERSION, decode_cursor, encode_cursor
+from proxy.api.params import decode_cursor, encode_cursor
+from proxy.api.routes import VERSION
 from storage.records import timestamp
 from storage.sqlite import SqliteStore
 

@@ -14,7 +14,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel
 
 from proxy.api import models as m
-from proxy.api.routes import CTX, ApiError, Handler, decode_cursor, encode_cursor, params
+from proxy.api.context import CTX
+from proxy.api.errors import ApiError
+from proxy.api.openapi import Handler
+from proxy.api.params import decode_cursor, encode_cursor, params
 from proxy.api.viewer import COOKIE, STATIC, present
 from storage.base import RunFilter
 
