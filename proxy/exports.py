@@ -26,7 +26,6 @@ from storage.base import RunFilter, Store
 from storage.records import timestamp
 
 Format = Literal["json", "har", "otlp-json"]
-FORMATS: tuple[Format, ...] = ("json", "har", "otlp-json")
 GENERATOR = f"chatdebug-proxy {VERSION}"
 MEDIA_TYPES: dict[Format, str] = {
     "json": "application/json",
