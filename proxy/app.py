@@ -75,7 +75,7 @@ class Sidecar:
         settings = self.settings
         metrics = Metrics(self.pipeline.counters, self.writer, self.store.size_bytes, self._ok)
         self.writer.listeners += [self.hub.committed, metrics.committed]
-        self.traces = otlp.attach(settings, self.store, self.writer, metrics.registry)
+        self.traces = otlp.attach(settings, self.store, self.writer, metrics)
         self.writer.start()
         self.pipeline.start()
         recorder = Recorder(
