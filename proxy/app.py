@@ -16,8 +16,8 @@ from addons.recorder import Recorder
 from addons.redact import Redactor, install_log_redaction
 from proxy import otlp, preflight
 from proxy.api import ApiContext, make_app
+from proxy.api.events import EventHub
 from proxy.ca import publish_ca
-from proxy.events import EventHub
 from proxy.metrics import Metrics
 from proxy.mitm import EmbeddedProxy, start_proxy
 from proxy.preflight import StartupError, reason
@@ -79,7 +79,7 @@ class Sidecar:
         self.writer.listeners += [self.hub.committed, metrics.committed]
         # a shared store: what the other replicas record reaches this one's event subscribers too
         self.store.watch(self.hub.committed, self._deleted_elsewhere)
-        self.traces = otlp.attach(settings, self.store, self.writer, metrics.registry)
+        self.traces = otlp.attach(settings, self.store, self.writer, metrics)
         self.writer.start()
         self.pipeline.start()
         recorder = Recorder(

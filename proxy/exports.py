@@ -20,13 +20,12 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from proxy import api_models as m
+from proxy.api import models as m
 from proxy.run_trace import VERSION, ns, otlp_json, run_spans
 from storage.base import RunFilter, Store
 from storage.records import timestamp
 
 Format = Literal["json", "har", "otlp-json"]
-FORMATS: tuple[Format, ...] = ("json", "har", "otlp-json")
 GENERATOR = f"chatdebug-proxy {VERSION}"
 MEDIA_TYPES: dict[Format, str] = {
     "json": "application/json",

@@ -7,6 +7,7 @@ at scrape time, and per-attempt histograms are fed from committed writer batches
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -15,6 +16,9 @@ from prometheus_client.registry import Collector
 from addons.pipeline import Counters
 from storage.records import AttemptRow, Row
 from storage.writer import Writer
+
+if TYPE_CHECKING:
+    from proxy.otlp import RunExporter
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
@@ -27,6 +31,7 @@ class _Snapshot(Collector):
         self.counters = counters
         self.writer = writer
         self.ready = ready
+        self.exporter: RunExporter | None = None  # set when finished runs are pushed over OTLP
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         c, w = self.counters, self.writer
@@ -58,6 +63,27 @@ class _Snapshot(Collector):
         yield GaugeMetricFamily(
             "chatdebug_ready", "1 when /readyz would answer 200", value=float(self.ready())
         )
+        if self.exporter is not None:
+            yield from _exported(self.exporter)
+
+
+def _exported(e: RunExporter) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    yield CounterMetricFamily(
+        "chatdebug_otlp_runs_exported", "runs pushed to the collector", value=e.exported_runs
+    )
+    yield CounterMetricFamily(
+        "chatdebug_otlp_spans_exported", "spans pushed to the collector", value=e.exported_spans
+    )
+    dropped = CounterMetricFamily(
+        "chatdebug_otlp_runs_dropped", "finished runs given up on, by reason", labels=["reason"]
+    )
+    for reason, count in e.dropped.items():
+        dropped.add_metric([reason], count)
+    yield dropped
+    yield CounterMetricFamily(
+        "chatdebug_otlp_export_retries", "exports tried again after a failure", value=e.retries
+    )
+    yield GaugeMetricFamily("chatdebug_otlp_queue_depth", "finished runs waiting for export", value=e.depth)
 
 
 class Metrics:
@@ -69,7 +95,8 @@ class Metrics:
         ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_Snapshot(counters, writer, ready))
+        self._snapshot = _Snapshot(counters, writer, ready)
+        self.registry.register(self._snapshot)
         r = self.registry
         self.attempts = Counter(
             "chatdebug_attempts",
@@ -95,6 +122,10 @@ class Metrics:
         Gauge("chatdebug_database_bytes", "database size on disk, WAL included", registry=r).set_function(
             lambda: float(database_bytes())
         )
+
+    def exporting(self, exporter: RunExporter) -> None:
+        """Finished runs are pushed over OTLP: its counts join the scrape."""
+        self._snapshot.exporter = exporter
 
     def committed(self, rows: list[Row], seconds: float) -> None:
         """A writer listener: finished attempts feed the per-attempt metrics."""

@@ -5,8 +5,8 @@ status is final puts the run's id on a bounded queue, and one task reads the run
 store, builds its spans (proxy/run_trace.py) and hands them to the SDK's OTLP/HTTP exporter in
 a worker thread. While the collector is down the batch is retried with doubling waits up to
 `retry_for` seconds; runs finishing meanwhile wait on the queue (ids only: the runs themselves
-are in the database). Past the bound, or with the queue full, runs are dropped and counted in
-`/metrics` (`chatdebug_otlp_runs_dropped`).
+are in the database). Past the bound, or with the queue full, runs are dropped and counted; the
+counts are plain integers, which `/metrics` reads (proxy/metrics.py, `chatdebug_otlp_*`).
 """
 
 from __future__ import annotations
@@ -18,21 +18,21 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from proxy.run_trace import FINAL, resource, run_spans
 from proxy.settings import Settings
 from storage.base import RunFilter, Store
 from storage.records import Row, RunRow
 from storage.writer import Writer
+
+if TYPE_CHECKING:
+    from proxy.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -233,37 +233,7 @@ def _attempts(run: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from step.get("attempts") or []
 
 
-class _Counts(Collector):
-    """The exporter's counts, read when Prometheus scrapes."""
-
-    def __init__(self, exporter: RunExporter) -> None:
-        self.exporter = exporter
-
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        e = self.exporter
-        yield CounterMetricFamily(
-            "chatdebug_otlp_runs_exported", "runs pushed to the collector", value=e.exported_runs
-        )
-        yield CounterMetricFamily(
-            "chatdebug_otlp_spans_exported", "spans pushed to the collector", value=e.exported_spans
-        )
-        dropped = CounterMetricFamily(
-            "chatdebug_otlp_runs_dropped", "finished runs given up on, by reason", labels=["reason"]
-        )
-        for reason, count in e.dropped.items():
-            dropped.add_metric([reason], count)
-        yield dropped
-        yield CounterMetricFamily(
-            "chatdebug_otlp_export_retries", "exports tried again after a failure", value=e.retries
-        )
-        yield GaugeMetricFamily(
-            "chatdebug_otlp_queue_depth", "finished runs waiting for export", value=e.depth
-        )
-
-
-def attach(
-    settings: Settings, store: Store, writer: Writer, registry: CollectorRegistry
-) -> RunExporter | None:
+def attach(settings: Settings, store: Store, writer: Writer, metrics: Metrics) -> RunExporter | None:
     """Export finished runs when an endpoint is set (`--otlp-endpoint`, or the standard
     OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, whose headers, timeout and TLS variables the SDK reads)."""
     if settings.otlp_endpoint:
@@ -279,7 +249,7 @@ def attach(
         retry_for=settings.otlp_retry_seconds,
     )
     writer.listeners.append(exporter.committed)
-    registry.register(_Counts(exporter))
+    metrics.exporting(exporter)
     exporter.start()
     log.info("exporting finished runs to %s", url or "the OTEL_EXPORTER_OTLP endpoint")
     return exporter

@@ -14,8 +14,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from proxy import api_models as m
-from proxy.api import VERSION, decode_cursor, encode_cursor
+from proxy.api import models as m
+from proxy.api.params import decode_cursor, encode_cursor
+from proxy.api.routes import VERSION
 from storage.backends import is_postgres, store_for
 from storage.records import timestamp
 

@@ -21,9 +21,9 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from proxy import api_models as m
+from proxy.api import models as m
+from proxy.api.viewer import present
 from proxy.readers import Reader, ReadError, open_reader
-from proxy.viewer import present
 from storage.records import timestamp
 
 COMMANDS = ("runs", "show", "tail", "export")

@@ -70,9 +70,6 @@ class Row:
 
     id: str
 
-    def columns(self) -> list[str]:
-        return [f.name for f in fields(self)]
-
 
 @dataclass(slots=True)
 class RunRow(Row):

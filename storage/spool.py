@@ -43,11 +43,6 @@ def decode(line: bytes) -> Row | None:
         return None  # a line torn by a crash mid-append
 
 
-def default_path(database: str) -> Path:
-    """Where the spool lives unless told otherwise: beside the database."""
-    return Path(f"{database}.spool")
-
-
 class Spool:
     def __init__(self, path: Path | str, max_bytes: int) -> None:
         self.path = Path(path)  # used as given: the caller decides where the spool lives

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from addons.pipeline import Counters
 from proxy.api import ApiContext, make_app
-from proxy.events import EventHub
+from proxy.api.events import EventHub
 from proxy.metrics import Metrics
 from storage.backends import store_for
 from storage.base import Store

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from proxy.api import CTX
+from proxy.api.context import CTX
 from tests.api_seed import SeededApi, seeded_api
 from tests.conftest import Sidecar
 

@@ -12,7 +12,7 @@ import schemathesis
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 
-from proxy.api import ROUTES
+from proxy.api.routes import ROUTES
 from tests.api_seed import seeded_api
 
 TOKEN = "schema-test-token"

@@ -16,7 +16,7 @@ from addons import redact
 from addons.pipeline import Pipeline
 from addons.recorder import Recorder
 from addons.redact import REDACTED, Learned, Redactor, install_log_redaction, is_credential, is_secret_field
-from storage.records import AttemptRow, BodyRow, Row, RunRow, StepRow, dumps
+from storage.records import AttemptRow, BodyRow, Row, RunRow, StepRow, dumps, names
 from tests import wire
 
 KEY = "sk-proj-PLANTEDkey0000000000000000000001"
@@ -44,7 +44,7 @@ def leaks(value: Any) -> list[str]:
 
 
 def fields(row: Row) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in row.columns()}
+    return {name: getattr(row, name) for name in names(type(row))}
 
 
 @pytest.mark.parametrize(

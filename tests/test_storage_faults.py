@@ -20,7 +20,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from proxy.events import EventHub, last_event_id
+from proxy.api.events import EventHub, last_event_id
 from storage.base import RunFilter, StoreUnavailable
 from storage.records import AttemptRow, BodyRow, Row, RunRow, StepRow, now, timestamp
 from storage.retention import end_previous_runs, periodically, sweep_once

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from aiohttp.test_utils import TestClient
 
-from proxy.viewer import present
+from proxy.api.viewer import present
 from storage.records import AttemptRow, RunRow, StepRow, timestamp
 from tests.api_seed import BASE, SeededApi, seeded_api
 

@@ -28,9 +28,6 @@ class Pane:
     def screen(self) -> str:
         return self._tmux("capture-pane", "-p", "-t", self.name, check=False)
 
-    def alive(self) -> bool:
-        return self.name in self._tmux("list-sessions", "-F", "#{session_name}", check=False).split()
-
     def type(self, text: str, *, enter: bool = True) -> None:
         self._tmux("send-keys", "-t", self.name, "-l", text)
         if enter:

@@ -13,9 +13,12 @@ from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel
 
-from proxy import api_models as m
-from proxy.api import CTX, ApiError, Handler, decode_cursor, encode_cursor, params
-from proxy.viewer import COOKIE, STATIC, present
+from proxy.api import models as m
+from proxy.api.context import CTX
+from proxy.api.errors import ApiError
+from proxy.api.openapi import Handler
+from proxy.api.params import decode_cursor, encode_cursor, params
+from proxy.api.viewer import COOKIE, STATIC, present
 from storage.base import RunFilter
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -136,7 +136,3 @@ class EventHub:
         while not sub.queue.empty():
             sub.queue.get_nowait()
         sub.queue.put_nowait(None)  # tells the stream to end: the client reconnects and replays
-
-    @property
-    def subscribers(self) -> int:
-        return len(self._subscribers)

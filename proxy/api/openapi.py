@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from proxy import api_models as m
+from proxy.api import models as m
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Served without a token; every other route needs `Authorization: Bearer <token>` when one is set.
