@@ -184,19 +184,23 @@ async def list_conversations(
 
 
 async def _percentiles(fetch: Fetch, column: str, since: str, until: str) -> dict[str, float | None]:
-    """p50/p95/p99 from one sorted read of the window (the covering index keeps it off the table)."""
-    rows = await fetch(
-        f"SELECT {column} AS v FROM attempts"
-        f" WHERE started_at >= ? AND started_at < ? AND {column} IS NOT NULL ORDER BY {column}",
-        [since, until],
+    """p50/p95/p99 of the window: the database ranks the values (one sort, inside it) and hands
+    back three rows, whatever the window holds."""
+    (counted,) = await fetch(
+        f"SELECT COUNT({column}) AS n FROM attempts WHERE started_at >= ? AND started_at < ?", [since, until]
     )
-    values = [r["v"] for r in rows]
-    if not values:
+    n = counted["n"]
+    if not n:
         return {"p50": None, "p95": None, "p99": None}
-    return {
-        name: values[min(len(values) - 1, int(q * len(values)))]
-        for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
-    }
+    ranks = {name: min(n, int(q * n) + 1) for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}
+    rows = await fetch(
+        f"SELECT rn, v FROM (SELECT {column} AS v, ROW_NUMBER() OVER (ORDER BY {column}) AS rn"
+        f" FROM attempts WHERE started_at >= ? AND started_at < ? AND {column} IS NOT NULL) AS ranked"
+        " WHERE rn IN (?, ?, ?)",
+        [since, until, *ranks.values()],
+    )
+    by_rank = {r["rn"]: r["v"] for r in rows}
+    return {name: by_rank.get(rank) for name, rank in ranks.items()}
 
 
 async def _cost_by_model(fetch: Fetch, since: str, until: str) -> list[dict[str, Any]]:

@@ -116,7 +116,13 @@ class Sidecar:
         deadline = time.monotonic() + timeout
         runs: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            runs = self.runs(**params)
+            try:
+                runs = self.runs(**params)
+            except httpx.HTTPStatusError as e:  # 503: the store is being reopened; ask again
+                if e.response.status_code != 503:
+                    raise
+                time.sleep(0.1)
+                continue
             enough = len(runs) >= count
             done = not settled or all(r["status"] != "in_progress" for r in runs)
             if enough and done and (check is None or check(runs)):
