@@ -32,7 +32,6 @@ class Scenario:
     paths: list[str]  # the requests, in order (cycled); for `follow`, the first page
     follow: str | None = None  # the list key: each request follows the previous page's next_cursor
     walk: bool = True  # for `follow`: first walk --depth pages in (else paths[0] holds a cursor)
-    note: str = ""
 
 
 @dataclass
@@ -101,8 +100,8 @@ def scenarios(catalog: Catalog, rng: random.Random, n: int, end: float, q_common
     week = iso(end - 7 * DAY)
     out = [
         Scenario("runs: first page (limit 50)", "list", [runs]),
-        Scenario("runs: kind", "list", [q(runs, kind=k) for k in cycle(kinds)], note="5 kinds in turn"),
-        Scenario("runs: status", "list", [q(runs, status=s) for s in cycle(statuses)], note="4 statuses"),
+        Scenario("runs: kind", "list", [q(runs, kind=k) for k in cycle(kinds)]),  # 5 kinds in turn
+        Scenario("runs: status", "list", [q(runs, status=s) for s in cycle(statuses)]),  # 4 statuses
         Scenario("runs: conversation_id", "list", [q(runs, conversation_id=c) for c in conv_ids]),
         Scenario("runs: provider", "list", [q(runs, provider=p) for p in cycle(providers)]),
         Scenario("runs: model", "list", [q(runs, model=m) for m in cycle(ALL_MODELS)]),

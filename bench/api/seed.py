@@ -255,7 +255,3 @@ async def seed(urls: list[str], attempts: int, seed_value: int, end: float) -> d
     for url in urls:
         save(url, attempts, seed_value, seeded)
     return dict.fromkeys(urls, seeded)
-
-
-def size_bytes(url: str) -> int:
-    return store_for(url).size_bytes()
