@@ -351,8 +351,8 @@ class Chaos:
     def count_drops(self, pid: int) -> None:
         with contextlib.suppress(AttributeError):  # not started yet
             counts = self.metrics()
-            if not counts:
-                return
+            if not counts or self.process is None or self.process.pid != pid:
+                return  # restarted meanwhile: these may be the next process's counts
             total = sum(counts.values())
             with self.ledger.lock:
                 if total > self.ledger.counted.get(pid, 0):
