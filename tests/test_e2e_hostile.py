@@ -1124,6 +1124,13 @@ def test_identical_concurrent_requests_keep_their_forced_run_ids(
         assert attempt_of(sidecar, run_id, timeout=2)["status"] == "completed"
 
 
+def _wait_ready(sidecar: Sidecar, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while (ready := httpx.get(f"{sidecar.api_url}/readyz", timeout=30)).status_code != 200:
+        assert time.monotonic() < deadline, f"never ready: {ready.text}\n{sidecar.log()[-3000:]}"
+        time.sleep(0.05)
+
+
 def _huge_usage_completion(prompt_tokens: int) -> bytes:
     body = json.loads(wire.openai_completion("counted", usage=USAGE))
     body["usage"] = wire.openai_usage(prompt_tokens, 5)
@@ -1134,17 +1141,24 @@ def test_token_counts_past_63_bits_do_not_stop_recording(
     own_sidecar: Callable[..., Sidecar], upstream: Upstream
 ) -> None:
     sidecar = own_sidecar()
+    # The ready line comes before the database is open (the writer opens it on its first turn,
+    # later under load, and the API answers 503 until then): recording starts from a known state.
+    _wait_ready(sidecar)
     poison = _huge_usage_completion(2**63 + 5)
-    upstream.push(Reply.json(poison))
+    huge, marker = unique("huge-usage"), unique("after-huge-usage")
+    fine = wire.openai_completion("fine", usage=USAGE)
+    # Each reply chosen by its request, not taken from a queue whatever request comes first.
+    upstream.responder = lambda seen: Reply.json(poison if huge.encode() in seen.body else fine)
     with proxied(sidecar) as client:
-        assert client.post(upstream.url + CHAT, json=chat_body("huge usage")).content == poison
-    marker = unique("after-huge-usage")
-    upstream.responder = lambda seen: Reply.json(wire.openai_completion("fine", usage=USAGE))
-    with proxied(sidecar) as client:
+        assert client.post(upstream.url + CHAT, json=chat_body(huge)).content == poison
         for i in range(3):
             assert client.post(upstream.url + CHAT, json=chat_body(f"{marker} {i}")).status_code == 200
-    sidecar.wait_runs(3, q=marker, timeout=10)
-    assert httpx.get(f"{sidecar.api_url}/readyz", timeout=5).status_code == 200
+    # The poison's records too, before /readyz is asked: a drop they caused would show there.
+    (poisoned,) = sidecar.wait_runs(1, q=huge, timeout=60)
+    assert (poisoned["status"], poisoned["usage"]["output_tokens"]) == ("completed", 5)
+    assert len(sidecar.wait_runs(3, q=marker, timeout=60)) == 3
+    ready = httpx.get(f"{sidecar.api_url}/readyz", timeout=30)
+    assert ready.status_code == 200, ready.text
 
 
 def test_token_counts_past_64_bits_end_their_attempt(
