@@ -26,7 +26,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
@@ -36,6 +36,7 @@ from storage.records import AttemptRow, Row, dumps, names
 
 REDACTED = "[REDACTED]"
 log = logging.getLogger(__name__)
+_columns = cache(names)  # a row type's columns, asked for every row: `dataclasses.fields` is slow
 
 # ---- the vocabulary: which names hold credentials ------------------------------------------------
 
@@ -284,7 +285,7 @@ class Redactor:
             self.learn(row.request_headers.items(), row.url)
         changes = {}
         small: dict[str, str] = {}  # ids, names, timestamps: one probe for all of them
-        for name in names(type(row)):
+        for name in _columns(type(row)):
             value = getattr(row, name)
             if isinstance(value, str) and len(value) < _SMALL:
                 if len(value) >= _SHORTEST:
