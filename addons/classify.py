@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +61,11 @@ def fold(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+# An application sends the same system prompt with every call (agents' run to tens of KB):
+# it is folded, and its head searched, once; user texts are new each call and are not kept.
+_fold_system = lru_cache(maxsize=16)(fold)
+
+
 def _texts(message: Message) -> list[str]:
     return [p.text for p in message.parts if isinstance(p, TextPart) and p.text.strip()]
 
@@ -85,12 +90,12 @@ class Facts:
     @cached_property
     def system(self) -> str:
         inline = [t for m in self.request.messages if m.role == "system" for t in _texts(m)]
-        return fold("\n".join([self.request.system or "", *inline]))
+        return _fold_system("\n".join([self.request.system or "", *inline]))
 
     @cached_property
     def system_head(self) -> str:
         """The system prompt's own instruction: its start (agents append long guidance after it)."""
-        return fold(self.request.system or "")[:HEAD] or self.system[:HEAD]
+        return _fold_system(self.request.system or "")[:HEAD] or self.system[:HEAD]
 
     @cached_property
     def user_messages(self) -> list[Message]:
@@ -311,6 +316,9 @@ def _asks(pattern: re.Pattern[str], words: tuple[str, ...], text: str) -> bool:
     return any(w in text for w in words) and pattern.search(text) is not None
 
 
+_asks_system = lru_cache(maxsize=64)(_asks)  # over a system prompt's head: the same each call
+
+
 def _summary_ask(text: str) -> bool:
     if not any(w in text for w in _SUMMARY_WORDS):
         return False  # no match of _SUMMARY_ASK is possible
@@ -333,7 +341,7 @@ def title_reason(f: Facts) -> str | None:
         return f"an output schema for a title ({', '.join(sorted(f.output_fields))})"
     if len(f.tool_names) == 1 and any("title" in n.casefold() for n in f.tool_names):
         return f"a lone title tool ({next(iter(f.tool_names))})"
-    if _asks(_TITLE_ASK, _TITLE_WORDS, f.system_head):
+    if _asks_system(_TITLE_ASK, _TITLE_WORDS, f.system_head):
         return "the system prompt asks for a title of the session"
     if any(_asks(_TITLE_ASK, _TITLE_WORDS, t) for t in f.last_user_ends):
         return "the final message asks for a title of the session"
@@ -360,7 +368,7 @@ def quickgen_reason(f: Facts) -> str | None:
     if f.tool_choice_name is not None and not f.used_tools:
         return f"a side call forcing the tool {f.tool_choice_name}"
     if not f.tool_names and (
-        _asks(_ARTIFACT_ASK, _ARTIFACT_WORDS, f.system_head)
+        _asks_system(_ARTIFACT_ASK, _ARTIFACT_WORDS, f.system_head)
         or any(_asks(_ARTIFACT_ASK, _ARTIFACT_WORDS, t) for t in f.last_user_ends)
     ):
         return "a side call asking for something the application uses"
