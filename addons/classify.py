@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +61,11 @@ def fold(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+# An application sends the same system prompt with every call (agents' run to tens of KB):
+# it is folded, and its head searched, once; user texts are new each call and are not kept.
+_fold_system = lru_cache(maxsize=16)(fold)
+
+
 def _texts(message: Message) -> list[str]:
     return [p.text for p in message.parts if isinstance(p, TextPart) and p.text.strip()]
 
@@ -85,12 +90,12 @@ class Facts:
     @cached_property
     def system(self) -> str:
         inline = [t for m in self.request.messages if m.role == "system" for t in _texts(m)]
-        return fold("\n".join([self.request.system or "", *inline]))
+        return _fold_system("\n".join([self.request.system or "", *inline]))
 
     @cached_property
     def system_head(self) -> str:
         """The system prompt's own instruction: its start (agents append long guidance after it)."""
-        return fold(self.request.system or "")[:HEAD] or self.system[:HEAD]
+        return _fold_system(self.request.system or "")[:HEAD] or self.system[:HEAD]
 
     @cached_property
     def user_messages(self) -> list[Message]:
@@ -261,6 +266,9 @@ _TITLE_ASK = re.compile(
     rf"|\btitle (generator|writer|maker)\b|\bnam(e|ing) (the|this) {_SUBJECT}"
     rf"|\bsummar\w*\b.{{0,120}}({_SHORT}).{{0,120}}|({_SHORT}).{{0,60}}\bsummar(y|ize|ise)\b"
 )
+# Words one of whose spellings every match of `_TITLE_ASK` contains: a text without any of them
+# cannot match, and an `in` test (C speed) says so far quicker than the pattern's backtracking.
+_TITLE_WORDS = ("title", "headline", "nam", "label", "subject line", "summar")
 _TITLE_FIELDS = {"title", "name", "headline", "summary_title", "session_title", "chat_title", "thread_title"}
 
 # An instruction to summarise the history: an imperative or a stated role, never a report that
@@ -274,6 +282,8 @@ _SUMMARY_ASK = re.compile(
     r"|\b(summari[sz]ing|distilling|condensing|compacting)\b[^.!?\n]{0,40}\b(the|this|our|chat|conversation|history)"
     r"|\bsummari[sz]es\b"
 )
+_SUMMARY_WORDS = ("summar", "condens", "compact", "distill", "recap", "compress", "handoff",
+                  "hand-off", "hand off", "checkpoint", "snapshot", "digest")  # fmt: skip
 _OF_HISTORY = re.compile(
     r"\b(conversation|chat|context|session|history|transcript|so far|above|thread|discussion|dialog(ue)?"
     r"|messages|exchange|work)\b"
@@ -293,12 +303,25 @@ _ARTIFACT_ASK = re.compile(
     r"|\blabel what\b|\bclassify (the|this|whether)\b|\bcomplexity score\b"
     r"|\b(respond|reply|answer) (with )?only (with )?(json|a json|yes|true|one word)\b"
 )
+_ARTIFACT_WORDS = ("you are a", "commit message", "tags", "labels", "follow", "questions to ask",
+                   "keywords", "categories", "memor", "facts about the user", "label what",
+                   "classify ", "complexity score", "only ")  # fmt: skip
 COMPACTION_MIN_MESSAGES = 3
 COMPACTION_MIN_CHARS = 1500
 INLINE_TRANSCRIPT_CHARS = 400  # one message that quotes the transcript it asks to summarise
 
 
+def _asks(pattern: re.Pattern[str], words: tuple[str, ...], text: str) -> bool:
+    """`pattern` matches somewhere in `text`; `words` are substrings each match needs one of."""
+    return any(w in text for w in words) and pattern.search(text) is not None
+
+
+_asks_system = lru_cache(maxsize=64)(_asks)  # over a system prompt's head: the same each call
+
+
 def _summary_ask(text: str) -> bool:
+    if not any(w in text for w in _SUMMARY_WORDS):
+        return False  # no match of _SUMMARY_ASK is possible
     if _CONTINUES.search(text[:400]):
         return False  # a turn that starts from a summary is not asking for one
     for match in _SUMMARY_ASK.finditer(text):
@@ -318,9 +341,9 @@ def title_reason(f: Facts) -> str | None:
         return f"an output schema for a title ({', '.join(sorted(f.output_fields))})"
     if len(f.tool_names) == 1 and any("title" in n.casefold() for n in f.tool_names):
         return f"a lone title tool ({next(iter(f.tool_names))})"
-    if _TITLE_ASK.search(f.system_head):
+    if _asks_system(_TITLE_ASK, _TITLE_WORDS, f.system_head):
         return "the system prompt asks for a title of the session"
-    if any(_TITLE_ASK.search(t) for t in f.last_user_ends):
+    if any(_asks(_TITLE_ASK, _TITLE_WORDS, t) for t in f.last_user_ends):
         return "the final message asks for a title of the session"
     return None
 
@@ -345,7 +368,8 @@ def quickgen_reason(f: Facts) -> str | None:
     if f.tool_choice_name is not None and not f.used_tools:
         return f"a side call forcing the tool {f.tool_choice_name}"
     if not f.tool_names and (
-        _ARTIFACT_ASK.search(f.system_head) or any(_ARTIFACT_ASK.search(t) for t in f.last_user_ends)
+        _asks_system(_ARTIFACT_ASK, _ARTIFACT_WORDS, f.system_head)
+        or any(_asks(_ARTIFACT_ASK, _ARTIFACT_WORDS, t) for t in f.last_user_ends)
     ):
         return "a side call asking for something the application uses"
     return None

@@ -120,14 +120,16 @@ class OutputSchema(_Model):
     """Structured output the request asks for: JSON mode, a JSON schema, or a forced tool's input."""
 
     name: str | None = None
-    fields: list[str] = []  # the top-level property names, which say what the output is for
+    fields: list[str] = Field(
+        default_factory=list
+    )  # the top-level property names, which say what the output is for
 
 
 class Signals(_Model):
     """What a request says about itself beyond its messages, read by the provider's parser (body)
     and the boundary (headers), so classification and grouping never read raw bodies."""
 
-    session_ids: list[SessionId] = []  # most specific first
+    session_ids: list[SessionId] = Field(default_factory=list)  # most specific first
     user: str | None = None  # an end-user id (OpenAI `user`): not a session
     previous_response_id: str | None = None
     output_schema: OutputSchema | None = None
@@ -143,22 +145,24 @@ class Request(_Model):
     api: str
     model: str | None = None
     system: str | None = None
-    messages: list[Message] = []
-    tools: list[Tool] = []
+    messages: list[Message] = Field(default_factory=list)
+    tools: list[Tool] = Field(default_factory=list)
     tool_choice: Any = None
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = Field(default_factory=dict)
     stream: bool = False
     signals: Signals = Field(default_factory=Signals)
-    warnings: list[str] = []  # what the parser kept as it came rather than understood
+    warnings: list[str] = Field(
+        default_factory=list
+    )  # what the parser kept as it came rather than understood
 
 
 class Response(_Model):
     id: str | None = None
     model: str | None = None
-    content: list[Part] = []
+    content: list[Part] = Field(default_factory=list)
     finish_reason: FinishReason | None = None
     raw_finish_reason: str | None = None
     usage: Usage | None = None
-    warnings: list[str] = []
+    warnings: list[str] = Field(default_factory=list)
     error: Error | None = None  # an error the body itself reported (error JSON, error event)
     complete: bool = True  # False for a stream that ended without its terminal event

@@ -26,7 +26,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
@@ -36,6 +36,7 @@ from storage.records import AttemptRow, Row, dumps, names
 
 REDACTED = "[REDACTED]"
 log = logging.getLogger(__name__)
+_columns = cache(names)  # a row type's columns, asked for every row: `dataclasses.fields` is slow
 
 # ---- the vocabulary: which names hold credentials ------------------------------------------------
 
@@ -93,7 +94,59 @@ is_secret_header = is_secret_param = is_credential
 
 # Substrings a credential name or an escaped one contains (lower case): the cheap pre-check.
 _NAME_HINTS = ("key", "token", "secret", "auth", "pass", "pwd", "credential", "cookie", "\\u00")
-_NAME_HINTS_B = tuple(h.encode() for h in _NAME_HINTS)
+
+
+class AnyOf:
+    """Does a text contain one of a few short hints? `hint in text` scans the text once per hint;
+    here hints are grouped under a rare character each contains (punctuation, a capital), whose
+    occurrences a one-character search finds at memchr speed; at each one, the hints that put
+    the character at the same offset are one slice and one set lookup. A hint of common letters
+    only keeps its own scan."""
+
+    RARE = "\\-_" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" + "zqxj"  # rarest first
+
+    def __init__(self, hints: Iterable[str]) -> None:
+        groups: dict[str, dict[tuple[int, int], set[str]]] = {}
+        plain: list[str] = []
+        for hint in hints:
+            rare = [i for i, c in enumerate(hint) if c in self.RARE]
+            if not rare:
+                plain.append(hint)
+                continue
+            at = min(rare, key=lambda i: self.RARE.index(hint[i]))
+            groups.setdefault(hint[at], {}).setdefault((at, len(hint)), set()).add(hint)
+        self.plain = tuple(plain)
+        self.groups = tuple(
+            (
+                anchor,
+                tuple((offset, length, frozenset(found)) for (offset, length), found in shapes.items()),
+                tuple(hint for found in shapes.values() for hint in found),
+            )
+            for anchor, shapes in groups.items()
+        )
+
+    def __call__(self, text: str) -> bool:
+        for hint in self.plain:
+            if hint in text:
+                return True
+        for anchor, shapes, hints in self.groups:
+            count = text.count(anchor)
+            if not count:
+                continue
+            # checking each occurrence costs about what scanning ~500 characters once does: a
+            # text dense in the character (snake_case JSON, ids) is scanned per hint instead
+            if count * len(shapes) > len(hints) * (1 + len(text) // 500):
+                if any(hint in text for hint in hints):
+                    return True
+                continue
+            at = text.find(anchor)
+            while at >= 0:
+                for offset, length, found in shapes:
+                    if at >= offset and text[at - offset : at - offset + length] in found:
+                        return True
+                at = text.find(anchor, at + 1)
+        return False
+
 
 # ---- key-shaped values ------------------------------------------------------------------------------
 
@@ -107,11 +160,7 @@ _KEY_PATTERN = re.compile(
 _KEY_HINTS = ("sk-", "AIza", "AKIA", "ASIA", "xai-", "gsk_", "hf_", "pplx-", "fw_", "r8_",
               "nvapi-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox", "eyJ",
               "earer", "EARER")  # fmt: skip
-_KEY_HINTS_B = tuple(h.encode() for h in _KEY_HINTS)
-
-
-def _has(text: str, hints: tuple[str, ...]) -> bool:
-    return any(h in text for h in hints)
+_has_key_hint = AnyOf(_KEY_HINTS)
 
 
 # ---- learned credential values ------------------------------------------------------------------
@@ -132,7 +181,7 @@ class Learned:
         self._values: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self.forms: tuple[str, ...] = ()  # each value as it appears in text: raw and URL-quoted
-        self.dumped: tuple[tuple[bytes, str], ...] = ()  # (as in an orjson dump, raw form)
+        self.dumped: tuple[tuple[str, str], ...] = ()  # (as in an orjson dump, raw form)
         self.generation = 0  # counts new values: what was clean before may not be now
 
     def add(self, value: str) -> None:
@@ -148,7 +197,7 @@ class Learned:
                 self._values.popitem(last=False)
             forms = dict.fromkeys(f for v in reversed(self._values) for f in (v, quote(v, safe="")))
             self.forms = tuple(forms)
-            self.dumped = tuple((orjson.dumps(f)[1:-1], f) for f in forms)
+            self.dumped = tuple((orjson.dumps(f)[1:-1].decode(), f) for f in forms)
             self.generation += 1
 
     def __len__(self) -> int:
@@ -236,7 +285,7 @@ class Redactor:
             self.learn(row.request_headers.items(), row.url)
         changes = {}
         small: dict[str, str] = {}  # ids, names, timestamps: one probe for all of them
-        for name in names(type(row)):
+        for name in _columns(type(row)):
             value = getattr(row, name)
             if isinstance(value, str) and len(value) < _SMALL:
                 if len(value) >= _SHORTEST:
@@ -247,7 +296,7 @@ class Redactor:
                     changes[name] = scrubbed
         if small:
             probe = "\x00".join(small.values())
-            passes = self._passes(probe.encode("utf-8", "surrogatepass"), probe)
+            passes = self._passes(probe)
             if passes.any():
                 for name, value in small.items():
                     if (scrubbed := self._str(value, passes)) is not value:
@@ -262,13 +311,11 @@ class Redactor:
             self._generation = self.learned.generation
         if isinstance(value, str):
             seen = (len(value), hash(value))  # a str caches its hash
-            passes = (
-                None if seen in self._clean else self._passes(value.encode("utf-8", "surrogatepass"), value)
-            )
+            passes = None if seen in self._clean else self._passes(value)
         else:
             dump = dumps(value)
             seen = (len(dump), hash(dump))
-            passes = None if seen in self._clean else self._passes(dump)
+            passes = None if seen in self._clean else self._passes(dump.decode(), dumped=True)
         if passes is None:
             return value
         scrubbed = self._value(value, passes) if passes.any() else value
@@ -280,25 +327,27 @@ class Redactor:
 
     def value(self, value: Any) -> Any:
         """A decoded JSON value, scrubbed."""
-        return self._value(value, self._passes(dumps(value)))
+        return self._value(value, self._passes(dumps(value).decode(), dumped=True))
 
     def text(self, raw: str) -> str:
         """A text (a body, a log line), scrubbed."""
-        passes = self._passes(raw.encode("utf-8", "surrogatepass"), raw)
+        passes = self._passes(raw)
         return self._str(raw, passes)
 
-    def _passes(self, dump: bytes, text: str | None = None) -> _Passes:
-        """From a row's orjson dump, or a text's UTF-8 (then `text` itself)."""
-        lower = dump.lower()
-        if text is None:
-            secrets = tuple(raw for form, raw in self.learned.dumped if form in dump)
+    def _passes(self, text: str, *, dumped: bool = False) -> _Passes:
+        """From a text, or a value's orjson dump (`dumped`: credentials are looked for as JSON
+        escapes them). Str tests, not bytes: `in` on bytes pays the buffer protocol per call.
+        `str.lower` lowers what `bytes.lower` does and more (never fewer hints are seen)."""
+        if dumped:
+            secrets = tuple(raw for form, raw in self.learned.dumped if form in text)
         else:
             secrets = tuple(form for form in self.learned.forms if form in text)
+        lower = text.lower()
         return _Passes(
             secrets=secrets,
-            keys=any(h in dump for h in _KEY_HINTS_B),
-            fields=any(h in lower for h in _NAME_HINTS_B),
-            urls=(b"=" in dump and (b"?" in dump or b"&" in dump)) or b"@" in dump,
+            keys=_has_key_hint(text),
+            fields=any(h in lower for h in _NAME_HINTS),
+            urls=("=" in text and ("?" in text or "&" in text)) or "@" in text,
         )
 
     # ---- the walk: returns the very object when nothing changed ----
@@ -329,7 +378,7 @@ class Redactor:
         for secret in passes.secrets:
             if secret in out:
                 out = out.replace(secret, REDACTED)
-        if passes.keys and _has(out, _KEY_HINTS):
+        if passes.keys and _has_key_hint(out):
             out = _KEY_PATTERN.sub(REDACTED, out)
         if passes.urls and ("=" in out or "@" in out):
             out = _urls_in_text(out)

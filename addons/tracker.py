@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from addons.classify import SIDE_KINDS, Classification
@@ -27,6 +28,7 @@ STEP_ORDER = {"in_progress": 0, "interrupted": 1, "error": 2, "completed": 3}
 FINAL_RUN = ("completed", "error", "interrupted")
 # An id a client forces with X-Chatdebug-Run: anything else is ignored, not stored.
 RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_columns = cache(names)  # a row type's columns, asked for every snapshot: `dataclasses.fields` is slow
 
 
 @dataclass(slots=True)
@@ -508,7 +510,7 @@ def _epoch(stamp: str | None) -> float | None:
 
 def _copy[R: Row](row: R) -> R:
     """Snapshots go to the writer; the live row keeps changing."""
-    return type(row)(*[getattr(row, name) for name in names(type(row))])
+    return type(row)(*[getattr(row, name) for name in _columns(type(row))])
 
 
 def _set_error(row: RunRow | AttemptRow, error: Error | None) -> None:
