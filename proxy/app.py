@@ -176,7 +176,8 @@ class Sidecar:
 
 async def serve(settings: Settings) -> None:
     sidecar = await Sidecar.start(settings)
-    print(sidecar.describe(), file=sys.stderr, flush=True)
+    sys.stderr.write(f"{sidecar.describe()}\n")  # one write: a log line from a thread cannot split it
+    sys.stderr.flush()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
