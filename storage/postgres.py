@@ -63,6 +63,7 @@ Deleted = Callable[[list[str]], None]
 
 
 class PostgresStore:
+    batch_rows = 5_000  # a round trip and a lock per batch: larger batches land more per second
     def __init__(
         self, url: str, *, replica: str | None = None, pool_size: int = 4, lock_seconds: float = LOCK_SECONDS
     ) -> None:
@@ -157,17 +158,17 @@ class PostgresStore:
             return gone
         async with self._connection() as conn, conn.transaction():
             await self._stage(conn)
-            await self._lock_conversations(conn, rows)
+            moved = await self._lock_conversations(conn, rows)
             try:
                 async with conn.transaction():  # a savepoint: the batch again, without its orphans
-                    await self._upsert(conn, rows)
+                    await self._upsert(conn, rows, moved)
             except errors.ForeignKeyViolation:
                 orphans = await _orphans(conn, rows)
                 if not orphans:
                     raise
                 gone += orphans
                 left = {id(o) for o in orphans}
-                await self._upsert(conn, [r for r in rows if id(r) not in left])
+                await self._upsert(conn, [r for r in rows if id(r) not in left], moved)
             await self._notify(conn, rows)
         return gone
 
@@ -182,32 +183,26 @@ class PostgresStore:
             )
         self._staged.add(pid)
 
-    async def _lock_conversations(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> None:
+    async def _lock_conversations(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> set[str]:
+        """Lock the conversations the batch's runs join or leave; returns those they leave (a
+        title joining its turn's conversation)."""
         runs = [r for r in rows if isinstance(r, RunRow)]
         if not runs:
-            return
-        touched = {r.conversation_id for r in runs if r.conversation_id}
+            return set()
+        joined = {r.conversation_id for r in runs if r.conversation_id}
         cur = await conn.execute(
             "SELECT DISTINCT conversation_id FROM runs WHERE id = ANY(%s) AND conversation_id IS NOT NULL",
             [[r.id for r in runs]],
         )
-        touched |= {r["conversation_id"] for r in await cur.fetchall()}  # the ones runs leave, too
-        await _lock(conn, touched)
+        left = {r["conversation_id"] for r in await cur.fetchall()} - joined
+        await _lock(conn, joined | left)
+        return left
 
-    async def _upsert(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> None:
+    async def _upsert(self, conn: psycopg.AsyncConnection[Any], rows: list[Row], moved: set[str]) -> None:
         by_kind: dict[type[Row], list[Row]] = {}
         for row in rows:
             by_kind.setdefault(type(row), []).append(row)
-        moved: set[str] = set()
         runs = by_kind.get(RunRow, [])
-        if runs:
-            cur = await conn.execute(
-                "SELECT id, conversation_id FROM runs WHERE id = ANY(%s)", [[r.id for r in runs]]
-            )
-            new = {r.id: r.conversation_id for r in runs}
-            moved = {r["conversation_id"] for r in await cur.fetchall() if r["conversation_id"]} - set(
-                new.values()
-            )
         for kind in WRITE_ORDER_KINDS:
             batch = by_kind.get(kind)
             if not batch:
@@ -447,11 +442,10 @@ async def _refresh_conversations(
 ) -> None:
     if not conversation_ids:
         return
-    ids = [[c] for c in sorted(conversation_ids)]
-    async with conn.cursor() as cur:
-        await cur.executemany(D.render(sql.conversation_upsert(D)), ids)
-        if deleted:
-            await cur.executemany(D.render(sql.CONVERSATION_GONE), ids)
+    ids = [sorted(conversation_ids)]
+    await conn.execute(D.render(sql.conversation_upsert(D)), ids)
+    if deleted:
+        await conn.execute(D.render(sql.conversations_gone(D)), ids)
 
 
 async def _orphans(conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> list[Row]:

@@ -74,7 +74,8 @@ def upsert_from(kind: type[Row], d: Dialect, source: str, extra: tuple[str, ...]
 
 @cache
 def conversation_upsert(d: Dialect) -> str:
-    """Recompute a conversation's summary from its runs (never counted up in place)."""
+    """Recompute the summaries of the conversations a list names (one parameter) from their
+    runs: never counted up in place."""
     return f"""
 INSERT INTO conversations (id, first_message, started_at, last_activity_at, run_count,
                            cost_total, kinds, error_count, total_tokens)
@@ -84,7 +85,7 @@ SELECT conversation_id,
        MIN(started_at), MAX(updated_at), COUNT(*),
        SUM(cost_total), {d.kinds},
        SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), SUM(total_tokens)
-FROM runs WHERE conversation_id = ? GROUP BY conversation_id
+FROM runs WHERE {d.in_list.format("conversation_id")} GROUP BY conversation_id
 ON CONFLICT (id) DO UPDATE SET
     first_message = excluded.first_message,
     started_at = excluded.started_at,
@@ -97,10 +98,13 @@ ON CONFLICT (id) DO UPDATE SET
 """
 
 
-CONVERSATION_GONE = (
-    "DELETE FROM conversations WHERE id = ?"
-    " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.conversation_id = conversations.id)"
-)
+@cache
+def conversations_gone(d: Dialect) -> str:
+    """Delete the summaries of the listed conversations that no run is left in."""
+    return (
+        f"DELETE FROM conversations WHERE {d.in_list.format('id')}"
+        " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.conversation_id = conversations.id)"
+    )
 
 
 def interrupt(d: Dialect, scope: str) -> tuple[str, str, str]:

@@ -60,6 +60,7 @@ FileId = tuple[int, int] | None  # (device, inode) of the file at the path
 
 
 class SqliteStore:
+    batch_rows = 1_000
     def __init__(self, path: str) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None  # used on the writer thread only
@@ -404,10 +405,12 @@ def _refresh_conversations(
     conn: sqlite3.Connection, conversation_ids: set[str], deleted: bool = False
 ) -> None:
     """Keep each conversation's summary row in step with its runs (indexed queries)."""
-    ids = [(c,) for c in conversation_ids]
-    conn.executemany(sql.conversation_upsert(sql.SQLITE), ids)
+    if not conversation_ids:
+        return
+    ids = (orjson.dumps(sorted(conversation_ids)).decode(),)
+    conn.execute(sql.conversation_upsert(sql.SQLITE), ids)
     if deleted:  # a conversation whose last run went has no summary either
-        conn.executemany(sql.CONVERSATION_GONE, ids)
+        conn.execute(sql.conversations_gone(sql.SQLITE), ids)
 
 
 # ---- row mapping ------------------------------------------------------------------------------
