@@ -102,9 +102,17 @@ def labels(urls: list[str]) -> dict[str, str]:
 
 
 def size(url: str) -> str:
+    async def measured() -> int:
+        store = store_for(url)
+        try:
+            await store.probe()  # a server's database tells its size when asked
+            return store.size_bytes()
+        finally:
+            await store.close()
+
     try:
-        return f"{store_for(url).size_bytes() / 2**30:.2f} GiB"
-    except Exception as e:  # a backend that must be connected to tell
+        return f"{asyncio.run(measured()) / 2**30:.2f} GiB"
+    except Exception as e:
         return f"size unknown ({type(e).__name__})"
 
 
