@@ -122,7 +122,12 @@ def interrupt(d: Dialect, scope: str) -> tuple[str, str, str]:
     )
 
 
-INTERRUPTED = {"class": "canceled", "message": "the proxy stopped before this ended"}
+# said of runs ended in the database, by a stop, a restart or the stale sweep: which of the two
+# causes it was, the proxy's log and chatdebug_rows_dropped tell
+INTERRUPTED = {
+    "class": "canceled",
+    "message": "its end never reached the database: the proxy stopped, or the record was dropped",
+}
 
 
 def select_run_ids(
