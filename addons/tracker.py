@@ -131,7 +131,7 @@ class Tracker:
         run.row.step_count = len(run.steps)
         run.row.attempt_count = sum(len(s.attempts) for s in run.steps)
         run.row.updated_at = attempt.started_at
-        run.row.model = run.row.model or (request.model if request else None)
+        run.row.model = run.row.model or _model(request)
         full_hash = found.full_hash if found is not None else None
         if full_hash is not None:
             ref = StepRef(run.row.id, step.row.id, run.row.conversation_id, started_at)
@@ -201,7 +201,7 @@ class Tracker:
             classification_reason=classification.reason,
             provider=provider,
             api=request.api if request else api,
-            model=request.model if request else None,
+            model=_model(request),
             endpoint=endpoint,
             # a side call's words are its task, quoting what it is about: kept whole
             first_message=first_words(request, strip=not side),
@@ -499,6 +499,14 @@ def _another_purpose(run: RunState, classification: Classification) -> bool:
     """A request classified as another kind than the run (by more than the default) is its own run:
     Claude Code asks for a compaction in the same tool turn that would continue the loop."""
     return classification.source != "default" and classification.kind != run.row.kind
+
+
+MAX_MODEL = 200  # a model name is short; a longer one is a client's mistake or an attack
+
+
+def _model(request: Request | None) -> str | None:
+    """The model a run is filed under (an indexed column): bounded like every id we keep."""
+    return request.model[:MAX_MODEL] if request is not None and request.model else None
 
 
 def _epoch(stamp: str | None) -> float | None:

@@ -29,6 +29,7 @@ class RunFilter:
 
 class Store(Protocol):
     batch_rows: int  # rows per write the writer gathers at most: what this engine commits best
+
     @property
     def location(self) -> str:
         """Where the data lives, for log messages (never credentials)."""

@@ -55,6 +55,11 @@ _MIGRATE_LOCK = 0x63686174646267  # "chatdbg": one replica migrates at a time
 _LEADER_LOCK = _MIGRATE_LOCK + 1  # held by the replica that runs the periodic work
 _EXTRA = ("recorded_by",)  # the run column this backend fills: which replica wrote it last
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.InternalError_)
+# What says the server cannot take writes now, rather than that a row is at fault: connection
+# (08), resources (53), operator intervention (57), rollbacks (40), locks (55P03), read-only
+# (25006), system errors (58). A row that breaks a limit (54: an index entry too large) must be
+# refused alone, not keep every later batch in the spool for good.
+_SERVER_STATES = ("08", "53", "57", "40", "55P03", "25006", "58", "XX")
 # a NUL escape in JSON text (not an escaped backslash before "u0000"): jsonb refuses it
 _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
@@ -64,6 +69,7 @@ Deleted = Callable[[list[str]], None]
 
 class PostgresStore:
     batch_rows = 5_000  # a round trip and a lock per batch: larger batches land more per second
+
     def __init__(
         self, url: str, *, replica: str | None = None, pool_size: int = 4, lock_seconds: float = LOCK_SECONDS
     ) -> None:
@@ -147,6 +153,8 @@ class PostgresStore:
             async with self._pool.connection() as conn:
                 yield conn
         except _UNAVAILABLE as e:
+            if not _server_state(e):
+                raise  # the rows' fault: the writer refuses them alone
             raise StoreUnavailable(_why(e)) from e
 
     # ---- writes -------------------------------------------------------------------------
@@ -156,20 +164,25 @@ class PostgresStore:
         rows = _newest([r for r in rows if _run_id(r) not in self._deleted] if gone else rows)
         if not rows:
             return gone
-        async with self._connection() as conn, conn.transaction():
-            await self._stage(conn)
-            moved = await self._lock_conversations(conn, rows)
-            try:
-                async with conn.transaction():  # a savepoint: the batch again, without its orphans
-                    await self._upsert(conn, rows, moved)
-            except errors.ForeignKeyViolation:
-                orphans = await _orphans(conn, rows)
-                if not orphans:
-                    raise
-                gone += orphans
-                left = {id(o) for o in orphans}
-                await self._upsert(conn, [r for r in rows if id(r) not in left], moved)
-            await self._notify(conn, rows)
+        async with self._connection() as conn:
+            await self._stage(conn)  # outside the batch's transaction: a failed batch keeps them
+            async with conn.transaction():
+                return gone + await self._write(conn, rows)
+
+    async def _write(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> list[Row]:
+        """One batch inside its transaction; returns the rows left out (their run is gone)."""
+        moved = await self._lock_conversations(conn, rows)
+        gone: list[Row] = []
+        try:
+            async with conn.transaction():  # a savepoint: the batch again, without its orphans
+                await self._upsert(conn, rows, moved)
+        except errors.ForeignKeyViolation:
+            gone = await _orphans(conn, rows)
+            if not gone:
+                raise
+            left = {id(o) for o in gone}
+            await self._upsert(conn, [r for r in rows if id(r) not in left], moved)
+        await self._notify(conn, rows)
         return gone
 
     async def _stage(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -532,6 +545,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return value
+
+
+def _server_state(error: BaseException) -> bool:
+    state = getattr(error, "sqlstate", None)
+    return state is None or state.startswith(_SERVER_STATES)
 
 
 def _why(error: BaseException) -> str:

@@ -61,6 +61,7 @@ FileId = tuple[int, int] | None  # (device, inode) of the file at the path
 
 class SqliteStore:
     batch_rows = 1_000
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None  # used on the writer thread only

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -188,5 +189,28 @@ async def test_a_locked_table_spools_then_replays_in_order(postgres_url: str, tm
         assert writer.dropped == 0
     finally:
         await blocker.close()
+        await writer.close()
+        await store.close()
+
+
+async def test_a_row_postgresql_refuses_is_dropped_alone_not_spooled_for_good(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """An index entry too large (a hostile model name) is the row's fault: the writer refuses
+    that row, counts it, and goes on; the store stays available."""
+    store = PostgresStore(postgres_url)
+    writer = Writer(store, spool=Spool(tmp_path / "spool", 1 << 20), probe_every=0.05)
+    writer.start()
+    try:
+        poison = dataclasses.replace(open_run(4)[0], model=os.urandom(6000).hex())
+        writer.submit(poison)
+        for row in open_run(5):
+            writer.submit(row)
+        await asyncio.wait_for(writer.flush(), 20)
+        assert not writer.degraded and writer.spooled == 0
+        assert writer.drops["refused"] == 1
+        assert await store.get_run("run_open_5") is not None
+        assert await store.get_run("run_open_4") is None
+    finally:
         await writer.close()
         await store.close()
