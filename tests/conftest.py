@@ -231,7 +231,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     except Unavailable as e:
         server.close()
         if REQUIRED:
-            pytest.fail(f"PostgreSQL is required (CHATDEBUG_REQUIRE_POSTGRES=1) but: {e}")
+            pytest.fail(f"PostgreSQL is required (REQUIRE_POSTGRES_TESTS=1) but: {e}")
         _postgres_skipped.append(str(e))
         pytest.skip(f"no PostgreSQL server could be started: {e}")
     yield server

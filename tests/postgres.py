@@ -1,8 +1,8 @@
-"""A real PostgreSQL server for the tests: the one `CHATDEBUG_TEST_POSTGRES` names (an admin URL),
+"""A real PostgreSQL server for the tests: the one `TEST_POSTGRES_URL` names (an admin URL),
 or a throwaway cluster started here from Debian's `postgresql` binaries, on loopback.
 
 Each test gets a database of its own (`new_database`). Where no server can be had the PostgreSQL
-tests skip, saying why in the summary; with `CHATDEBUG_REQUIRE_POSTGRES=1` (CI) they fail.
+tests skip, saying why in the summary; with `REQUIRE_POSTGRES_TESTS=1` (CI) they fail.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 
-REQUIRED = os.environ.get("CHATDEBUG_REQUIRE_POSTGRES") == "1"
+REQUIRED = os.environ.get("REQUIRE_POSTGRES_TESTS") == "1"
 
 
 class Unavailable(Exception):
@@ -46,7 +46,7 @@ def _bindir() -> Path:
 
 class PostgresServer:
     def __init__(self) -> None:
-        self.admin_url = os.environ.get("CHATDEBUG_TEST_POSTGRES", "")
+        self.admin_url = os.environ.get("TEST_POSTGRES_URL", "")
         self.datadir: Path | None = None
         self._run_as: list[str] = []
         self.port = 0

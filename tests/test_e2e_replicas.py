@@ -160,7 +160,7 @@ def test_postgres_stopped_mid_load_loses_nothing(
     tmp_path: Path, postgres_server: PostgresServer, postgres_url: str, upstream: Upstream, certs: Certs
 ) -> None:
     if postgres_server.datadir is None:
-        pytest.skip("the server was given (CHATDEBUG_TEST_POSTGRES), not started here: it cannot be stopped")
+        pytest.skip("the server was given (TEST_POSTGRES_URL), not started here: it cannot be stopped")
     marker = unique("pg-outage")
     upstream.responder = lambda seen: Reply.json(
         wire.openai_completion("fine", usage=wire.openai_usage(5, 1))
