@@ -38,7 +38,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from storage import queries, sql
-from storage.base import RunFilter, StoreUnavailable
+from storage.base import StoreUnavailable
 from storage.migrations import MIGRATIONS
 from storage.records import WRITE_ORDER, AttemptRow, BodyRow, Row, RunRow, StepRow, dumps, now, valid_text
 from storage.sql import POSTGRES as D
@@ -67,7 +67,7 @@ RowsSeen = Callable[[list[Row]], None]
 Deleted = Callable[[list[str]], None]
 
 
-class PostgresStore:
+class PostgresStore(queries.Reads):
     batch_rows = 5_000  # a round trip and a lock per batch: larger batches land more per second
 
     def __init__(
@@ -160,8 +160,8 @@ class PostgresStore:
     # ---- writes -------------------------------------------------------------------------
 
     async def write(self, rows: list[Row]) -> list[Row]:
-        gone = [r for r in rows if _run_id(r) in self._deleted]
-        rows = _newest([r for r in rows if _run_id(r) not in self._deleted] if gone else rows)
+        gone = [r for r in rows if sql.run_id(r) in self._deleted]
+        rows = _newest([r for r in rows if sql.run_id(r) not in self._deleted] if gone else rows)
         if not rows:
             return gone
         async with self._connection() as conn:
@@ -379,30 +379,7 @@ class PostgresStore:
 
     # ---- reads --------------------------------------------------------------------------
 
-    async def list_runs(
-        self, where: RunFilter, limit: int, cursor: tuple[str, str] | None
-    ) -> list[dict[str, Any]]:
-        return await queries.list_runs(self._fetch, where, limit, cursor)  # pg_trgm serves `q`
-
-    async def find_history(self, hashes: list[str], response_id: str | None) -> list[dict[str, Any]]:
-        return await queries.find_history(self._fetch, hashes, response_id)
-
-    async def get_run(self, run_id: str) -> dict[str, Any] | None:
-        return await queries.get_run(self._fetch, run_id)
-
-    async def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:
-        return await queries.get_attempt(self._fetch, attempt_id)
-
-    async def attempt_bodies(self, run_id: str) -> dict[str, dict[str, Any]]:
-        return await queries.attempt_bodies(self._fetch, run_id)
-
-    async def list_conversations(
-        self, limit: int, cursor: tuple[str, str] | None, q: str | None = None
-    ) -> list[dict[str, Any]]:
-        return await queries.list_conversations(self._fetch, limit, cursor, q)
-
-    async def stats(self, since: str, until: str) -> dict[str, Any]:
-        return await queries.stats(self._fetch, since, until)
+    # lists, details and stats: queries.Reads (pg_trgm serves `q` without help)
 
     def size_bytes(self) -> int:
         """The database's size when it was last probed."""
@@ -507,12 +484,6 @@ def _newest(rows: list[Row]) -> list[Row]:
     for row in rows:
         newest[(row.table, row.id)] = row
     return list(newest.values())
-
-
-def _run_id(row: Row) -> str | None:
-    if isinstance(row, RunRow):
-        return row.id
-    return row.run_id if isinstance(row, StepRow | AttemptRow) else None
 
 
 @cache

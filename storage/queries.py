@@ -266,3 +266,35 @@ async def stats(fetch: Fetch, since: str, until: str) -> dict[str, Any]:
             "ttfb_ms": await _percentiles(fetch, "ttfb_ms", since, until),
         },
     }
+
+
+class Reads:
+    """The read half of a store, over its `_fetch`: every backend answers from the same SQL."""
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    async def list_runs(
+        self, where: RunFilter, limit: int, cursor: tuple[str, str] | None
+    ) -> list[dict[str, Any]]:
+        return await list_runs(self._fetch, where, limit, cursor)
+
+    async def find_history(self, hashes: list[str], response_id: str | None) -> list[dict[str, Any]]:
+        return await find_history(self._fetch, hashes, response_id)
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        return await get_run(self._fetch, run_id)
+
+    async def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:
+        return await get_attempt(self._fetch, attempt_id)
+
+    async def attempt_bodies(self, run_id: str) -> dict[str, dict[str, Any]]:
+        return await attempt_bodies(self._fetch, run_id)
+
+    async def list_conversations(
+        self, limit: int, cursor: tuple[str, str] | None, q: str | None = None
+    ) -> list[dict[str, Any]]:
+        return await list_conversations(self._fetch, limit, cursor, q)
+
+    async def stats(self, since: str, until: str) -> dict[str, Any]:
+        return await stats(self._fetch, since, until)

@@ -173,6 +173,13 @@ def orphans(rows: list[Row], stored: Mapping[str, set[str]]) -> list[Row]:
     ]
 
 
+def run_id(row: Row) -> str | None:
+    """The run a row belongs to (bodies name only their attempt)."""
+    if isinstance(row, RunRow):
+        return row.id
+    return row.run_id if isinstance(row, StepRow | AttemptRow) else None
+
+
 _BOOLEANS = ("streamed", "request_truncated", "response_truncated")
 
 

@@ -59,7 +59,7 @@ _ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.DataErr
 FileId = tuple[int, int] | None  # (device, inode) of the file at the path
 
 
-class SqliteStore:
+class SqliteStore(queries.Reads):
     batch_rows = 1_000
 
     def __init__(self, path: str) -> None:
@@ -140,8 +140,8 @@ class SqliteStore:
 
     def _write(self, rows: list[Row]) -> list[Row]:
         conn = self._writable()
-        gone = [r for r in rows if _run_id(r) in self._deleted]  # late rows of a run deleted here
-        rows = [r for r in rows if _run_id(r) not in self._deleted] if gone else rows
+        gone = [r for r in rows if sql.run_id(r) in self._deleted]  # late rows of a run deleted here
+        rows = [r for r in rows if sql.run_id(r) not in self._deleted] if gone else rows
         try:
             _upsert(conn, rows)
         except sqlite3.IntegrityError as e:  # a run, step or attempt they belong to is gone
@@ -265,26 +265,6 @@ class SqliteStore:
         if row["n"] >= TEXT_INDEX_CUTOFF:
             return None
         return "rowid IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ?)", [phrase]
-
-    async def find_history(self, hashes: list[str], response_id: str | None) -> list[dict[str, Any]]:
-        return await queries.find_history(self._fetch, hashes, response_id)
-
-    async def get_run(self, run_id: str) -> dict[str, Any] | None:
-        return await queries.get_run(self._fetch, run_id)
-
-    async def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:
-        return await queries.get_attempt(self._fetch, attempt_id)
-
-    async def attempt_bodies(self, run_id: str) -> dict[str, dict[str, Any]]:
-        return await queries.attempt_bodies(self._fetch, run_id)
-
-    async def list_conversations(
-        self, limit: int, cursor: tuple[str, str] | None, q: str | None = None
-    ) -> list[dict[str, Any]]:
-        return await queries.list_conversations(self._fetch, limit, cursor, q)
-
-    async def stats(self, since: str, until: str) -> dict[str, Any]:
-        return await queries.stats(self._fetch, since, until)
 
     def size_bytes(self) -> int:
         """The database with its WAL, as it occupies the disk."""
@@ -427,12 +407,6 @@ def _values(row: Row) -> tuple[Any, ...]:
             value = valid_text(value)
         values.append(value)
     return tuple(values)
-
-
-def _run_id(row: Row) -> str | None:
-    if isinstance(row, RunRow):
-        return row.id
-    return row.run_id if isinstance(row, StepRow | AttemptRow) else None
 
 
 def _upsert(conn: sqlite3.Connection, rows: list[Row]) -> None:
