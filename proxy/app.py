@@ -25,7 +25,7 @@ from proxy.settings import Settings
 from storage.backends import store_for
 from storage.base import Store
 from storage.records import now
-from storage.retention import end_previous_runs, run_retention, run_sweep
+from storage.retention import end_previous_runs, run_folding, run_retention, run_sweep
 from storage.spool import Spool
 from storage.writer import Writer
 
@@ -111,6 +111,7 @@ class Sidecar:
             self.tasks.append(asyncio.create_task(task, name="chatdebug-retention"))
         sweep = run_sweep(self.writer, settings.stale_after)
         self.tasks.append(asyncio.create_task(sweep, name="chatdebug-stale-sweep"))
+        self.tasks.append(asyncio.create_task(run_folding(self.writer), name="chatdebug-rollup-folding"))
 
     async def delete_runs(self, run_ids: list[str]) -> list[str]:
         """Delete through the writer (after rows already queued), then forget and announce."""

@@ -56,6 +56,10 @@ class Store(Protocol):
         """True when this replica runs the store's periodic work (retention, the stale sweep)
         now: one replica at a time does."""
 
+    async def fold_rollups(self) -> None:
+        """Sum the `/stats` rollups' delta rows into one row per key and hour (the leader does,
+        now and then: `storage/retention.py`)."""
+
     async def probe(self) -> None:
         """Raise `StoreUnavailable`, saying why, unless the database accepts writes now."""
 

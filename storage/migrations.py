@@ -265,3 +265,218 @@ migration(
                          ALTER COLUMN cost TYPE jsonb USING cost::jsonb;
     """
 )
+
+
+# ---- /stats rollups (m009) ------------------------------------------------------------------
+# Hourly sums kept by the database itself as rows change (insert, update, cascade, delete), so
+# `/stats` over a month adds a few thousand rows instead of reading a million. Each change
+# *appends* a delta row (the old values negated, the new ones): no writer updates a counter in
+# place, so replicas never wait on each other's rows; the leader folds deltas into one row per
+# key now and then (`storage/rollups.py`). Latencies are counted per logarithmic bucket (2 %
+# wide), so percentiles of a long window come from counts, not a sort.
+_USAGE = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+_RUN_KEY = ("kind", "status", "provider", "model")
+_RUN_SUMS = ("runs", "errors", *_USAGE, "cost", "costed")
+_ROLLUP_TABLES = f"""
+    CREATE TABLE run_rollup (
+        hour TEXT NOT NULL, kind TEXT, status TEXT, provider TEXT, model TEXT,
+        runs INTEGER NOT NULL, errors INTEGER NOT NULL,
+        {", ".join(f"{c} INTEGER NOT NULL" for c in _USAGE)},
+        cost REAL, costed INTEGER NOT NULL,
+        folded BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    CREATE INDEX run_rollup_by_hour ON run_rollup (hour);
+    CREATE INDEX run_rollup_unfolded ON run_rollup (hour) WHERE NOT folded;
+    CREATE TABLE attempt_rollup (
+        hour TEXT NOT NULL, error_class TEXT, attempts INTEGER NOT NULL,
+        folded BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    CREATE INDEX attempt_rollup_by_hour ON attempt_rollup (hour);
+    CREATE INDEX attempt_rollup_unfolded ON attempt_rollup (hour) WHERE NOT folded;
+    CREATE TABLE latency_rollup (
+        hour TEXT NOT NULL, metric TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,
+        folded BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    CREATE INDEX latency_rollup_by_hour ON latency_rollup (hour, metric, bucket, n);
+    CREATE INDEX latency_rollup_unfolded ON latency_rollup (hour) WHERE NOT folded;
+"""
+
+
+def _run_terms(row: str, sign: str, engine: str, named: bool = False) -> str:
+    """One run's contribution to `_RUN_SUMS`, negated when `sign` is "-" (`named`: each term
+    under its sum's name)."""
+    flag = (lambda e: f"CASE WHEN {e} THEN 1 ELSE 0 END") if engine == "postgres" else (lambda e: f"({e})")
+    terms = [
+        "1",
+        flag(f"{row}.error_class IS NOT NULL"),
+        *(f"{row}.{c}" for c in _USAGE),
+        f"{row}.cost_total",
+        flag(f"{row}.cost_total IS NOT NULL"),
+    ]
+    if named:
+        return ", ".join(f"{sign}{t} AS {name}" for t, name in zip(terms, _RUN_SUMS, strict=True))
+    return ", ".join(f"{sign}{t}" for t in terms)
+
+
+def latency_bucket(value: str) -> str:
+    """The 2 %-wide logarithmic bucket of a latency in ms (ln 1.02); under 0.01 ms counts as 0.01.
+    The same text in both engines and in `storage/stats.py`, which reads the buckets."""
+    return (
+        f"CAST(ceil(ln(CASE WHEN {value} < 0.01 THEN 0.01 ELSE {value} END) / 0.0198026272961797) AS INTEGER)"
+    )
+
+
+def _sqlite_rollup_triggers() -> str:
+    key = ", ".join(_RUN_KEY)
+    sums = ", ".join(_RUN_SUMS)
+    run_insert = (
+        f"INSERT INTO run_rollup (hour, {key}, {sums}) VALUES (substr({{r}}.started_at, 1, 13),"
+        f" {', '.join(f'{{r}}.{c}' for c in _RUN_KEY)}, {{terms}});"
+    )
+    watched = ("started_at", *_RUN_KEY, "error_class", *_USAGE, "cost_total")
+    changed = " OR ".join(f"old.{c} IS NOT new.{c}" for c in watched)
+    add_run = run_insert.format(r="new", terms=_run_terms("new", "", "sqlite"))
+    drop_run = run_insert.format(r="old", terms=_run_terms("old", "-", "sqlite"))
+
+    def latency(r: str, sign: str) -> str:
+        return "\n".join(
+            f"INSERT INTO latency_rollup (hour, metric, bucket, n) SELECT substr({r}.started_at, 1, 13),"
+            f" '{m}', {latency_bucket(f'{r}.{m}')}, {sign}1 WHERE {r}.{m} IS NOT NULL;"
+            for m in ("duration_ms", "ttfb_ms")
+        )
+
+    def attempt(r: str, sign: str) -> str:
+        return (
+            "INSERT INTO attempt_rollup (hour, error_class, attempts)"
+            f" VALUES (substr({r}.started_at, 1, 13), {r}.error_class, {sign}1);\n" + latency(r, sign)
+        )
+
+    attempt_changed = " OR ".join(
+        f"old.{c} IS NOT new.{c}" for c in ("started_at", "error_class", "duration_ms", "ttfb_ms")
+    )
+    return f"""
+    CREATE TRIGGER runs_rollup_insert AFTER INSERT ON runs BEGIN {add_run} END;
+    CREATE TRIGGER runs_rollup_update AFTER UPDATE ON runs WHEN {changed} BEGIN
+        {drop_run} {add_run}
+    END;
+    CREATE TRIGGER runs_rollup_delete AFTER DELETE ON runs BEGIN {drop_run} END;
+    CREATE TRIGGER attempts_rollup_insert AFTER INSERT ON attempts BEGIN {attempt("new", "")} END;
+    CREATE TRIGGER attempts_rollup_update AFTER UPDATE ON attempts WHEN {attempt_changed} BEGIN
+        {attempt("old", "-")} {attempt("new", "")}
+    END;
+    CREATE TRIGGER attempts_rollup_delete AFTER DELETE ON attempts BEGIN {attempt("old", "-")} END;
+    """
+
+
+def _postgres_rollup_triggers() -> str:
+    """Statement-level triggers over transition tables: one batch appends one delta row per key
+    it changed, its old rows' values netted against its new ones."""
+    key = ", ".join(_RUN_KEY)
+    sums = ", ".join(_RUN_SUMS)
+    nonzero = " OR ".join(f"SUM({c}) <> 0" for c in ("runs", "errors", *_USAGE, "costed"))
+
+    def runs_from(table: str, sign: str) -> str:
+        terms = _run_terms(table, sign, "postgres")
+        return f"SELECT substr(started_at, 1, 13) AS hour, {key}, {terms} FROM {table}"
+
+    run_delta = (
+        f"INSERT INTO run_rollup (hour, {key}, {sums})"
+        f" SELECT hour, {key}, {', '.join(f'SUM({c})' for c in _RUN_SUMS)}"
+        f" FROM ({{rows}}) AS d ({'hour, ' + key + ', ' + sums}) GROUP BY hour, {key} HAVING {nonzero};"
+    )
+
+    def attempts_from(table: str, sign: str) -> str:
+        return f"SELECT substr(started_at, 1, 13), error_class, {sign}1 FROM {table}"
+
+    def latency_from(table: str, sign: str) -> str:
+        return " UNION ALL ".join(
+            f"SELECT substr(started_at, 1, 13), '{m}', {latency_bucket(m)}, {sign}1"
+            f" FROM {table} WHERE {m} IS NOT NULL"
+            for m in ("duration_ms", "ttfb_ms")
+        )
+
+    attempt_delta = (
+        "INSERT INTO attempt_rollup (hour, error_class, attempts) SELECT hour, error_class, SUM(n)"
+        " FROM ({rows}) AS d (hour, error_class, n) GROUP BY hour, error_class HAVING SUM(n) <> 0;"
+    )
+    latency_delta = (
+        "INSERT INTO latency_rollup (hour, metric, bucket, n) SELECT hour, metric, bucket, SUM(n)"
+        " FROM ({rows}) AS d (hour, metric, bucket, n) GROUP BY hour, metric, bucket HAVING SUM(n) <> 0;"
+    )
+
+    def function(name: str, sources: list[tuple[str, str]]) -> str:
+        """A trigger function over whichever of the transition tables its event has."""
+        ops = {
+            "INSERT": [("new_rows", "")],
+            "UPDATE": [("old_rows", "-"), ("new_rows", "")],
+            "DELETE": [("old_rows", "-")],
+        }
+        branches = []
+        for op, tables in ops.items():
+            body = "\n".join(
+                template.format(rows=" UNION ALL ".join(source(t, s) for t, s in tables))
+                for template, source in sources
+            )
+            branches.append(f"IF TG_OP = '{op}' THEN\n{body}\nEND IF;")
+        return (
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
+            + "\n".join(branches)
+            + "\nRETURN NULL;\nEND\n$$;"
+        )
+
+    def triggers(table: str, fn: str) -> str:
+        return f"""
+        CREATE TRIGGER {table}_rollup_insert AFTER INSERT ON {table}
+            REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
+        CREATE TRIGGER {table}_rollup_update AFTER UPDATE ON {table}
+            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
+        CREATE TRIGGER {table}_rollup_delete AFTER DELETE ON {table}
+            REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
+        """
+
+    return "\n".join(
+        (
+            function("runs_rollup", [(run_delta, runs_from)]),
+            function("attempts_rollup", [(attempt_delta, attempts_from), (latency_delta, latency_from)]),
+            triggers("runs", "runs_rollup"),
+            triggers("attempts", "attempts_rollup"),
+        )
+    )
+
+
+def _rollup_backfill(engine: str) -> str:
+    """The rollups of the rows already stored, as folded rows."""
+    key = ", ".join(_RUN_KEY)
+    sums = ", ".join(f"SUM({c})" for c in _RUN_SUMS)
+    true = "TRUE" if engine == "postgres" else "1"
+    latency = " UNION ALL ".join(
+        f"SELECT substr(started_at, 1, 13) AS hour, '{m}' AS metric, {latency_bucket(m)} AS bucket"
+        f" FROM attempts WHERE {m} IS NOT NULL"
+        for m in ("duration_ms", "ttfb_ms")
+    )
+    return f"""
+    INSERT INTO run_rollup (hour, {key}, {", ".join(_RUN_SUMS)}, folded)
+    SELECT hour, {key}, {sums}, {true} FROM (
+        SELECT substr(started_at, 1, 13) AS hour, {key}, {_run_terms("runs", "", engine, named=True)}
+        FROM runs
+    ) AS r GROUP BY hour, {key};
+    INSERT INTO attempt_rollup (hour, error_class, attempts, folded)
+    SELECT substr(started_at, 1, 13), error_class, COUNT(*), {true} FROM attempts
+    GROUP BY substr(started_at, 1, 13), error_class;
+    INSERT INTO latency_rollup (hour, metric, bucket, n, folded)
+    SELECT hour, metric, bucket, COUNT(*), {true} FROM ({latency}) AS l GROUP BY hour, metric, bucket;
+    """
+
+
+migration(
+    sqlite=_ROLLUP_TABLES + _sqlite_rollup_triggers() + _rollup_backfill("sqlite"),
+    postgres=for_postgres(_ROLLUP_TABLES) + _postgres_rollup_triggers() + _rollup_backfill("postgres"),
+)

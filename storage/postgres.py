@@ -37,7 +37,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from storage import queries, sql
+from storage import queries, sql, stats
 from storage.base import StoreUnavailable
 from storage.migrations import MIGRATIONS
 from storage.records import WRITE_ORDER, AttemptRow, BodyRow, Row, RunRow, StepRow, dumps, now, valid_text
@@ -340,6 +340,11 @@ class PostgresStore(queries.Reads):
             self._leading = False
             raise StoreUnavailable(_why(e)) from e
         return self._leading
+
+    async def fold_rollups(self) -> None:
+        async with self._connection() as conn, conn.transaction():
+            for table in stats.ROLLUPS:
+                await conn.execute(stats.fold_postgres(table))
 
     # ---- what other replicas write ------------------------------------------------------
 

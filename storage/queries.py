@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from storage import stats
 from storage.base import RunFilter
 from storage.records import USAGE_FIELDS, AttemptRow, BodyRow, Row, RunRow, StepRow, names
 
@@ -180,94 +181,6 @@ async def list_conversations(
     return [dict(r) for r in await fetch(sql, [*params, limit])]
 
 
-# ---- stats ------------------------------------------------------------------------------------------
-
-
-async def _percentiles(fetch: Fetch, column: str, since: str, until: str) -> dict[str, float | None]:
-    """p50/p95/p99 of the window: the database ranks the values (one sort, inside it) and hands
-    back three rows, whatever the window holds."""
-    (counted,) = await fetch(
-        f"SELECT COUNT({column}) AS n FROM attempts WHERE started_at >= ? AND started_at < ?", [since, until]
-    )
-    n = counted["n"]
-    if not n:
-        return {"p50": None, "p95": None, "p99": None}
-    ranks = {name: min(n, int(q * n) + 1) for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}
-    rows = await fetch(
-        f"SELECT rn, v FROM (SELECT {column} AS v, ROW_NUMBER() OVER (ORDER BY {column}) AS rn"
-        f" FROM attempts WHERE started_at >= ? AND started_at < ? AND {column} IS NOT NULL) AS ranked"
-        " WHERE rn IN (?, ?, ?)",
-        [since, until, *ranks.values()],
-    )
-    by_rank = {r["rn"]: r["v"] for r in rows}
-    return {name: by_rank.get(rank) for name, rank in ranks.items()}
-
-
-async def _cost_by_model(fetch: Fetch, since: str, until: str) -> list[dict[str, Any]]:
-    rows = await fetch(
-        "SELECT provider, model, SUM(cost_total) AS total, COUNT(*) AS runs FROM runs"
-        " WHERE started_at >= ? AND started_at < ? AND cost_total IS NOT NULL"
-        " GROUP BY provider, model ORDER BY total DESC LIMIT 50",
-        [since, until],
-    )
-    return [dict(r) for r in rows]
-
-
-async def stats(fetch: Fetch, since: str, until: str) -> dict[str, Any]:
-    sums = ", ".join(f"SUM({c}) AS {c}" for c in USAGE_FIELDS)
-    groups = await fetch(
-        f"SELECT kind, status, COUNT(*) AS n, SUM(CASE WHEN error_class IS NULL THEN 0 ELSE 1 END) AS errors,"
-        f" {sums}, SUM(cost_total) AS cost FROM runs"
-        " WHERE started_at >= ? AND started_at < ? GROUP BY kind, status",
-        [since, until],
-    )
-    by_kind: dict[str, int] = {}
-    by_status: dict[str, int] = {}
-    usage = dict.fromkeys(USAGE_FIELDS, 0)
-    runs = run_errors = 0
-    cost: float | None = None
-    for g in groups:
-        if g["cost"] is not None:
-            cost = (cost or 0.0) + g["cost"]
-        by_kind[g["kind"]] = by_kind.get(g["kind"], 0) + g["n"]
-        by_status[g["status"]] = by_status.get(g["status"], 0) + g["n"]
-        runs += g["n"]
-        run_errors += g["errors"] or 0
-        for column in USAGE_FIELDS:
-            usage[column] += g[column] or 0
-    classes = await fetch(
-        "SELECT error_class, COUNT(*) AS n FROM attempts WHERE started_at >= ? AND started_at < ?"
-        " GROUP BY error_class",
-        [since, until],
-    )
-    attempts = sum(c["n"] for c in classes)
-    # provider and transport failures; `proxy_error` is our own trouble recording a call that went fine
-    failed = sum(c["n"] for c in classes if c["error_class"] not in (None, "proxy_error"))
-    return {
-        "since": since,
-        "until": until,
-        "runs": {
-            "total": runs,
-            "by_kind": by_kind,
-            "by_status": by_status,
-            "by_kind_and_status": [
-                {"kind": g["kind"], "status": g["status"], "count": g["n"]} for g in groups
-            ],
-            "error_rate": run_errors / runs if runs else 0.0,
-        },
-        "usage": usage,
-        "cost": {"total": cost, "currency": "USD", "by_model": await _cost_by_model(fetch, since, until)},
-        "attempts": {
-            "total": attempts,
-            "with_error": failed,
-            "error_rate": failed / attempts if attempts else 0.0,
-            "by_error_class": {c["error_class"]: c["n"] for c in classes if c["error_class"] is not None},
-            "duration_ms": await _percentiles(fetch, "duration_ms", since, until),
-            "ttfb_ms": await _percentiles(fetch, "ttfb_ms", since, until),
-        },
-    }
-
-
 class Reads:
     """The read half of a store, over its `_fetch`: every backend answers from the same SQL."""
 
@@ -297,4 +210,4 @@ class Reads:
         return await list_conversations(self._fetch, limit, cursor, q)
 
     async def stats(self, since: str, until: str) -> dict[str, Any]:
-        return await stats(self._fetch, since, until)
+        return await stats.stats(self._fetch, since, until)

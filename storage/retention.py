@@ -1,4 +1,5 @@
-"""Retention and the stale sweep: periodic work on stored runs, each pass through the writer.
+"""Retention, the stale sweep and rollup folding: periodic work on stored runs, each pass through
+the writer.
 
 Runs idle longer than the retention period are deleted, in small batches, each its own short
 transaction on the writer, so recording never waits long. Runs the database still holds as
@@ -67,6 +68,14 @@ async def sweep_once(writer: Writer, older_than: float) -> int:
     return ended
 
 
+async def fold_once(writer: Writer) -> bool:
+    """Fold the `/stats` rollups' delta rows (on the leader); True when this replica did."""
+    if not await writer.execute(lambda store: store.leads()):
+        return False
+    await writer.execute(lambda store: store.fold_rollups())
+    return True
+
+
 def _runs(rows: list[Row]) -> int:
     return sum(1 for r in rows if isinstance(r, RunRow))
 
@@ -105,3 +114,8 @@ async def run_sweep(writer: Writer, stale_after: float, every: float = 60.0) -> 
     await periodically(
         "stale sweep", lambda: sweep_once(writer, stale_after + SWEEP_MARGIN), min(every, stale_after)
     )
+
+
+async def run_folding(writer: Writer, every: float = 60.0) -> None:
+    """Keep the `/stats` rollups a few rows per hour and key."""
+    await periodically("rollup folding", lambda: fold_once(writer), every)

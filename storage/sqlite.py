@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sqlite3
 from collections import OrderedDict
@@ -26,7 +27,7 @@ from urllib.parse import quote
 import aiosqlite
 import orjson
 
-from storage import queries, sql
+from storage import queries, sql, stats
 from storage.base import RunFilter, StoreUnavailable
 from storage.files import create_private, tighten
 from storage.migrations import MIGRATIONS
@@ -102,6 +103,7 @@ class SqliteStore(queries.Reads):
         try:
             for pragma in _PRAGMAS:
                 conn.execute(pragma)
+            _with_math(conn)
             _migrate(conn)
             _probe_writes(conn)
         except BaseException:
@@ -245,6 +247,16 @@ class SqliteStore(queries.Reads):
         """One process owns a SQLite database: it runs retention and the stale sweep."""
         return True
 
+    async def fold_rollups(self) -> None:
+        await self._on_writer(self._fold_rollups)
+
+    def _fold_rollups(self) -> None:
+        conn = self._writable()
+        with _transaction(conn):
+            for table in stats.ROLLUPS:
+                for statement in stats.fold_sqlite(table):
+                    conn.execute(statement)
+
     # ---- reads --------------------------------------------------------------------------
 
     async def list_runs(
@@ -302,6 +314,7 @@ class SqliteStore(queries.Reads):
                 _read_uri(self.path), timeout=BUSY_SECONDS, uri=True, isolation_level=None
             )
             reader.row_factory = sqlite3.Row
+            await _reader_with_math(reader)
         except sqlite3.DatabaseError as e:
             raise StoreUnavailable(str(e)) from e
         self._reader, self._reader_file, self._reader_generation = reader, current, generation
@@ -314,6 +327,32 @@ class SqliteStore(queries.Reads):
                 await reader.close()
             except sqlite3.Error as e:
                 log.debug("closing the reader: %s", e)
+
+
+def _with_math(conn: sqlite3.Connection) -> None:
+    """The rollup triggers bucket latencies with `ln` and `ceil`: SQLite's math functions, which
+    a library built without them gets here (only this process's connections need them)."""
+    try:
+        conn.execute("SELECT ln(2.0), ceil(0.5)")
+    except sqlite3.OperationalError:
+        conn.create_function("ln", 1, _ln, deterministic=True)
+        conn.create_function("ceil", 1, _ceil, deterministic=True)
+
+
+async def _reader_with_math(reader: aiosqlite.Connection) -> None:
+    try:
+        await reader.execute("SELECT ln(2.0), ceil(0.5)")
+    except sqlite3.OperationalError:
+        await reader.create_function("ln", 1, _ln, deterministic=True)
+        await reader.create_function("ceil", 1, _ceil, deterministic=True)
+
+
+def _ceil(value: float | None) -> int | None:
+    return None if value is None else math.ceil(value)
+
+
+def _ln(value: float | None) -> float | None:
+    return None if value is None or value <= 0 else math.log(value)
 
 
 def _read_uri(path: str) -> str:

@@ -249,6 +249,10 @@ class AttemptStats(_Out):
     with_error: int
     error_rate: float
     by_error_class: dict[str, int]
+    percentiles: Literal["exact", "buckets"] = Field(
+        description="exact: ranked from the window's attempts; buckets: from the hourly rollups'"
+        " logarithmic buckets (a window of over 20,000 attempts), each within 1 % of the exact value"
+    )
     duration_ms: Percentiles
     ttfb_ms: Percentiles
 
