@@ -78,7 +78,7 @@ class Sidecar:
         metrics = Metrics(self.pipeline.counters, self.writer, self.store.size_bytes, self._ok)
         self.writer.listeners += [self.hub.committed, metrics.committed]
         # a shared store: what the other replicas record reaches this one's event subscribers too
-        self.store.watch(self.hub.committed, self._deleted_elsewhere)
+        self.store.watch(self.hub.committed, self.forget_runs)
         self.traces = otlp.attach(settings, self.store, self.writer, metrics)
         self.writer.start()
         self.pipeline.start()
@@ -107,7 +107,7 @@ class Sidecar:
         except OSError as e:  # taken between the preflight check and now
             raise StartupError("api_addr", f"cannot listen on {host}:{port}: {reason(e)}") from None
         if settings.retention_days:
-            task = run_retention(self.writer, self.delete_runs, settings.retention_days)
+            task = run_retention(self.writer, self.delete_runs, settings.retention_days, self.forget_runs)
             self.tasks.append(asyncio.create_task(task, name="chatdebug-retention"))
         sweep = run_sweep(self.writer, settings.stale_after)
         self.tasks.append(asyncio.create_task(sweep, name="chatdebug-stale-sweep"))
@@ -116,11 +116,12 @@ class Sidecar:
     async def delete_runs(self, run_ids: list[str]) -> list[str]:
         """Delete through the writer (after rows already queued), then forget and announce."""
         deleted = await self.writer.execute(lambda store: store.delete_runs(run_ids))
-        self.pipeline.forget(deleted)
-        self.hub.deleted(deleted)
+        self.forget_runs(deleted)
         return deleted
 
-    def _deleted_elsewhere(self, run_ids: list[str]) -> None:
+    def forget_runs(self, run_ids: list[str]) -> None:
+        """Runs gone from the store (deleted here or by another replica, or dropped with their
+        day): out of memory, and announced."""
         self.pipeline.forget(run_ids)
         self.hub.deleted(run_ids)
 

@@ -56,6 +56,10 @@ class Store(Protocol):
         """True when this replica runs the store's periodic work (retention, the stale sweep)
         now: one replica at a time does."""
 
+    async def drop_days(self, idle_before: str) -> list[str]:
+        """Retention by the day where the store is partitioned by day: drop the days whose runs
+        are all idle since before `idle_before`; returns the run ids dropped (none elsewhere)."""
+
     async def fold_rollups(self) -> None:
         """Sum the `/stats` rollups' delta rows into one row per key and hour (the leader does,
         now and then: `storage/retention.py`)."""

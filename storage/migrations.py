@@ -431,25 +431,26 @@ def _postgres_rollup_triggers() -> str:
             + "\nRETURN NULL;\nEND\n$$;"
         )
 
-    def triggers(table: str, fn: str) -> str:
-        return f"""
-        CREATE TRIGGER {table}_rollup_insert AFTER INSERT ON {table}
-            REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
-        CREATE TRIGGER {table}_rollup_update AFTER UPDATE ON {table}
-            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-            FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
-        CREATE TRIGGER {table}_rollup_delete AFTER DELETE ON {table}
-            REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
-        """
-
     return "\n".join(
         (
             function("runs_rollup", [(run_delta, runs_from)]),
             function("attempts_rollup", [(attempt_delta, attempts_from), (latency_delta, latency_from)]),
-            triggers("runs", "runs_rollup"),
-            triggers("attempts", "attempts_rollup"),
+            _statement_triggers("runs", "runs_rollup"),
+            _statement_triggers("attempts", "attempts_rollup"),
         )
     )
+
+
+def _statement_triggers(table: str, fn: str) -> str:
+    return f"""
+    CREATE TRIGGER {table}_rollup_insert AFTER INSERT ON {table}
+        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
+    CREATE TRIGGER {table}_rollup_update AFTER UPDATE ON {table}
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
+    CREATE TRIGGER {table}_rollup_delete AFTER DELETE ON {table}
+        REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
+    """
 
 
 def _rollup_backfill(engine: str) -> str:
@@ -479,4 +480,96 @@ def _rollup_backfill(engine: str) -> str:
 migration(
     sqlite=_ROLLUP_TABLES + _sqlite_rollup_triggers() + _rollup_backfill("sqlite"),
     postgres=for_postgres(_ROLLUP_TABLES) + _postgres_rollup_triggers() + _rollup_backfill("postgres"),
+)
+
+
+# ---- PostgreSQL: day partitions (m010) --------------------------------------------------------
+# Runs, steps, attempts and bodies are partitioned by the day their run began (`day`: days
+# since 1970, read from the time in the run's id; ids without one are day 0), so retention drops
+# a whole day at once instead of deleting its rows. A run's rows share its partition; each
+# table's key is (id, day). The tables are rebuilt with their rows, indexes and triggers.
+# `chatdebug_partition(day)` makes a day's partitions (the writer calls it for each new day);
+# `chatdebug_drop_day(day)` drops them.
+_PARTITIONED = ("runs", "steps", "attempts", "attempt_bodies")
+migration(
+    postgres="""
+    CREATE FUNCTION chatdebug_day(run_id TEXT) RETURNS INTEGER LANGUAGE sql IMMUTABLE AS $$
+        SELECT COALESCE(
+            (('x' || lpad(substring(run_id FROM '^[a-z]+_([0-9a-f]{12})'), 16, '0'))::bit(64)::bigint
+             / 86400000)::integer, 0)
+    $$;
+
+    CREATE FUNCTION chatdebug_partition(d INTEGER) RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE t TEXT;
+    BEGIN
+        IF to_regclass('attempt_bodies_d' || d) IS NOT NULL THEN
+            RETURN;  -- made already: no lock on the tables
+        END IF;
+        PERFORM pg_advisory_xact_lock(7161137266270867968);  -- one maker at a time
+        FOREACH t IN ARRAY ARRAY['runs', 'steps', 'attempts', 'attempt_bodies'] LOOP
+            EXECUTE format('CREATE TABLE IF NOT EXISTS %I PARTITION OF %I FOR VALUES FROM (%s) TO (%s)',
+                           t || '_d' || d, t, d, d + 1);
+        END LOOP;
+    END $$;
+
+    CREATE FUNCTION chatdebug_drop_day(d INTEGER) RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE t TEXT;
+    BEGIN
+        -- children first; a partition another table's key refers to is detached before it goes
+        FOREACH t IN ARRAY ARRAY['attempt_bodies', 'attempts', 'steps', 'runs'] LOOP
+            IF to_regclass(t || '_d' || d) IS NOT NULL THEN
+                EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', t, t || '_d' || d);
+                EXECUTE format('DROP TABLE %I', t || '_d' || d);
+            END IF;
+        END LOOP;
+    END $$;
+
+    DO $$
+    DECLARE
+        indexes TEXT[];
+        statement TEXT;
+        t TEXT;
+        d INTEGER;
+    BEGIN
+        SELECT array_agg(indexdef) INTO indexes FROM pg_indexes
+        WHERE schemaname = current_schema()
+          AND tablename IN ('runs', 'steps', 'attempts', 'attempt_bodies')
+          AND indexname NOT LIKE '%\\_pkey';
+        ALTER TABLE runs ADD COLUMN day INTEGER;
+        UPDATE runs SET day = chatdebug_day(id);
+        ALTER TABLE steps ADD COLUMN day INTEGER;
+        UPDATE steps SET day = chatdebug_day(run_id);
+        ALTER TABLE attempts ADD COLUMN day INTEGER;
+        UPDATE attempts SET day = chatdebug_day(run_id);
+        ALTER TABLE attempt_bodies ADD COLUMN day INTEGER;
+        UPDATE attempt_bodies b SET day = a.day FROM attempts a WHERE a.id = b.id;
+        FOREACH t IN ARRAY ARRAY['runs', 'steps', 'attempts', 'attempt_bodies'] LOOP
+            EXECUTE format('ALTER TABLE %I RENAME TO %I', t, t || '_unpartitioned');
+            EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS) PARTITION BY RANGE (day)',
+                           t, t || '_unpartitioned');
+            EXECUTE format('ALTER TABLE %I ALTER COLUMN day SET NOT NULL', t);
+        END LOOP;
+        FOR d IN SELECT DISTINCT day FROM runs_unpartitioned LOOP
+            PERFORM chatdebug_partition(d);
+        END LOOP;
+        FOREACH t IN ARRAY ARRAY['runs', 'steps', 'attempts', 'attempt_bodies'] LOOP
+            EXECUTE format('INSERT INTO %I SELECT * FROM %I WHERE day IS NOT NULL', t, t || '_unpartitioned');
+        END LOOP;
+        DROP TABLE attempt_bodies_unpartitioned, attempts_unpartitioned, steps_unpartitioned,
+                   runs_unpartitioned;
+        ALTER TABLE runs ADD PRIMARY KEY (id, day);
+        ALTER TABLE steps ADD PRIMARY KEY (id, day);
+        ALTER TABLE attempts ADD PRIMARY KEY (id, day);
+        ALTER TABLE attempt_bodies ADD PRIMARY KEY (id, day);
+        ALTER TABLE steps ADD FOREIGN KEY (run_id, day) REFERENCES runs (id, day) ON DELETE CASCADE;
+        ALTER TABLE attempts ADD FOREIGN KEY (step_id, day) REFERENCES steps (id, day) ON DELETE CASCADE;
+        ALTER TABLE attempt_bodies ADD FOREIGN KEY (id, day) REFERENCES attempts (id, day) ON DELETE CASCADE;
+        FOREACH statement IN ARRAY COALESCE(indexes, ARRAY[]::TEXT[]) LOOP
+            EXECUTE statement;
+        END LOOP;
+    END $$;
+
+    """
+    + _statement_triggers("runs", "runs_rollup")
+    + _statement_triggers("attempts", "attempts_rollup")
 )

@@ -25,6 +25,7 @@ import re
 import socket
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
 from decimal import Decimal
 from functools import cache
 from operator import attrgetter
@@ -53,7 +54,10 @@ STATEMENT_SECONDS = 30.0
 DELETED_MEMORY = 10_000
 _MIGRATE_LOCK = 0x63686174646267  # "chatdbg": one replica migrates at a time
 _LEADER_LOCK = _MIGRATE_LOCK + 1  # held by the replica that runs the periodic work
-_EXTRA = ("recorded_by",)  # the run column this backend fills: which replica wrote it last
+# the columns this backend fills: each row's partition (`day`), and which replica wrote a run last
+_EXTRA: dict[type[Row], tuple[str, ...]] = {RunRow: ("recorded_by", "day")}
+_DAY = ("day",)
+_ID_TIME = re.compile(r"[a-z]+_([0-9a-f]{12})")  # `records.new_id`: its milliseconds
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.InternalError_)
 # What says the server cannot take writes now, rather than that a row is at fault: connection
 # (08), resources (53), operator intervention (57), rollbacks (40), locks (55P03), read-only
@@ -80,6 +84,7 @@ class PostgresStore(queries.Reads):
         self._pool: AsyncConnectionPool | None = None
         self._opening = asyncio.Lock()
         self._staged: set[int] = set()  # backends (pids) whose staging tables exist
+        self._days: set[int] = set()  # days whose partitions exist
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self._leader: psycopg.AsyncConnection[Any] | None = None
         self._leading = False
@@ -166,22 +171,26 @@ class PostgresStore(queries.Reads):
             return gone
         async with self._connection() as conn:
             await self._stage(conn)  # outside the batch's transaction: a failed batch keeps them
+            # outside it too: a new partition locks its table, which the batch would hold meanwhile
+            days = await self._partitions(conn, rows)
             async with conn.transaction():
-                return gone + await self._write(conn, rows)
+                return gone + await self._write(conn, rows, days)
 
-    async def _write(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> list[Row]:
+    async def _write(
+        self, conn: psycopg.AsyncConnection[Any], rows: list[Row], days: dict[str, int]
+    ) -> list[Row]:
         """One batch inside its transaction; returns the rows left out (their run is gone)."""
         moved = await self._lock_conversations(conn, rows)
         gone: list[Row] = []
         try:
             async with conn.transaction():  # a savepoint: the batch again, without its orphans
-                await self._upsert(conn, rows, moved)
+                await self._upsert(conn, rows, moved, days)
         except errors.ForeignKeyViolation:
             gone = await _orphans(conn, rows)
             if not gone:
                 raise
             left = {id(o) for o in gone}
-            await self._upsert(conn, [r for r in rows if id(r) not in left], moved)
+            await self._upsert(conn, [r for r in rows if id(r) not in left], moved, days)
         await self._notify(conn, rows)
         return gone
 
@@ -211,7 +220,9 @@ class PostgresStore(queries.Reads):
         await _lock(conn, joined | left)
         return left
 
-    async def _upsert(self, conn: psycopg.AsyncConnection[Any], rows: list[Row], moved: set[str]) -> None:
+    async def _upsert(
+        self, conn: psycopg.AsyncConnection[Any], rows: list[Row], moved: set[str], days: dict[str, int]
+    ) -> None:
         by_kind: dict[type[Row], list[Row]] = {}
         for row in rows:
             by_kind.setdefault(type(row), []).append(row)
@@ -220,18 +231,34 @@ class PostgresStore(queries.Reads):
             batch = by_kind.get(kind)
             if not batch:
                 continue
-            extra = _EXTRA if kind is RunRow else ()
+            extra = _EXTRA.get(kind, _DAY)
             columns = (*queries.names(kind), *extra)
             stage = f"stage_{kind.table}"
             async with conn.cursor().copy(f"COPY {stage} ({', '.join(columns)}) FROM STDIN") as copy:
                 for row in sorted(batch, key=lambda r: r.id):  # one order for every writer: no deadlocks
                     values = _values(row)
-                    await copy.write_row([*values, self.replica] if extra else values)
+                    day = days.get(row.id, 0) if isinstance(row, BodyRow) else day_of(sql.run_id(row) or "")
+                    await copy.write_row([*values, self.replica, day] if kind is RunRow else [*values, day])
             # the staged rows go at commit (ON COMMIT DELETE ROWS), or with the savepoint they were in
             await conn.execute(D.render(sql.upsert_from(kind, D, stage, extra)))
         conversations = {r.conversation_id for r in runs if r.conversation_id}
         await _refresh_conversations(conn, conversations)
         await _refresh_conversations(conn, moved - conversations, deleted=True)
+
+    async def _partitions(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> dict[str, int]:
+        """Make the partitions of the days the batch's runs began on, where this store has not
+        yet; returns the day of each body's attempt (an attempt of the batch, or a stored one)."""
+        days = {day_of(r.run_id) for r in rows if isinstance(r, StepRow | AttemptRow)}
+        days |= {day_of(r.id) for r in rows if isinstance(r, RunRow)}
+        if new := sorted(days - self._days):
+            await conn.execute("SELECT chatdebug_partition(d) FROM unnest(%s::integer[]) AS d", [new])
+            self._days.update(new)  # (a day dropped since is made again: its rows land)
+        bodies = {r.id for r in rows if isinstance(r, BodyRow)}
+        found = {r.id: day_of(r.run_id) for r in rows if isinstance(r, AttemptRow) and r.id in bodies}
+        if missing := bodies - found.keys():
+            cur = await conn.execute("SELECT id, day FROM attempts WHERE id = ANY(%s)", [list(missing)])
+            found.update({r["id"]: r["day"] for r in await cur.fetchall()})
+        return found
 
     async def _notify(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> None:
         """Tell the other replicas which rows this commit wrote (delivered at commit)."""
@@ -294,6 +321,38 @@ class PostgresStore(queries.Reads):
             return False
         return True
 
+    async def drop_days(self, idle_before: str) -> list[str]:
+        """Retention by the day: drop the partitions of the days before `idle_before`'s whose
+        every run is idle since before it (a day with a run still going waits; the batch
+        deletes take what is left); returns the ids of the runs dropped."""
+        last = int(datetime.fromisoformat(idle_before.replace("Z", "+00:00")).timestamp() // 86_400)
+        dropped: list[str] = []
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'runs'::regclass"
+            )
+            days = sorted(int(r["name"].removeprefix("runs_d")) for r in await cur.fetchall())
+            for day in (d for d in days if d < last):
+                async with conn.transaction():
+                    cur = await conn.execute(f"SELECT id, conversation_id, updated_at FROM runs_d{day}")
+                    found = await cur.fetchall()
+                    if any(r["updated_at"] >= idle_before for r in found):
+                        continue
+                    conversations = {r["conversation_id"] for r in found if r["conversation_id"]}
+                    await _lock(conn, conversations)
+                    for statement in stats.subtract(f"runs_d{day}", f"attempts_d{day}"):
+                        await conn.execute(statement)  # a dropped table fires no trigger
+                    await conn.execute("SELECT chatdebug_drop_day(%s)", [day])
+                    await _refresh_conversations(conn, conversations, deleted=True)
+                    ids = [r["id"] for r in found]
+                    for payload in _payloads(self.replica, {"deleted": ids}):
+                        await conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
+                self._days.discard(day)
+                self._forget(ids)
+                dropped += ids
+        return dropped
+
     async def delete_runs(self, run_ids: list[str]) -> list[str]:
         if not run_ids:
             return []
@@ -307,11 +366,15 @@ class PostgresStore(queries.Reads):
             deleted = [r["id"] for r in found]
             for payload in _payloads(self.replica, {"deleted": deleted}):
                 await conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
-        for run_id in deleted:
+        self._forget(deleted)
+        return deleted
+
+    def _forget(self, run_ids: list[str]) -> None:
+        """Rows of these runs still on their way are dropped quietly."""
+        for run_id in run_ids:
             self._deleted[run_id] = None
         while len(self._deleted) > DELETED_MEMORY:
             self._deleted.popitem(last=False)
-        return deleted
 
     async def select_run_ids(
         self,
@@ -366,6 +429,7 @@ class PostgresStore(queries.Reads):
                         if message.get("by") == self.replica:
                             continue
                         if deleted := message.get("deleted"):
+                            self._forget(deleted)
                             on_deleted(deleted)
                         elif rows := await self._read_rows(message):
                             on_rows(rows)
@@ -402,6 +466,13 @@ class PostgresStore(queries.Reads):
 WRITE_ORDER_KINDS: tuple[type[Row], ...] = tuple(
     sorted((RunRow, StepRow, AttemptRow, BodyRow), key=lambda k: WRITE_ORDER[k.table])
 )
+
+
+def day_of(run_id: str) -> int:
+    """A run's partition: the day (since 1970, UTC) in its id; 0 for an id without a time. The
+    same as the database's `chatdebug_day` (migration m010)."""
+    found = _ID_TIME.match(run_id)
+    return int(found.group(1), 16) // 86_400_000 if found else 0
 
 
 async def _connect(url: str) -> psycopg.AsyncConnection[Any]:

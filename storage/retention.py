@@ -28,12 +28,23 @@ DeleteRuns = Callable[[list[str]], Awaitable[list[str]]]
 SWEEP_MARGIN = 60.0  # past the stale threshold: the proxy's own sweep has had its chance
 
 
-async def expire_once(writer: Writer, delete_runs: DeleteRuns, days: float, batch: int = 1000) -> int:
-    """Delete every run whose `updated_at` is older than `days`; returns how many."""
+async def expire_once(
+    writer: Writer,
+    delete_runs: DeleteRuns,
+    days: float,
+    batch: int = 1000,
+    forget: Callable[[list[str]], None] = lambda run_ids: None,
+) -> int:
+    """Delete every run whose `updated_at` is older than `days`; returns how many. A store
+    partitioned by day drops whole days first (`forget` hears of their runs); the rest go in
+    batches through `delete_runs`."""
     if not await writer.execute(lambda store: store.leads()):
         return 0
     cutoff = timestamp(time.time() - days * 86_400)
-    deleted = 0
+    dropped = await writer.execute(lambda store: store.drop_days(cutoff))
+    if dropped:
+        forget(dropped)
+    deleted = len(dropped)
     while ids := await writer.execute(lambda store: store.select_run_ids(updated_before=cutoff, limit=batch)):
         deleted += len(await delete_runs(ids))
         await asyncio.sleep(0)  # let queued rows in between batches
@@ -100,9 +111,15 @@ async def periodically(
         delay *= 2
 
 
-async def run_retention(writer: Writer, delete_runs: DeleteRuns, days: float, every: float = 3600.0) -> None:
+async def run_retention(
+    writer: Writer,
+    delete_runs: DeleteRuns,
+    days: float,
+    forget: Callable[[list[str]], None],
+    every: float = 3600.0,
+) -> None:
     async def once() -> None:
-        if deleted := await expire_once(writer, delete_runs, days):
+        if deleted := await expire_once(writer, delete_runs, days, forget=forget):
             log.info("retention: deleted %d runs idle for over %g days", deleted, days)
 
     await periodically("retention", once, every)

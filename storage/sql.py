@@ -23,13 +23,15 @@ class Dialect:
     greatest: str  # the two-argument maximum
     kinds: str  # the distinct kinds of a conversation's runs, comma-separated
     in_list: str  # `column IN` a list passed as one parameter, `{}` for the column
+    row_key: str = "id"  # the unique key of runs, steps, attempts and bodies
 
     def render(self, sql: str) -> str:
         return sql if self.name == "sqlite" else sql.replace("%", "%%").replace("?", "%s")
 
 
 SQLITE = Dialect("sqlite", "MAX", "GROUP_CONCAT(DISTINCT kind)", "{} IN (SELECT value FROM json_each(?))")
-POSTGRES = Dialect("postgres", "GREATEST", "string_agg(DISTINCT kind, ',')", "{} = ANY(?)")
+# PostgreSQL partitions a run's rows by its day: the key holds the partition's column
+POSTGRES = Dialect("postgres", "GREATEST", "string_agg(DISTINCT kind, ',')", "{} = ANY(?)", "id, day")
 
 
 # A run's snapshots are ordered by how much they know: one that knows fewer attempts (an older
@@ -60,7 +62,7 @@ def upsert(kind: type[Row], d: Dialect, extra: tuple[str, ...] = ()) -> str:
     newer = _NEWER.get(kind.table, "")
     return (
         f"INSERT INTO {kind.table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        f" ON CONFLICT (id) DO UPDATE SET {updates}{newer}"
+        f" ON CONFLICT ({d.row_key}) DO UPDATE SET {updates}{newer}"
     )
 
 

@@ -247,6 +247,10 @@ class SqliteStore(queries.Reads):
         """One process owns a SQLite database: it runs retention and the stale sweep."""
         return True
 
+    async def drop_days(self, idle_before: str) -> list[str]:
+        """A SQLite file has no partitions: retention deletes its runs in batches."""
+        return []
+
     async def fold_rollups(self) -> None:
         await self._on_writer(self._fold_rollups)
 

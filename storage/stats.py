@@ -299,3 +299,26 @@ def fold_sqlite(table: str) -> list[str]:
         "DROP TABLE fold_hours",
         "DROP TABLE fold_sums",
     ]
+
+
+def subtract(runs: str, attempts: str) -> list[str]:
+    """Statements taking out of the rollups the rows of `runs` and `attempts` (tables about to
+    go without a trigger firing: a dropped partition)."""
+    usage = ", ".join(f"-SUM({c})" for c in USAGE_FIELDS)
+    key = ", ".join(RUN_KEY)
+    statements = [
+        f"INSERT INTO run_rollup (hour, {key}, {', '.join(RUN_SUMS)})"
+        f" SELECT substr(started_at, 1, 13) AS h, {key}, -COUNT(*),"
+        f" -SUM(CASE WHEN error_class IS NULL THEN 0 ELSE 1 END), {usage},"
+        f" -SUM(cost_total), -COUNT(cost_total) FROM {runs} GROUP BY h, {key}",
+        "INSERT INTO attempt_rollup (hour, error_class, attempts)"
+        f" SELECT substr(started_at, 1, 13) AS h, error_class, -COUNT(*) FROM {attempts}"
+        " GROUP BY h, error_class",
+    ]
+    statements += [
+        f"INSERT INTO latency_rollup (hour, metric, bucket, n) SELECT h, '{m}', b, -COUNT(*) FROM"
+        f" (SELECT substr(started_at, 1, 13) AS h, {latency_bucket(m)} AS b FROM {attempts}"
+        f" WHERE {m} IS NOT NULL) AS l GROUP BY h, b"
+        for m in METRICS
+    ]
+    return statements

@@ -214,3 +214,87 @@ async def test_a_row_postgresql_refuses_is_dropped_alone_not_spooled_for_good(
     finally:
         await writer.close()
         await store.close()
+
+
+def run_on_day(day: int, i: int, *, idle_since: float, conversation: str) -> list[Row]:
+    """A run whose id says it began on `day` (days since 1970), idle since `idle_since`."""
+    started = day * 86_400 + 3600 + i
+    rows = make_run(i, started=started, conversation=conversation)
+    run = rows[0]
+    assert isinstance(run, RunRow)
+    new_id = f"run_{int(started * 1000):012x}{i:020x}"
+    fixed: list[Row] = []
+    for row in rows:
+        changes: dict[str, Any] = {}
+        if isinstance(row, RunRow):
+            changes = {"id": new_id, "updated_at": timestamp(idle_since)}
+        elif isinstance(row, StepRow | AttemptRow):
+            changes = {"run_id": new_id}
+        fixed.append(dataclasses.replace(row, **changes))
+    return fixed
+
+
+async def partitions(store: PostgresStore) -> set[str]:
+    rows = await store._fetch(
+        "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent IN ('runs'::regclass, 'attempts'::regclass)",
+        [],
+    )
+    return {r["name"] for r in rows}
+
+
+async def test_retention_drops_whole_idle_days_and_keeps_the_rollups_and_summaries_true(
+    postgres_url: str,
+) -> None:
+    from storage import stats
+    from storage.retention import expire_once
+
+    store = PostgresStore(postgres_url, replica="a")
+    writer = Writer(store)
+    writer.start()
+    today = int(BASE // 86_400)
+    old, busy = today - 40, today - 35  # `busy` still has a run that was active yesterday
+    try:
+        rows = [
+            r
+            for i in range(20)
+            for r in run_on_day(old, i, idle_since=old * 86_400 + 7200, conversation="c1")
+        ]
+        rows += [
+            r
+            for i in range(20, 25)
+            for r in run_on_day(busy, i, idle_since=busy * 86_400 + 7200, conversation="c2")
+        ]
+        rows += run_on_day(busy, 25, idle_since=BASE - 86_400, conversation="c2")
+        rows += [r for i in range(26, 30) for r in run_on_day(today, i, idle_since=BASE, conversation="c1")]
+        await store.write(rows)
+        assert {f"runs_d{old}", f"runs_d{busy}", f"attempts_d{old}"} <= await partitions(store)
+        forgotten: list[str] = []
+
+        async def delete_runs(ids: list[str]) -> list[str]:
+            return await store.delete_runs(ids)
+
+        deleted = await expire_once(writer, delete_runs, days=30, forget=forgotten.extend)
+        assert deleted == 20 + 5  # the old day dropped whole; the busy day's idle runs deleted
+        assert len(forgotten) == 20
+        left = await partitions(store)
+        assert f"runs_d{old}" not in left and f"attempts_d{old}" not in left
+        assert f"runs_d{busy}" in left  # its active run keeps it
+        kept = {r.id for r in rows if isinstance(r, RunRow) and (r.updated_at >= timestamp(BASE - 86_400))}
+        assert len(kept) == 5
+        assert {r["id"] for r in await store.list_runs(RunFilter(), 100, None)} == kept
+        conversations = {c["id"]: c for c in await store.list_conversations(10, None)}
+        assert conversations["c1"]["run_count"] == 4 and conversations["c2"]["run_count"] == 1
+        # the rollups lost what was dropped, as the rows did: whole-window answers agree
+        window = (timestamp(old * 86_400), timestamp(BASE + 3600))
+        exact = await stats.stats(store._fetch, *window, exact_up_to=10**9)
+        rolled = await stats.stats(store._fetch, *window, exact_up_to=0)
+        assert exact["runs"]["total"] == rolled["runs"]["total"] == 5
+        assert rolled["attempts"]["total"] == exact["attempts"]["total"]
+        assert rolled["usage"] == exact["usage"]
+        # a late row of a dropped run is left out
+        late = dataclasses.replace(rows[1], status="completed")
+        assert await PostgresStore.write(store, [late]) == [late]
+    finally:
+        await writer.close()
+        await store.close()
