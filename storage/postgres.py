@@ -266,8 +266,9 @@ class PostgresStore(queries.Reads):
         for row in rows:
             if row.table in ids:
                 ids[row.table].append(row.id)
-        for payload in _payloads(self.replica, ids):
-            await conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
+        await conn.execute(
+            "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", [CHANNEL, _payloads(self.replica, ids)]
+        )
 
     async def interrupt_open(
         self, finished_at: str, updated_before: str | None = None, *, own: bool = True
