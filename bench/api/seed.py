@@ -31,6 +31,7 @@ from storage.records import AttemptRow, Row, RunRow
 from storage.writer import Writer
 
 TICK = 1.0  # seconds of traffic between tracker ticks, as the pipeline ticks
+FOLD_EVERY = 1800.0  # seconds of traffic between two folds of the `/stats` rollups
 FLUSH_ROWS = 20_000  # rows handed to the writers before the seed waits for them to commit
 BATCH = 5_000  # rows per transaction (the writer coalesces snapshots of one row within a batch)
 SAMPLE = 2_000  # ids kept of each kind, for the detail routes
@@ -220,7 +221,7 @@ async def seed(urls: list[str], attempts: int, seed_value: int, end: float) -> d
     clock = Clock()
     tracker = Tracker(fanout, clock=clock)
     calls = RunCalls(tracker, fanout, rng, texts, conversations)
-    last_tick = -TICK
+    last_tick = last_fold = -TICK
     report = max(1, attempts // 10)
     next_report = report
     for when, _ in _events(plans, calls):  # the generator makes the call once the clock is set
@@ -230,12 +231,17 @@ async def seed(urls: list[str], attempts: int, seed_value: int, end: float) -> d
             last_tick = when
         if fanout.pending >= FLUSH_ROWS:
             await fanout.flush()
+        if when - last_fold >= FOLD_EVERY:  # as the leader folds the rollups while traffic flows
+            last_fold = when
+            await fanout.flush()
+            await asyncio.gather(*(w.execute(lambda store: store.fold_rollups()) for w in writers))
         if observer.attempts >= next_report:
             next_report += report
             took = time.perf_counter() - t0
             print(f"  seeded {observer.attempts:,} of {attempts:,} attempts ({took:.0f} s)", file=sys.stderr)
     await fanout.flush()
     for writer in writers:
+        await writer.execute(lambda store: store.fold_rollups())
         await writer.close()
         if writer.dropped:
             raise SystemExit(f"the writer dropped {writer.dropped:,} rows: {writer.drops}")
