@@ -84,7 +84,6 @@ class PostgresStore(queries.Reads):
         self._pool: AsyncConnectionPool | None = None
         self._opening = asyncio.Lock()
         self._staged: set[int] = set()  # backends (pids) whose staging tables exist
-        self._days: set[int] = set()  # days whose partitions exist
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self._leader: psycopg.AsyncConnection[Any] | None = None
         self._leading = False
@@ -246,13 +245,15 @@ class PostgresStore(queries.Reads):
         await _refresh_conversations(conn, moved - conversations, deleted=True)
 
     async def _partitions(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> dict[str, int]:
-        """Make the partitions of the days the batch's runs began on, where this store has not
-        yet; returns the day of each body's attempt (an attempt of the batch, or a stored one)."""
+        """Make the partitions of the days the batch's runs began on, where they are missing
+        (another replica's retention may have dropped one this replica saw: asked every batch);
+        returns the day of each body's attempt (an attempt of the batch, or a stored one)."""
         days = {day_of(r.run_id) for r in rows if isinstance(r, StepRow | AttemptRow)}
         days |= {day_of(r.id) for r in rows if isinstance(r, RunRow)}
-        if new := sorted(days - self._days):
-            await conn.execute("SELECT chatdebug_partition(d) FROM unnest(%s::integer[]) AS d", [new])
-            self._days.update(new)  # (a day dropped since is made again: its rows land)
+        if days:
+            await conn.execute(
+                "SELECT chatdebug_partition(d) FROM unnest(%s::integer[]) AS d", [sorted(days)]
+            )
         bodies = {r.id for r in rows if isinstance(r, BodyRow)}
         found = {r.id: day_of(r.run_id) for r in rows if isinstance(r, AttemptRow) and r.id in bodies}
         if missing := bodies - found.keys():
@@ -349,7 +350,6 @@ class PostgresStore(queries.Reads):
                     ids = [r["id"] for r in found]
                     for payload in _payloads(self.replica, {"deleted": ids}):
                         await conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
-                self._days.discard(day)
                 self._forget(ids)
                 dropped += ids
         return dropped
