@@ -20,7 +20,7 @@ from storage.records import USAGE_FIELDS
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Mapping[str, Any]]]]
 
 EXACT_UP_TO = 20_000  # attempts a window may hold and still be ranked exactly
-GAMMA = 1.02  # a bucket's upper bound over its lower one (`migrations._bucket`)
+GAMMA = 1.02  # a bucket's upper bound over its lower one (`migrations.latency_bucket`)
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 METRICS = ("duration_ms", "ttfb_ms")
 RUN_KEY = ("kind", "status", "provider", "model")
