@@ -13,7 +13,7 @@ from typing import Any
 from bench.api.traffic import DAY
 from proxy.api import models as m
 from proxy.api.params import decode_cursor
-from storage import queries
+from storage import queries, stats
 from storage.records import timestamp
 
 
@@ -64,7 +64,7 @@ def call_for(path: str) -> Callable[[RecordingFetch], Coroutine[Any, Any, Any]]:
         sq = m.StatsQuery.model_validate(params)
         until = m.stamp(sq.until) or timestamp(time.time())
         since = m.stamp(sq.since) or timestamp((sq.until.timestamp() if sq.until else time.time()) - DAY)
-        return lambda f: queries.stats(f, since, until)
+        return lambda f: stats.stats(f, since, until)
     if route.startswith("/api/v1/runs/"):
         return lambda f: queries.get_run(f, route.rsplit("/", 1)[1])
     if route.startswith("/api/v1/attempts/"):
