@@ -306,6 +306,21 @@ _ROLLUP_TABLES = f"""
     );
     CREATE INDEX latency_rollup_by_hour ON latency_rollup (hour, metric, bucket, n);
     CREATE INDEX latency_rollup_unfolded ON latency_rollup (hour) WHERE NOT folded;
+
+    -- the folded hours of each day summed once more: a month is thirty rows per key
+    CREATE TABLE run_rollup_daily (
+        day TEXT NOT NULL, kind TEXT, status TEXT, provider TEXT, model TEXT,
+        runs INTEGER NOT NULL, errors INTEGER NOT NULL,
+        {", ".join(f"{c} INTEGER NOT NULL" for c in _USAGE)},
+        cost REAL, costed INTEGER NOT NULL
+    );
+    CREATE INDEX run_rollup_daily_by_day ON run_rollup_daily (day);
+    CREATE TABLE attempt_rollup_daily (day TEXT NOT NULL, error_class TEXT, attempts INTEGER NOT NULL);
+    CREATE INDEX attempt_rollup_daily_by_day ON attempt_rollup_daily (day);
+    CREATE TABLE latency_rollup_daily (
+        day TEXT NOT NULL, metric TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL
+    );
+    CREATE INDEX latency_rollup_daily_by_day ON latency_rollup_daily (day, metric, bucket, n);
 """
 
 
@@ -474,6 +489,14 @@ def _rollup_backfill(engine: str) -> str:
     GROUP BY substr(started_at, 1, 13), error_class;
     INSERT INTO latency_rollup (hour, metric, bucket, n, folded)
     SELECT hour, metric, bucket, COUNT(*), {true} FROM ({latency}) AS l GROUP BY hour, metric, bucket;
+    INSERT INTO run_rollup_daily (day, {key}, {", ".join(_RUN_SUMS)})
+    SELECT substr(hour, 1, 10), {key}, {sums} FROM run_rollup GROUP BY substr(hour, 1, 10), {key};
+    INSERT INTO attempt_rollup_daily (day, error_class, attempts)
+    SELECT substr(hour, 1, 10), error_class, SUM(attempts) FROM attempt_rollup
+    GROUP BY substr(hour, 1, 10), error_class;
+    INSERT INTO latency_rollup_daily (day, metric, bucket, n)
+    SELECT substr(hour, 1, 10), metric, bucket, SUM(n) FROM latency_rollup
+    GROUP BY substr(hour, 1, 10), metric, bucket;
     """
 
 

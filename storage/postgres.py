@@ -408,7 +408,10 @@ class PostgresStore(queries.Reads):
     async def fold_rollups(self) -> None:
         async with self._connection() as conn, conn.transaction():
             for table in stats.ROLLUPS:
-                await conn.execute(stats.fold_postgres(table))
+                cur = await conn.execute(stats.dirty_hours(table))
+                if hours := [r["hour"] for r in await cur.fetchall()]:
+                    for statement, params in stats.fold(table, hours, D):
+                        await conn.execute(D.render(statement), params)
 
     # ---- what other replicas write ------------------------------------------------------
 

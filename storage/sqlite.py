@@ -258,8 +258,9 @@ class SqliteStore(queries.Reads):
         conn = self._writable()
         with _transaction(conn):
             for table in stats.ROLLUPS:
-                for statement in stats.fold_sqlite(table):
-                    conn.execute(statement)
+                if hours := [h for (h,) in conn.execute(stats.dirty_hours(table))]:
+                    for statement, params in stats.fold(table, hours, sql.SQLITE):
+                        conn.execute(statement, params)
 
     # ---- reads --------------------------------------------------------------------------
 

@@ -14,8 +14,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from storage.migrations import latency_bucket
 from storage.records import USAGE_FIELDS
+from storage.sql import Dialect
 
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Mapping[str, Any]]]]
 
@@ -48,11 +51,23 @@ async def stats(fetch: Fetch, since: str, until: str, exact_up_to: int = EXACT_U
 
 
 async def _from_rollups(fetch: Fetch, since: str, until: str, hours: tuple[str, str]) -> dict[str, Any]:
+    """Whole days from the daily rollups (with their rows not folded yet), whole hours around
+    them from the hourly ones, the partial hours at either end from the rows."""
     first, end = hours
     edges = [(lo, hi) for lo, hi in ((since, _stamp(first)), (_stamp(end), until)) if lo < hi]
-    runs = await _summed(fetch, "run_rollup", hours)
-    classes = await _summed(fetch, "attempt_rollup", hours)
-    buckets = await _summed(fetch, "latency_rollup", hours)
+    runs: Groups = {}
+    classes: Groups = {}
+    buckets: Groups = {}
+    parts = {"run_rollup": runs, "attempt_rollup": classes, "latency_rollup": buckets}
+    days = _whole_days(first, end)
+    for table, into in parts.items():
+        if days is None:
+            await _summed(fetch, table, "hour", first, end, into)
+            continue
+        await _summed(fetch, f"{table}_daily", "day", *days, into)
+        await _summed(fetch, table, "hour", *days, into, unfolded=True)
+        await _summed(fetch, table, "hour", first, days[0], into)
+        await _summed(fetch, table, "hour", days[1], end, into)
     for lo, hi in edges:
         await _run_groups(fetch, lo, hi, runs)
         await _classes(fetch, lo, hi, classes)
@@ -75,14 +90,20 @@ def _add(
     return groups
 
 
-async def _summed(fetch: Fetch, table: str, hours: tuple[str, str]) -> Groups:
-    key, sums = ROLLUPS[table]
+async def _summed(
+    fetch: Fetch, table: str, grain: str, lo: str, hi: str, into: Groups, unfolded: bool = False
+) -> Groups:
+    """Add the rollup rows of [lo, hi) (hours or days, as `grain` says) to `into`."""
+    if lo >= hi:
+        return into
+    key, sums = ROLLUPS[table.removesuffix("_daily")]
     rows = await fetch(
         f"SELECT {', '.join(key)}, {', '.join(f'SUM({s}) AS {s}' for s in sums)} FROM {table}"
-        f" WHERE hour >= ? AND hour < ? GROUP BY {', '.join(key)}",
-        list(hours),
+        f" WHERE {grain} >= ? AND {grain} < ?{' AND NOT folded' if unfolded else ''}"
+        f" GROUP BY {', '.join(key)}",
+        [lo, hi],
     )
-    return _add({}, rows, key, sums)
+    return _add(into, rows, key, sums)
 
 
 async def _run_groups(fetch: Fetch, since: str, until: str, into: Groups) -> Groups:
@@ -246,6 +267,17 @@ def _whole_hours(since: str, until: str) -> tuple[str, str] | None:
     return (first, end) if first < end else None
 
 
+def _whole_days(first: str, end: str) -> tuple[str, str] | None:
+    """The whole days [d1, d2) inside the hours [first, end), or None."""
+    start = (
+        first[:10]
+        if first[11:] == "00"
+        else (datetime.fromisoformat(first[:10]) + timedelta(days=1)).strftime("%Y-%m-%d")
+    )
+    stop = end[:10]
+    return (start, stop) if start < stop else None
+
+
 def _hour(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H")
 
@@ -256,49 +288,62 @@ def _stamp(hour: str) -> str:
 
 # ---- folding ------------------------------------------------------------------------------------
 # Every change appends a delta row; folding sums an hour's rows into one per key (dropping keys
-# that net to nothing), so the rollups stay a few rows per hour. Only hours with unfolded rows
-# are touched, at most `FOLD_HOURS` per table and pass.
+# that net to nothing), so the rollups stay a few rows per hour, and sums each day it touched
+# once more from its folded hours into the `_daily` table. Only hours with unfolded rows are
+# touched, at most `FOLD_HOURS` per table and pass. A reader adds a day's unfolded rows to its
+# daily row: the answer never waits for a fold.
 
 FOLD_HOURS = 48
 
 
-def _dirty(table: str) -> str:
+def dirty_hours(table: str) -> str:
     return f"SELECT DISTINCT hour FROM {table} WHERE NOT folded LIMIT {FOLD_HOURS}"
 
 
-def _folded(table: str, source: str) -> str:
+def _folded(table: str, source: str, grain: str = "hour") -> str:
     key, sums = ROLLUPS[table]
-    columns = ("hour", *key)
+    columns = ", ".join((grain, *key))
     nonzero = " OR ".join(f"SUM({s}) <> 0" for s in sums if s != "cost")
     return (
-        f"SELECT {', '.join(columns)}, {', '.join(f'SUM({s})' for s in sums)} FROM {source}"
-        f" GROUP BY {', '.join(columns)} HAVING {nonzero}"
+        f"SELECT {columns}, {', '.join(f'SUM({s})' for s in sums)} FROM {source}"
+        f" GROUP BY {columns} HAVING {nonzero}"
     )
 
 
-def fold_postgres(table: str) -> str:
-    """One statement: what it deletes is exactly what it sums (rows other writers commit
-    meanwhile stay unfolded for the next pass)."""
+def fold(table: str, hours: list[str], d: Dialect) -> list[tuple[str, list[Any]]]:
+    """The statements (`?` placeholders) that fold `hours` of `table`, for one transaction."""
     key, sums = ROLLUPS[table]
-    return (
-        f"WITH gone AS (DELETE FROM {table} WHERE hour IN ({_dirty(table)}) RETURNING *)"
-        f" INSERT INTO {table} (hour, {', '.join((*key, *sums))}, folded)"
-        f" SELECT *, TRUE FROM ({_folded(table, 'gone')}) AS f"
-    )
-
-
-def fold_sqlite(table: str) -> list[str]:
-    """Statements for one transaction (one process writes a SQLite file: nothing comes between)."""
-    key, sums = ROLLUPS[table]
-    return [
-        f"CREATE TEMP TABLE fold_hours AS {_dirty(table)}",
-        f"CREATE TEMP TABLE fold_sums AS"
-        f" {_folded(table, f'{table} WHERE hour IN (SELECT hour FROM fold_hours)')}",
-        f"DELETE FROM {table} WHERE hour IN (SELECT hour FROM fold_hours)",
-        f"INSERT INTO {table} (hour, {', '.join((*key, *sums))}, folded) SELECT *, 1 FROM fold_sums",
-        "DROP TABLE fold_hours",
-        "DROP TABLE fold_sums",
-    ]
+    columns = ", ".join((*key, *sums))
+    listed = d.in_list.format("hour")
+    hours_param: Any = hours if d.name == "postgres" else orjson.dumps(hours).decode()
+    if d.name == "postgres":  # one statement: what it deletes is exactly what it sums (rows other
+        # writers commit meanwhile stay unfolded for the next pass)
+        statements = [
+            (
+                f"WITH gone AS (DELETE FROM {table} WHERE {listed} RETURNING *)"
+                f" INSERT INTO {table} (hour, {columns}, folded)"
+                f" SELECT *, TRUE FROM ({_folded(table, 'gone')}) AS f",
+                [hours_param],
+            )
+        ]
+    else:  # one process writes a SQLite file: nothing comes between the statements
+        statements = [
+            (f"CREATE TEMP TABLE fold_sums AS {_folded(table, f'{table} WHERE {listed}')}", [hours_param]),
+            (f"DELETE FROM {table} WHERE {listed}", [hours_param]),
+            (f"INSERT INTO {table} (hour, {columns}, folded) SELECT *, 1 FROM fold_sums", []),
+            ("DROP TABLE fold_sums", []),
+        ]
+    for day in sorted({h[:10] for h in hours}):
+        statements += [
+            (f"DELETE FROM {table}_daily WHERE day = ?", [day]),
+            (
+                f"INSERT INTO {table}_daily (day, {columns}) SELECT CAST(? AS TEXT), {', '.join(key)},"
+                f" {', '.join(f'SUM({s})' for s in sums)} FROM {table} WHERE hour > ? AND hour < ? AND folded"
+                f" GROUP BY {', '.join(key)}",
+                [day, day, f"{day}U"],  # the day's hours: "YYYY-MM-DDTHH" sorts between the two
+            ),
+        ]
+    return statements
 
 
 def subtract(runs: str, attempts: str) -> list[str]:

@@ -24,12 +24,12 @@ START = 1_780_000_000.0 - 1_780_000_000.0 % HOUR  # on an hour: windows below cu
 ERRORS = [None, None, None, "rate_limited", "server_error", "proxy_error"]
 
 
-def calls(seed: int, n: int) -> list[tuple[RunRow, StepRow, list[AttemptRow]]]:
-    """`n` runs over six hours, their latencies spread over four orders of magnitude."""
+def calls(seed: int, n: int, hours: float = 6) -> list[tuple[RunRow, StepRow, list[AttemptRow]]]:
+    """`n` runs over `hours`, their latencies spread over four orders of magnitude."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        started = START + rng.uniform(0, 6 * HOUR)
+        started = START + rng.uniform(0, hours * HOUR)
         run_id = f"run_{seed}_{i:05d}"
         error = rng.choice(ERRORS)
         run = RunRow(
@@ -144,6 +144,17 @@ async def assert_folded(store: Store) -> None:
         assert twice["n"] == 0, table
         (loose,) = await fetch(f"SELECT COUNT(*) AS n FROM {table} WHERE NOT folded OR {sums[0]} = 0", [])
         assert loose["n"] == 0, table
+        sums = ", ".join(f"SUM({s}) AS {s}" for s in sums)
+        by_day = ", ".join(("substr(hour, 1, 10)", *key))
+        hourly = await fetch(f"SELECT {by_day}, {sums} FROM {table} GROUP BY {by_day}", [])
+        daily = await fetch(
+            f"SELECT day, {', '.join(key)}, {sums} FROM {table}_daily GROUP BY day, {', '.join(key)}", []
+        )
+        assert sorted(map(_row, hourly)) == sorted(map(_row, daily)), table
+
+
+def _row(row: Any) -> tuple[str, ...]:
+    return tuple(repr(round(v, 9) if isinstance(v, float) else v) for v in dict(row).values())
 
 
 async def test_rollups_agree_with_the_rows_through_updates_deletes_and_folding(store: Store) -> None:
@@ -165,6 +176,32 @@ async def test_rollups_agree_with_the_rows_through_updates_deletes_and_folding(s
         assert_agree(*await both_ways(store, since, until), whole_hours=until - since >= HOUR)
     everything = (await both_ways(store, *WINDOWS[0]))[1]
     assert everything["runs"]["total"] == 480
+
+
+async def test_whole_days_come_from_the_daily_rollups_and_their_unfolded_rows(store: Store) -> None:
+    recorded = calls(5, 900, hours=24 * 4)  # four days and a bit, from 20:00
+    await store.write([row for run, step, attempts in recorded for row in (run, step, *attempts)])
+    await store.fold_rollups()
+    await store.fold_rollups()  # over 48 hours: two passes
+    await assert_folded(store)
+    windows = [
+        (START - HOUR, START + 5 * 24 * HOUR),  # three whole days and hours around them
+        (START + 4 * HOUR, START + 52 * HOUR),  # exactly two whole days
+        (START + 4.5 * HOUR + 0.5, START + 75.25 * HOUR),  # partial hours at both ends too
+    ]
+    for since, until in windows:
+        assert_agree(*await both_ways(store, since, until))
+    # rows changed after the last fold count at once: the daily rows plus the day's new deltas
+    changed = [replace(run, status="interrupted", input_tokens=1) for run, _, _ in recorded[100:160]]
+    await store.write(changed)
+    await store.delete_runs([run.id for run, _, _ in recorded[200:230]])
+    for since, until in windows:
+        assert_agree(*await both_ways(store, since, until))
+    for _ in range(3):  # 48 hours a pass
+        await store.fold_rollups()
+    await assert_folded(store)
+    for since, until in windows:
+        assert_agree(*await both_ways(store, since, until))
 
 
 async def test_folding_twice_changes_nothing_and_an_emptied_hour_leaves_no_rows(store: Store) -> None:
@@ -204,6 +241,7 @@ async def test_a_database_recorded_before_the_rollups_and_partitions_is_migrated
     try:
         for since, until in WINDOWS[:3]:
             assert_agree(*await both_ways(store, since, until))
+        await assert_folded(store)
         run = recorded[0][0]
         detail = await store.get_run(run.id)
         assert detail is not None and detail["attempt_count"] == run.attempt_count
