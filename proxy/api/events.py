@@ -85,11 +85,11 @@ class EventHub:
             shape = SHAPES.get(type(row))
             if shape is None:
                 continue
-            name, to_dict = shape
             if isinstance(row, RunRow):
                 self._remember(row.id, row.conversation_id, row.kind)
             run_id = row.id if isinstance(row, RunRow) else row.run_id  # type: ignore[attr-defined]
-            self._publish(name, run_id, to_dict(row_mapping(row)))
+            # the row as it is (never changed once submitted): shaped only if a client reads it
+            self._publish(shape[0], run_id, row)
 
     def deleted(self, run_ids: list[str]) -> None:
         gone = set(run_ids)
