@@ -17,8 +17,10 @@ class Capture:
     """Bounded copy of a response body, fed to the API's parser as it arrives.
 
     A compressed body is decoded within the bounds of `BodyDecoder`: at most a few times the
-    capture limit (64 MiB at least) in all, and in pieces whose parsing is timed too. Past them
-    the parser is given nothing more and the attempt records why; the client gets every byte.
+    capture limit (64 MiB at least) in all, and in pieces whose parsing is timed too; a whole
+    (non-streamed) body only a byte past what its parser reads, since nothing past that is
+    recorded. Past them the parser is given nothing more and the attempt records why; the client
+    gets every byte.
     """
 
     __slots__ = (
@@ -38,7 +40,11 @@ class Capture:
     def __init__(self, parser: ResponseParser, encoding: str, limit: int) -> None:
         self._parser = parser
         self.encoding = encoding
-        budget = max(RESPONSE_BUDGET, 4 * limit)
+        whole = getattr(parser, "body_limit", None)
+        # a whole body past its parser's limit is recorded as too large, however much more it
+        # decodes to: a byte past the limit says so, and decoding the rest (a bomb's gigabyte)
+        # would be CPU spent on the proxy's loop for nothing
+        budget = whole + 1 if isinstance(whole, int) else max(RESPONSE_BUDGET, 4 * limit)
         self._decoder = BodyDecoder(encoding, budget) if encoding and decodable(encoding) else None
         self.limit = limit
         self._chunks: list[bytes] = []

@@ -314,3 +314,24 @@ def test_one_chunk_of_slow_content_stops_recording_with_the_reason_and_passes_as
     assert capture.fault is not None and capture.fault.startswith("the br response ")
     assert capture.fault.endswith("recording stopped there, the stream passed untouched")
     assert capture.size == len(body) + 4 and capture.truncated
+
+
+def test_a_compressed_whole_body_is_decoded_only_a_byte_past_what_its_parser_reads() -> None:
+    from addons.capture import Capture
+    from addons.providers.registry import find_api
+
+    api = find_api("POST", "/v1/chat/completions")
+    assert api is not None
+    body = gzip.compress(b" " * (256 * MB), compresslevel=1)
+    parser = api.response_parser(
+        Call("POST", "h", "/v1/chat/completions", capture_limit=MB), "application/json", 200
+    )
+    capture = Capture(parser, "gzip", MB)
+    chunks = [body[i : i + CHUNK] for i in range(0, len(body), CHUNK)]
+    assert all(capture.tap(c) is c for c in chunks)  # every byte passes, as it came
+    response = capture.result()
+    assert capture.size == len(body) and capture.truncated and capture.stopped
+    assert capture.fault == (
+        f"the gzip response decoded past {MB + 1} bytes: recording stopped there, the stream passed untouched"
+    )
+    assert response.warnings == [f"body of more than {MB} bytes exceeds the capture limit"]
