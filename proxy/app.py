@@ -8,13 +8,14 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from addons.pipeline import Pipeline
 from addons.recorder import Recorder
 from addons.redact import Redactor, install_log_redaction
-from proxy import otlp, preflight
+from proxy import preflight
 from proxy.api import ApiContext, make_app
 from proxy.api.events import EventHub
 from proxy.ca import publish_ca
@@ -28,6 +29,9 @@ from storage.records import now
 from storage.retention import end_previous_runs, run_retention, run_sweep
 from storage.spool import Spool
 from storage.writer import Writer
+
+if TYPE_CHECKING:
+    from proxy import otlp
 
 log = logging.getLogger("chatdebug")
 
@@ -79,7 +83,11 @@ class Sidecar:
         self.writer.listeners += [self.hub.committed, metrics.committed]
         # a shared store: what the other replicas record reaches this one's event subscribers too
         self.store.watch(self.hub.committed, self._deleted_elsewhere)
-        self.traces = otlp.attach(settings, self.store, self.writer, metrics)
+        if settings.exports_traces:
+            # imported only then: the OpenTelemetry SDK and its exporter cost memory for good
+            from proxy import otlp
+
+            self.traces = otlp.attach(settings, self.store, self.writer, metrics)
         self.writer.start()
         self.pipeline.start()
         recorder = Recorder(
