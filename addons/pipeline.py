@@ -133,6 +133,8 @@ class Pipeline:
                     found = await self._lookup(read.request) if read.request is not None else None
                     self._begin(exchange, read, found)
                 else:
+                    if exchange.capture is not None:  # what the tap kept undecoded, decoded off the loop
+                        await exchange.capture.settle()
                     self._finish(exchange)
             except Exception as e:
                 self.counters.failed += 1

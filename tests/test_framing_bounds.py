@@ -335,3 +335,23 @@ def test_a_compressed_whole_body_is_decoded_only_a_byte_past_what_its_parser_rea
         f"the gzip response decoded past {MB + 1} bytes: recording stopped there, the stream passed untouched"
     )
     assert response.warnings == [f"body of more than {MB} bytes exceeds the capture limit"]
+
+
+async def test_a_compressed_whole_body_is_kept_as_it_came_and_decoded_after_the_response() -> None:
+    from addons.capture import Capture
+    from addons.providers.registry import find_api
+
+    api = find_api("POST", "/v1/chat/completions")
+    assert api is not None
+    body = wire.openai_completion("decoded later", usage=wire.openai_usage(5, 2))
+    packed = gzip.compress(body)
+    parser = api.response_parser(Call("POST", "h", "/v1/chat/completions"), "application/json", 200)
+    capture = Capture(parser, "gzip", MB)
+    for i in range(0, len(packed), 7):
+        capture.tap(packed[i : i + 7])
+    assert capture.kept == 0  # the tap only kept the bytes as they came
+    await capture.settle()
+    assert capture.body == body
+    response = capture.result()
+    assert (capture.fault, capture.truncated) == (None, False)
+    assert [p.text for p in response.content] == ["decoded later"]  # type: ignore[union-attr]
