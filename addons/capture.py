@@ -6,25 +6,46 @@ guard that callable (an exception there silently drops the chunk), so the tap ne
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from addons.decoding import CHUNK_SECONDS, RESPONSE_BUDGET, BodyDecoder, decodable
+from addons.decoding import CHUNK_SECONDS, RESPONSE_BUDGET, STEP, BodyDecoder, decodable
 from addons.normalized import Response
 from addons.providers.base import ResponseParser
+
+
+@functools.cache
+def _decoding_thread() -> ThreadPoolExecutor:
+    """One thread for every flow's deferred decoding: zlib, brotli and zstd release the GIL while
+    they work, so it runs beside the proxy's loop, and never on more than one core."""
+    return ThreadPoolExecutor(1, thread_name_prefix="chatdebug-decoding")
 
 
 class Capture:
     """Bounded copy of a response body, fed to the API's parser as it arrives.
 
     A compressed body is decoded within the bounds of `BodyDecoder`: at most a few times the
-    capture limit (64 MiB at least) in all, and in pieces whose parsing is timed too. Past them
-    the parser is given nothing more and the attempt records why; the client gets every byte.
+    capture limit (64 MiB at least) in all, and in pieces whose parsing is timed too; a whole
+    (non-streamed) body only a byte past what its parser reads, since nothing past that is
+    recorded. Past them the parser is given nothing more and the attempt records why; the client
+    gets every byte.
+
+    A compressed whole body is not decoded in the tap at all: its parser reads it only at the end,
+    so the tap keeps the bytes as they came (a bounded copy) and `settle` decodes them after the
+    response, on the decoding thread. The stream is not held up by decoding, and the proxy's loop
+    does none of it.
     """
 
     __slots__ = (
         "_chunks",
         "_decoder",
         "_parser",
+        "_wire",
+        "_wire_bound",
+        "_wire_cut",
+        "_wire_kept",
         "encoding",
         "fault",
         "first_byte_at",
@@ -38,8 +59,18 @@ class Capture:
     def __init__(self, parser: ResponseParser, encoding: str, limit: int) -> None:
         self._parser = parser
         self.encoding = encoding
-        budget = max(RESPONSE_BUDGET, 4 * limit)
+        whole = getattr(parser, "body_limit", None)
+        # a whole body past its parser's limit is recorded as too large, however much more it
+        # decodes to: a byte past the limit says so, and decoding the rest (a bomb's gigabyte)
+        # would be CPU spent for nothing
+        budget = whole + 1 if isinstance(whole, int) else max(RESPONSE_BUDGET, 4 * limit)
         self._decoder = BodyDecoder(encoding, budget) if encoding and decodable(encoding) else None
+        # the wire bytes of a compressed whole body, decoded by `settle`: as many as can decode
+        # to its budget (a valid coding's overhead is far below an eighth plus a step)
+        self._wire: list[bytes] | None = [] if self._decoder is not None and isinstance(whole, int) else None
+        self._wire_bound = budget + budget // 8 + STEP
+        self._wire_kept = 0
+        self._wire_cut = False
         self.limit = limit
         self._chunks: list[bytes] = []
         self.kept = 0
@@ -61,12 +92,27 @@ class Capture:
         if self.first_byte_at is None:
             self.first_byte_at = time.time()
         self.size += len(data)
-        decoder = self._decoder
-        if decoder is None:
+        if self._decoder is None:
             self._use(data)
+        elif self._wire is not None:
+            self._keep_wire(data)
+        elif not self.stopped:
+            self._decode(data)
+
+    def _keep_wire(self, data: bytes) -> None:
+        assert self._wire is not None
+        room = self._wire_bound - self._wire_kept
+        if room <= 0:
+            self._wire_cut = True
             return
-        if self.stopped:
-            return
+        piece = data[:room]
+        self._wire.append(piece)
+        self._wire_kept += len(piece)
+        self._wire_cut = len(piece) < len(data)
+
+    def _decode(self, data: bytes) -> None:
+        decoder = self._decoder
+        assert decoder is not None
         deadline = time.thread_time() + CHUNK_SECONDS
         for piece in decoder.feed(data):
             if time.thread_time() > deadline:  # and there is more: one piece is always taken
@@ -79,6 +125,25 @@ class Capture:
                 f"the {decoder.encoding} response {decoder.stopped}: "
                 "recording stopped there, the stream passed untouched"
             )
+
+    async def settle(self) -> None:
+        """Decode what the tap kept as it came, on the decoding thread; call once the response
+        has ended (no more taps). `result` does it inline for a capture never settled."""
+        if self._wire is not None:
+            await asyncio.get_running_loop().run_in_executor(_decoding_thread(), self._decode_wire)
+
+    def _decode_wire(self) -> None:
+        wire, self._wire = self._wire, None
+        if wire is None:
+            return
+        for data in wire:  # chunk by chunk, as it came: the per-chunk bounds hold as in the tap
+            if self.stopped:
+                break
+            self._decode(data)
+        decoder = self._decoder
+        if self._wire_cut and decoder is not None and decoder.stopped is None:  # an invalid coding
+            decoder.stop(f"was over {self._wire_bound} bytes on the wire without decoding past its budget")
+            self._decode(b"")
 
     def _use(self, data: bytes) -> None:
         if self.kept < self.limit:
@@ -95,6 +160,7 @@ class Capture:
         return b"".join(self._chunks)
 
     def result(self) -> Response:
+        self._decode_wire()
         response = self._parser.finish()
         self.fault = self.fault or getattr(self._parser, "fault", None)  # input the parser skipped
         if self.stopped:

@@ -133,6 +133,8 @@ class Pipeline:
                     found = await self._lookup(read.request) if read.request is not None else None
                     self._begin(exchange, read, found)
                 else:
+                    if exchange.capture is not None:  # what the tap kept undecoded, decoded off the loop
+                        await exchange.capture.settle()
                     self._finish(exchange)
             except Exception as e:
                 self.counters.failed += 1
@@ -275,8 +277,8 @@ class Pipeline:
             attempt.response_bytes = capture.size
             if capture.first_byte_at is not None:
                 attempt.ttfb_ms = round((capture.first_byte_at - ex.started_at) * 1000, 3)
-            text = capture.body.decode("utf-8", "replace") if is_text(capture.body) else binary(capture.body)
-            body.response_body = text
+            kept = capture.body  # joined once: it is up to the capture limit (1 MiB) long
+            body.response_body = kept.decode("utf-8", "replace") if is_text(kept) else binary(kept)
             body.response_truncated = capture.truncated
         response_dump = _dump(response) if response is not None else None
         self.tracker.end(ex.flow_id, outcome, response, response_dump, finished)

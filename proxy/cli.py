@@ -7,26 +7,18 @@ import asyncio
 import logging
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from proxy import terminal
+from proxy import VERSION
 from proxy.app import serve
 from proxy.flags import add_arguments, flag_and_env, unknown_env
 from proxy.preflight import StartupError
 from proxy.settings import Settings
 
 BAD_SETTING = 2
-
-
-def _version() -> str:
-    try:
-        return version("chatdebug-proxy")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,7 +28,7 @@ def parser() -> argparse.ArgumentParser:
         "Every flag has an environment variable; flags win.",
     )
     p.add_argument("command", nargs="?", default="run", choices=["run"], help="run the sidecar (default)")
-    p.add_argument("--version", action="version", version=f"chatdebug {_version()}")
+    p.add_argument("--version", action="version", version=f"chatdebug {VERSION}")
     add_arguments(p)
     return p
 
@@ -73,9 +65,13 @@ def check_environment() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # the commands for people at a terminal (runs, show, tail, export) live in proxy.terminal
-    if argv and argv[0] in terminal.COMMANDS:
-        return terminal.main(argv)
+    # the commands for people at a terminal (runs, show, tail, export) live in proxy.terminal,
+    # imported only for them: its rich and readers would stay in the sidecar's memory for good
+    if argv and not argv[0].startswith("-") and argv[0] != "run":
+        from proxy import terminal
+
+        if argv[0] in terminal.COMMANDS:
+            return terminal.main(argv)
     parsed = parser().parse_args(argv)  # --help, --version exit here
     if problem := check_environment():
         print(problem, file=sys.stderr)

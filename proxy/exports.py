@@ -20,10 +20,10 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from proxy import VERSION
 from proxy.api import models as m
-from proxy.run_trace import VERSION, ns, otlp_json, run_spans
 from storage.base import RunFilter, Store
-from storage.records import timestamp
+from storage.records import ns, timestamp
 
 Format = Literal["json", "har", "otlp-json"]
 GENERATOR = f"chatdebug-proxy {VERSION}"
@@ -77,6 +77,9 @@ def document(run: Mapping[str, Any], fmt: Format, *, content: bool = True) -> di
     if fmt == "har":
         return har([run])
     if fmt == "otlp-json":
+        # imported here: the OpenTelemetry SDK and protobuf cost ~5 MiB the proxy keeps for good
+        from proxy.run_trace import otlp_json, run_spans
+
         return otlp_json(run_spans(run, content=content))
     export = m.Export(exported_at=timestamp(time.time()), generator=GENERATOR, run=run)  # type: ignore[arg-type]
     return export.model_dump(mode="json", by_alias=True)

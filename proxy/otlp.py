@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -236,12 +235,10 @@ def _attempts(run: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def attach(settings: Settings, store: Store, writer: Writer, metrics: Metrics) -> RunExporter | None:
     """Export finished runs when an endpoint is set (`--otlp-endpoint`, or the standard
     OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, whose headers, timeout and TLS variables the SDK reads)."""
-    if settings.otlp_endpoint:
-        url: str | None = traces_url(settings.otlp_endpoint)
-    elif any(os.environ.get(f"OTEL_EXPORTER_OTLP_{s}ENDPOINT") for s in ("TRACES_", "")):
-        url = None  # the SDK resolves it, appending /v1/traces to the generic one
-    else:
+    if not settings.exports_traces:
         return None
+    # None: the SDK resolves the standard variable, appending /v1/traces to the generic one
+    url = traces_url(settings.otlp_endpoint) if settings.otlp_endpoint else None
     exporter = RunExporter(
         store,
         OTLPSpanExporter(endpoint=url),

@@ -18,8 +18,6 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,17 +29,14 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from proxy import VERSION
 from proxy import genai_semconv as sc
+from storage.records import ns
 
-try:
-    VERSION = version("chatdebug-proxy")
-except PackageNotFoundError:  # run from a source tree that was never installed
-    VERSION = "unknown"
 SCOPE = InstrumentationScope("chatdebug-proxy", VERSION)
 FINAL = ("completed", "error", "interrupted")
 TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 Attributes = dict[str, Any]
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def resource() -> Resource:
@@ -84,14 +79,6 @@ def caller_context(run: Mapping[str, Any]) -> SpanContext | None:
                 return None
             return SpanContext(int(match[1], 16), int(match[2], 16), True, TraceFlags(int(match[3], 16)))
     return None
-
-
-def ns(stamp: str | None) -> int | None:
-    """RFC 3339 (as the store writes it) to Unix nanoseconds."""
-    if not stamp:
-        return None
-    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return (moment - EPOCH) // timedelta(microseconds=1) * 1_000  # exact: no float rounding
 
 
 def _id(bits: int, *parts: str) -> int:

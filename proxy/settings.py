@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -309,6 +308,10 @@ class Settings(BaseSettings):
     @classmethod
     def _database(cls, value: str) -> str:
         if is_postgres(value):
+            # imported here: psycopg costs ~10 MiB of memory that a SQLite sidecar never needs
+            import psycopg
+            from psycopg.conninfo import conninfo_to_dict
+
             try:
                 conninfo_to_dict(value)
             except psycopg.ProgrammingError as e:
@@ -347,6 +350,14 @@ class Settings(BaseSettings):
         if self.proxy_addr[0] == self.api_addr[0] and self.api_addr[1] in ports and self.api_addr[1]:
             raise ValueError(f"api_addr: port {self.api_addr[1]} is already used by the proxy")
         return self
+
+    @property
+    def exports_traces(self) -> bool:
+        """An OTLP endpoint is set: ours (`--otlp-endpoint`), or the standard
+        OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT the SDK reads."""
+        if self.otlp_endpoint:
+            return True
+        return any(os.environ.get(f"OTEL_EXPORTER_OTLP_{s}ENDPOINT") for s in ("TRACES_", ""))
 
     @property
     def postgres(self) -> bool:

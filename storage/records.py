@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, ClassVar
 
@@ -23,6 +23,17 @@ def new_id(prefix: str) -> str:
 def timestamp(epoch: float) -> str:
     """RFC 3339 in UTC with milliseconds, e.g. 2026-11-26T13:50:52.123Z (sorts as text)."""
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ns(stamp: str | None) -> int | None:
+    """A `timestamp` (RFC 3339, as the store writes it) to Unix nanoseconds."""
+    if not stamp:
+        return None
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (moment - _EPOCH) // timedelta(microseconds=1) * 1_000  # exact: no float rounding
 
 
 def valid_text(value: Any) -> Any:

@@ -314,3 +314,44 @@ def test_one_chunk_of_slow_content_stops_recording_with_the_reason_and_passes_as
     assert capture.fault is not None and capture.fault.startswith("the br response ")
     assert capture.fault.endswith("recording stopped there, the stream passed untouched")
     assert capture.size == len(body) + 4 and capture.truncated
+
+
+def test_a_compressed_whole_body_is_decoded_only_a_byte_past_what_its_parser_reads() -> None:
+    from addons.capture import Capture
+    from addons.providers.registry import find_api
+
+    api = find_api("POST", "/v1/chat/completions")
+    assert api is not None
+    body = gzip.compress(b" " * (256 * MB), compresslevel=1)
+    parser = api.response_parser(
+        Call("POST", "h", "/v1/chat/completions", capture_limit=MB), "application/json", 200
+    )
+    capture = Capture(parser, "gzip", MB)
+    chunks = [body[i : i + CHUNK] for i in range(0, len(body), CHUNK)]
+    assert all(capture.tap(c) is c for c in chunks)  # every byte passes, as it came
+    response = capture.result()
+    assert capture.size == len(body) and capture.truncated and capture.stopped
+    assert capture.fault == (
+        f"the gzip response decoded past {MB + 1} bytes: recording stopped there, the stream passed untouched"
+    )
+    assert response.warnings == [f"body of more than {MB} bytes exceeds the capture limit"]
+
+
+async def test_a_compressed_whole_body_is_kept_as_it_came_and_decoded_after_the_response() -> None:
+    from addons.capture import Capture
+    from addons.providers.registry import find_api
+
+    api = find_api("POST", "/v1/chat/completions")
+    assert api is not None
+    body = wire.openai_completion("decoded later", usage=wire.openai_usage(5, 2))
+    packed = gzip.compress(body)
+    parser = api.response_parser(Call("POST", "h", "/v1/chat/completions"), "application/json", 200)
+    capture = Capture(parser, "gzip", MB)
+    for i in range(0, len(packed), 7):
+        capture.tap(packed[i : i + 7])
+    assert capture.kept == 0  # the tap only kept the bytes as they came
+    await capture.settle()
+    assert capture.body == body
+    response = capture.result()
+    assert (capture.fault, capture.truncated) == (None, False)
+    assert [p.text for p in response.content] == ["decoded later"]  # type: ignore[union-attr]

@@ -410,23 +410,28 @@ def stream_error(message: str, etype: str | None = None, code: Any = None) -> Er
 
 
 class JsonBodyParser:
-    """Buffers a whole JSON body (bounded) and hands it to `parse` at the end."""
+    """Buffers a whole JSON body (bounded) and hands it to `parse` at the end.
+
+    `body_limit` is public: past it the body is not parsed, so a compressed body need not be
+    decoded further than a byte beyond it (what `Capture` does)."""
 
     def __init__(self, parse: Callable[[Any], Response], status: int, limit: int) -> None:
         self._parse = parse
         self._status = status
-        self._limit = limit
+        self.body_limit = limit
         self._chunks: list[bytes] = []
         self._size = 0
 
     def feed(self, data: bytes) -> None:
         self._size += len(data)
-        if self._size <= self._limit:
+        if self._size <= self.body_limit:
             self._chunks.append(data)
 
     def finish(self) -> Response:
-        if self._size > self._limit:
-            return Response(warnings=[f"body of {self._size} bytes exceeds the capture limit"])
+        if self._size > self.body_limit:
+            # "more than": a compressed body is decoded no further than this (its wire size is
+            # the attempt's response_bytes)
+            return Response(warnings=[f"body of more than {self.body_limit} bytes exceeds the capture limit"])
         raw = b"".join(self._chunks)
         if self._status >= 400:
             try:

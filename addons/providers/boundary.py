@@ -47,6 +47,9 @@ class GuardedParser:
     def __init__(self, parser: ResponseParser) -> None:
         self.parser = parser
         self.fault: str | None = None  # the first input the parser could not read
+        # a parser of whole bodies reads this many bytes at most (None: it reads all it is given)
+        limit = getattr(parser, "body_limit", None)
+        self.body_limit: int | None = limit if isinstance(limit, int) else None
 
     def feed(self, data: bytes) -> None:
         try:

@@ -165,7 +165,8 @@ class _Reply:
             r.error = error_from_body(obj, status) if status >= 400 else stream_error(str(obj["error"]))
             r.finish_reason = "error"
             return
-        r.model = r.model or obj.get("model")
+        if not r.model:  # set once: a pydantic attribute set costs a microsecond per line
+            r.model = obj.get("model")
         message = obj.get("message") if isinstance(obj.get("message"), dict) else obj  # chat or generate
         for key, buffer in (("content", self.text), ("response", self.text), ("thinking", self.thinking)):
             if isinstance(message.get(key), str):

@@ -359,8 +359,11 @@ class ChatStream:
             r.error = _body_error(chunk)
             r.finish_reason = "error"
             return
-        r.id = r.id or chunk.get("id")
-        r.model = r.model or chunk.get("model")
+        # set once: a pydantic attribute set costs a microsecond, and a stream has hundreds of events
+        if not r.id:
+            r.id = chunk.get("id")
+        if not r.model:
+            r.model = chunk.get("model")
         if chunk.get("usage"):
             r.usage = parse_usage(chunk["usage"])
         for choice in chunk.get("choices") or []:
