@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -61,4 +63,40 @@ class Pane:
         raise TimeoutError(f"{text!r} never appeared in pane {self.name}:\n{screen}")
 
     def close(self) -> None:
+        """End the app and everything it started: a Node app that relaunched itself survives the
+        session's hangup, orphaned, unless its processes are ended too."""
+        pid = self._tmux("display-message", "-p", "-t", self.name, "#{pane_pid}", check=False).strip()
+        tree = _descendants(int(pid)) if pid.isdigit() else []
         self._tmux("kill-session", "-t", self.name, check=False)
+        for signal_ in (signal.SIGTERM, signal.SIGKILL):
+            alive = [p for p in tree if _signal(p, signal_)]
+            if not alive:
+                return
+            time.sleep(0.5)
+
+
+def _descendants(root: int) -> list[int]:
+    """`root` and every process under it (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" ", 1)
+            parent = int(rest.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(pid))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def _signal(pid: int, signal_: signal.Signals) -> bool:
+    """Send it; False once the process is gone."""
+    try:
+        os.kill(pid, signal_)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
