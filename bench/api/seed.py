@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import addons.tracker as tracker_module
 from addons.tracker import Tracker
 from bench.api.calls import RunCalls
 from bench.api.traffic import ABSENT_TOPIC, RARE_TOPIC, TOPICS, RunPlan, Texts, plan_runs
@@ -130,11 +131,17 @@ class Fanout:
 
 
 class Clock:
-    def __init__(self) -> None:
+    def __init__(self, rng: random.Random | None = None) -> None:
         self.now = 0.0
+        self._rng = rng or random.Random(0)
 
     def __call__(self) -> float:
         return self.now
+
+    def new_id(self, prefix: str) -> str:
+        """`records.new_id` at the seed's time: ids carry the moment of the month they were made,
+        as they would have (PostgreSQL partitions a run's rows by the day in its id)."""
+        return f"{prefix}{int(self.now * 1000):012x}{self._rng.getrandbits(80):020x}"
 
 
 # ---- where a database's seed is described, for --reuse ------------------------------------------
@@ -218,7 +225,8 @@ async def seed(urls: list[str], attempts: int, seed_value: int, end: float) -> d
     plans, conversations = plan_runs(attempts, rng, texts, end)
     observer = Observer(random.Random(seed_value + 2))
     fanout = Fanout(writers, observer)
-    clock = Clock()
+    clock = Clock(random.Random(seed_value + 3))
+    tracker_module.new_id = clock.new_id  # this process seeds: its ids are the seed's
     tracker = Tracker(fanout, clock=clock)
     calls = RunCalls(tracker, fanout, rng, texts, conversations)
     last_tick = last_fold = -TICK
