@@ -134,5 +134,7 @@ async def run_sweep(writer: Writer, stale_after: float, every: float = 60.0) -> 
 
 
 async def run_folding(writer: Writer, every: float = 60.0) -> None:
-    """Keep the `/stats` rollups a few rows per hour and key."""
+    """Keep the `/stats` rollups a few rows per hour and key (from a period after start: a
+    starting process has nothing of its own to fold, and readers find unfolded rows anyway)."""
+    await asyncio.sleep(every)
     await periodically("rollup folding", lambda: fold_once(writer), every)

@@ -93,7 +93,7 @@ def test_planted_secrets_reach_neither_spool_nor_database_nor_api_nor_log(
     )  # fmt: skip
     verify = ssl.create_default_context(cafile=str(sidecar.ca_file))
     spool = sidecar.workdir / "chatdebug.db.spool"
-    blocker = sqlite3.connect(sidecar.db_path, isolation_level=None, timeout=0)
+    blocker = sqlite3.connect(sidecar.db_path, isolation_level=None, timeout=5)  # past a start-up write
     blocker.execute("BEGIN EXCLUSIVE")  # the rows go to the spool first, then to the database
     try:
         with httpx.Client(proxy=sidecar.proxy_url, verify=verify, timeout=20) as client:
