@@ -51,6 +51,7 @@ NOTIFY_BYTES = 7000  # a NOTIFY payload holds under 8000 bytes
 CONNECT_SECONDS = 5.0
 LOCK_SECONDS = 1.0  # a table or conversation another session holds fails fast: the writer spools
 STATEMENT_SECONDS = 30.0
+PARTITION_LOCK_SECONDS = 15  # a new day's partitions, once a day: see `_partitions`
 DELETED_MEMORY = 10_000
 _MIGRATE_LOCK = 0x63686174646267  # "chatdbg": one replica migrates at a time
 _LEADER_LOCK = _MIGRATE_LOCK + 1  # held by the replica that runs the periodic work
@@ -251,9 +252,13 @@ class PostgresStore(queries.Reads):
         days = {day_of(r.run_id) for r in rows if isinstance(r, StepRow | AttemptRow)}
         days |= {day_of(r.id) for r in rows if isinstance(r, RunRow)}
         if days:
-            await conn.execute(
-                "SELECT chatdebug_partition(d) FROM unnest(%s::integer[]) AS d", [sorted(days)]
-            )
+            async with conn.transaction():
+                # making one waits for a vacuum of the table its key refers to, which yields
+                # after a second: longer than the writes' lock timeout (the queue holds the rows)
+                await conn.execute(f"SET LOCAL lock_timeout = '{PARTITION_LOCK_SECONDS}s'")
+                await conn.execute(
+                    "SELECT chatdebug_partition(d) FROM unnest(%s::integer[]) AS d", [sorted(days)]
+                )
         bodies = {r.id for r in rows if isinstance(r, BodyRow)}
         found = {r.id: day_of(r.run_id) for r in rows if isinstance(r, AttemptRow) and r.id in bodies}
         if missing := bodies - found.keys():
