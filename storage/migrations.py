@@ -274,6 +274,7 @@ migration(
 # place, so replicas never wait on each other's rows; the leader folds deltas into one row per
 # key now and then (`storage/rollups.py`). Latencies are counted per logarithmic bucket (2 %
 # wide), so percentiles of a long window come from counts, not a sort.
+# (frozen here, not imported from `records`: a released migration never changes with the code)
 _USAGE = (
     "input_tokens",
     "output_tokens",
@@ -528,6 +529,9 @@ migration(
         IF to_regclass('attempt_bodies_d' || d) IS NOT NULL THEN
             RETURN;  -- made already: no lock on the tables
         END IF;
+        -- making one waits for any vacuum of the table its key refers to, which yields after a
+        -- second: longer than the writes' lock timeout (once a day; the writer's queue holds rows)
+        PERFORM set_config('lock_timeout', '15s', true);
         PERFORM pg_advisory_xact_lock(7161137266270867968);  -- one maker at a time
         FOREACH t IN ARRAY ARRAY['runs', 'steps', 'attempts', 'attempt_bodies'] LOOP
             EXECUTE format('CREATE TABLE IF NOT EXISTS %I PARTITION OF %I FOR VALUES FROM (%s) TO (%s)',

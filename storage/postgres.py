@@ -51,7 +51,6 @@ NOTIFY_BYTES = 7000  # a NOTIFY payload holds under 8000 bytes
 CONNECT_SECONDS = 5.0
 LOCK_SECONDS = 1.0  # a table or conversation another session holds fails fast: the writer spools
 STATEMENT_SECONDS = 30.0
-PARTITION_LOCK_SECONDS = 15  # a new day's partitions, once a day: see `_partitions`
 DELETED_MEMORY = 10_000
 _MIGRATE_LOCK = 0x63686174646267  # "chatdbg": one replica migrates at a time
 _LEADER_LOCK = _MIGRATE_LOCK + 1  # held by the replica that runs the periodic work
@@ -251,14 +250,10 @@ class PostgresStore(queries.Reads):
         returns the day of each body's attempt (an attempt of the batch, or a stored one)."""
         days = {day_of(r.run_id) for r in rows if isinstance(r, StepRow | AttemptRow)}
         days |= {day_of(r.id) for r in rows if isinstance(r, RunRow)}
-        if days:
-            async with conn.transaction():
-                # making one waits for a vacuum of the table its key refers to, which yields
-                # after a second: longer than the writes' lock timeout (the queue holds the rows)
-                await conn.execute(f"SET LOCAL lock_timeout = '{PARTITION_LOCK_SECONDS}s'")
-                await conn.execute(
-                    "SELECT chatdebug_partition(d) FROM unnest(%s::integer[]) AS d", [sorted(days)]
-                )
+        if days:  # (the function gives itself longer than the writes' lock timeout)
+            await conn.execute(
+                "SELECT chatdebug_partition(d) FROM unnest(%s::integer[]) AS d", [sorted(days)]
+            )
         bodies = {r.id for r in rows if isinstance(r, BodyRow)}
         found = {r.id: day_of(r.run_id) for r in rows if isinstance(r, AttemptRow) and r.id in bodies}
         if missing := bodies - found.keys():
@@ -272,9 +267,7 @@ class PostgresStore(queries.Reads):
         for row in rows:
             if row.table in ids:
                 ids[row.table].append(row.id)
-        await conn.execute(
-            "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", [CHANNEL, _payloads(self.replica, ids)]
-        )
+        await _announce(conn, self.replica, ids)
 
     async def interrupt_open(
         self, finished_at: str, updated_before: str | None = None, *, own: bool = True
@@ -353,8 +346,7 @@ class PostgresStore(queries.Reads):
                     await conn.execute("SELECT chatdebug_drop_day(%s)", [day])
                     await _refresh_conversations(conn, conversations, deleted=True)
                     ids = [r["id"] for r in found]
-                    for payload in _payloads(self.replica, {"deleted": ids}):
-                        await conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
+                    await _announce(conn, self.replica, {"deleted": ids})
                 self._forget(ids)
                 dropped += ids
         return dropped
@@ -370,8 +362,7 @@ class PostgresStore(queries.Reads):
             await conn.execute("DELETE FROM runs WHERE id = ANY(%s)", [[r["id"] for r in found]])
             await _refresh_conversations(conn, conversations, deleted=True)
             deleted = [r["id"] for r in found]
-            for payload in _payloads(self.replica, {"deleted": deleted}):
-                await conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
+            await _announce(conn, self.replica, {"deleted": deleted})
         self._forget(deleted)
         return deleted
 
@@ -544,6 +535,13 @@ async def _lock(conn: psycopg.AsyncConnection[Any], conversation_ids: set[str]) 
 
 def _lock_key(conversation_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(conversation_id.encode(), digest_size=8).digest(), signed=True)
+
+
+async def _announce(conn: psycopg.AsyncConnection[Any], replica: str, ids: dict[str, list[str]]) -> None:
+    """Tell the other replicas of `ids` (delivered when the transaction commits), in one statement."""
+    await conn.execute(
+        "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", [CHANNEL, _payloads(replica, ids)]
+    )
 
 
 def _payloads(replica: str, ids: dict[str, list[str]]) -> list[str]:

@@ -106,12 +106,32 @@ async def _summed(
     return _add(into, rows, key, sums)
 
 
+def _run_sums(sign: str = "") -> str:
+    """A group of runs' `RUN_SUMS`, each negated when `sign` is "-"."""
+    terms = (
+        "COUNT(*)",
+        "SUM(CASE WHEN error_class IS NULL THEN 0 ELSE 1 END)",
+        *(f"SUM({c})" for c in USAGE_FIELDS),
+        "SUM(cost_total)",
+        "COUNT(cost_total)",
+    )
+    return ", ".join(f"{sign}{t} AS {name}" for t, name in zip(terms, RUN_SUMS, strict=True))
+
+
+def _bucket_counts(metric: str, source: str, sign: str = "", grain: str = "") -> str:
+    """Attempts of `source` (a table and condition) counted per latency bucket of `metric`
+    (and per `grain`, an expression, when given)."""
+    by = f"{grain} AS g, " if grain else ""
+    return (
+        f"SELECT {'g, ' if grain else ''}'{metric}' AS metric, bucket, {sign}COUNT(*) AS n FROM"
+        f" (SELECT {by}{latency_bucket(metric)} AS bucket FROM {source} AND {metric} IS NOT NULL) AS b"
+        f" GROUP BY {'g, ' if grain else ''}bucket"
+    )
+
+
 async def _run_groups(fetch: Fetch, since: str, until: str, into: Groups) -> Groups:
-    usage = ", ".join(f"SUM({c}) AS {c}" for c in USAGE_FIELDS)
     rows = await fetch(
-        f"SELECT {', '.join(RUN_KEY)}, COUNT(*) AS runs,"
-        f" SUM(CASE WHEN error_class IS NULL THEN 0 ELSE 1 END) AS errors, {usage},"
-        " SUM(cost_total) AS cost, COUNT(cost_total) AS costed FROM runs"
+        f"SELECT {', '.join(RUN_KEY)}, {_run_sums()} FROM runs"
         f" WHERE started_at >= ? AND started_at < ? GROUP BY {', '.join(RUN_KEY)}",
         [since, until],
     )
@@ -128,14 +148,9 @@ async def _classes(fetch: Fetch, since: str, until: str, into: Groups) -> Groups
 
 
 async def _edge_buckets(fetch: Fetch, since: str, until: str, into: Groups) -> Groups:
+    window = "attempts WHERE started_at >= ? AND started_at < ?"
     rows = await fetch(
-        " UNION ALL ".join(
-            f"SELECT '{m}' AS metric, bucket, COUNT(*) AS n FROM"
-            f" (SELECT {latency_bucket(m)} AS bucket FROM attempts"
-            f" WHERE started_at >= ? AND started_at < ? AND {m} IS NOT NULL) AS b{i} GROUP BY bucket"
-            for i, m in enumerate(METRICS)
-        ),
-        [since, until] * len(METRICS),
+        " UNION ALL ".join(_bucket_counts(m, window) for m in METRICS), [since, until] * len(METRICS)
     )
     return _add(into, rows, ("metric", "bucket"), ("n",))
 
@@ -349,21 +364,16 @@ def fold(table: str, hours: list[str], d: Dialect) -> list[tuple[str, list[Any]]
 def subtract(runs: str, attempts: str) -> list[str]:
     """Statements taking out of the rollups the rows of `runs` and `attempts` (tables about to
     go without a trigger firing: a dropped partition)."""
-    usage = ", ".join(f"-SUM({c})" for c in USAGE_FIELDS)
     key = ", ".join(RUN_KEY)
-    statements = [
+    hour = "substr(started_at, 1, 13)"
+    return [
         f"INSERT INTO run_rollup (hour, {key}, {', '.join(RUN_SUMS)})"
-        f" SELECT substr(started_at, 1, 13) AS h, {key}, -COUNT(*),"
-        f" -SUM(CASE WHEN error_class IS NULL THEN 0 ELSE 1 END), {usage},"
-        f" -SUM(cost_total), -COUNT(cost_total) FROM {runs} GROUP BY h, {key}",
+        f" SELECT {hour} AS h, {key}, {_run_sums('-')} FROM {runs} GROUP BY h, {key}",
         "INSERT INTO attempt_rollup (hour, error_class, attempts)"
-        f" SELECT substr(started_at, 1, 13) AS h, error_class, -COUNT(*) FROM {attempts}"
-        " GROUP BY h, error_class",
+        f" SELECT {hour} AS h, error_class, -COUNT(*) FROM {attempts} GROUP BY h, error_class",
+        *(
+            f"INSERT INTO latency_rollup (hour, metric, bucket, n)"
+            f" {_bucket_counts(m, f'{attempts} WHERE TRUE', '-', hour)}"
+            for m in METRICS
+        ),
     ]
-    statements += [
-        f"INSERT INTO latency_rollup (hour, metric, bucket, n) SELECT h, '{m}', b, -COUNT(*) FROM"
-        f" (SELECT substr(started_at, 1, 13) AS h, {latency_bucket(m)} AS b FROM {attempts}"
-        f" WHERE {m} IS NOT NULL) AS l GROUP BY h, b"
-        for m in METRICS
-    ]
-    return statements
