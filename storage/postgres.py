@@ -33,7 +33,6 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -65,6 +64,14 @@ _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors
 # refused alone, not keep every later batch in the spool for good.
 _SERVER_STATES = ("08", "53", "57", "40", "55P03", "25006", "58", "XX")
 # a NUL escape in JSON text (not an escaped backslash before "u0000"): jsonb refuses it
+# a delete's rows, children first: no foreign key cascades (migration m011)
+_DELETE_RUNS = (
+    "DELETE FROM attempt_bodies b USING attempts a"
+    " WHERE a.run_id = ANY(%s) AND b.id = a.id AND b.day = a.day",
+    "DELETE FROM attempts WHERE run_id = ANY(%s)",
+    "DELETE FROM steps WHERE run_id = ANY(%s)",
+    "DELETE FROM runs WHERE id = ANY(%s)",
+)
 _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 RowsSeen = Callable[[list[Row]], None]
@@ -178,18 +185,13 @@ class PostgresStore(queries.Reads):
     async def _write(
         self, conn: psycopg.AsyncConnection[Any], rows: list[Row], days: dict[str, int]
     ) -> list[Row]:
-        """One batch inside its transaction; returns the rows left out (their run is gone)."""
+        """One batch inside its transaction; returns the rows left out (their run, step or
+        attempt is gone: deleted meanwhile, here or by another replica)."""
         moved = await self._lock_conversations(conn, rows)
-        gone: list[Row] = []
-        try:
-            async with conn.transaction():  # a savepoint: the batch again, without its orphans
-                await self._upsert(conn, rows, moved, days)
-        except errors.ForeignKeyViolation:
-            gone = await _orphans(conn, rows)
-            if not gone:
-                raise
+        if gone := await _orphans(conn, rows):
             left = {id(o) for o in gone}
-            await self._upsert(conn, [r for r in rows if id(r) not in left], moved, days)
+            rows = [r for r in rows if id(r) not in left]
+        await self._upsert(conn, rows, moved, days)
         await self._notify(conn, rows)
         return gone
 
@@ -359,7 +361,8 @@ class PostgresStore(queries.Reads):
             found = await cur.fetchall()
             conversations = {r["conversation_id"] for r in found if r["conversation_id"]}
             await _lock(conn, conversations)
-            await conn.execute("DELETE FROM runs WHERE id = ANY(%s)", [[r["id"] for r in found]])
+            for statement in _DELETE_RUNS:  # no foreign keys cascade (migration m011)
+                await conn.execute(statement, [[r["id"] for r in found]])
             await _refresh_conversations(conn, conversations, deleted=True)
             deleted = [r["id"] for r in found]
             await _announce(conn, self.replica, {"deleted": deleted})
@@ -515,9 +518,14 @@ async def _refresh_conversations(
 
 
 async def _orphans(conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> list[Row]:
-    """Rows whose run, step or attempt is neither in the batch nor stored (deleted meanwhile)."""
+    """Rows whose run, step or attempt is neither in the batch nor stored (deleted meanwhile):
+    the store has no foreign keys to refuse them (migration m011). A batch holds the parents of
+    nearly all its rows, so this rarely asks the server anything."""
+    wanted = sql.parents_to_look_up(rows)
+    if not any(wanted.values()):
+        return []
     stored: dict[str, set[str]] = {}
-    for table, ids in sql.parents_to_look_up(rows).items():
+    for table, ids in wanted.items():
         cur = await conn.execute(f"SELECT id FROM {table} WHERE id = ANY(%s)", [list(ids)])
         stored[table] = {r["id"] for r in await cur.fetchall()}
     return sql.orphans(rows, stored)

@@ -298,3 +298,31 @@ async def test_retention_drops_whole_idle_days_and_keeps_the_rollups_and_summari
     finally:
         await writer.close()
         await store.close()
+
+
+async def test_deletes_take_every_table_and_late_rows_of_a_deleted_run_are_left_out(postgres_url: str) -> None:
+    """No foreign key cascades or refuses (migration m011): the store does both itself, for its
+    own deletes and for another replica's it has not heard of."""
+    store = PostgresStore(postgres_url)
+    try:
+        one, two, three = make_run(1), make_run(2), make_run(4)  # run 2 failed twice: two attempts
+        await store.write([*one, *two, *three])
+        assert await store.delete_runs([one[0].id]) == [one[0].id]
+        with psycopg.connect(postgres_url, autocommit=True) as conn:  # another replica deletes run 2
+            conn.execute("DELETE FROM attempt_bodies WHERE id LIKE %s", [f"att_{two[0].id}%"])
+            conn.execute("DELETE FROM attempts WHERE run_id = %s", [two[0].id])
+            conn.execute("DELETE FROM steps WHERE run_id = %s", [two[0].id])
+            conn.execute("DELETE FROM runs WHERE id = %s", [two[0].id])
+        late = [dataclasses.replace(r, status="completed") if hasattr(r, "status") else r for r in two[1:]]
+        gone = await store.write([*late, *three])  # its step, attempts and bodies, not its run
+        assert sorted(r.id for r in gone) == sorted(r.id for r in late)
+        with psycopg.connect(postgres_url) as conn:
+            left = {
+                t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
+                for t in ("runs", "steps", "attempts", "attempt_bodies")
+            }
+        assert left == {"runs": 1, "steps": 1, "attempts": 1, "attempt_bodies": 1}  # run 4's alone
+        summaries = {c["id"]: c["run_count"] for c in await store.list_conversations(10, None)}
+        assert summaries.get("conv_1") is None and summaries["conv_0"] == 1
+    finally:
+        await store.close()
