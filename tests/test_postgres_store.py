@@ -300,7 +300,9 @@ async def test_retention_drops_whole_idle_days_and_keeps_the_rollups_and_summari
         await store.close()
 
 
-async def test_deletes_take_every_table_and_late_rows_of_a_deleted_run_are_left_out(postgres_url: str) -> None:
+async def test_deletes_take_every_table_and_late_rows_of_a_deleted_run_are_left_out(
+    postgres_url: str,
+) -> None:
     """No foreign key cascades or refuses (migration m011): the store does both itself, for its
     own deletes and for another replica's it has not heard of."""
     store = PostgresStore(postgres_url)
