@@ -42,6 +42,7 @@ class Capture:
         "_chunks",
         "_decoder",
         "_parser",
+        "_whole",
         "_wire",
         "_wire_bound",
         "_wire_cut",
@@ -64,10 +65,15 @@ class Capture:
         # decodes to: a byte past the limit says so, and decoding the rest (a bomb's gigabyte)
         # would be CPU spent for nothing
         budget = whole + 1 if isinstance(whole, int) else max(RESPONSE_BUDGET, 4 * limit)
-        self._decoder = BodyDecoder(encoding, budget) if encoding and decodable(encoding) else None
+        self._whole = isinstance(whole, int)
+        # a whole body is decoded after the response, off the event loop, to a byte past its
+        # parser's limit: no chunk's expansion needs a bound of its own (a stream's does)
+        self._decoder = (
+            BodyDecoder(encoding, budget, burst=not self._whole) if encoding and decodable(encoding) else None
+        )
         # the wire bytes of a compressed whole body, decoded by `settle`: as many as can decode
         # to its budget (a valid coding's overhead is far below an eighth plus a step)
-        self._wire: list[bytes] | None = [] if self._decoder is not None and isinstance(whole, int) else None
+        self._wire: list[bytes] | None = [] if self._decoder is not None and self._whole else None
         self._wire_bound = budget + budget // 8 + STEP
         self._wire_kept = 0
         self._wire_cut = False
@@ -121,6 +127,9 @@ class Capture:
             self._use(piece)
         if decoder.stopped is not None:
             self.stopped = self.truncated = True
+            if decoder.full and self._whole:
+                return  # a whole body a byte past its parser's limit: the parser says it is too
+                # large, a warning, as for the same body sent plain (no fault of the recording)
             self.fault = self.fault or (
                 f"the {decoder.encoding} response {decoder.stopped}: "
                 "recording stopped there, the stream passed untouched"
