@@ -3,14 +3,14 @@ HTML on the server; the browser only swaps fragments when `/api/v1/events` says 
 
 from __future__ import annotations
 
+import functools
 import hmac
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from aiohttp import web
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel
 
 from proxy.api import models as m
@@ -21,29 +21,40 @@ from proxy.api.params import decode_cursor, encode_cursor, params
 from proxy.api.viewer import COOKIE, STATIC, present
 from storage.base import RunFilter
 
+if TYPE_CHECKING:
+    import jinja2
+
 TEMPLATES = Path(__file__).parent / "templates"
 PAGE_PATHS = ("/", "/runs", "/conversations/", "/runs/", "/attempts/", "/steps/")
 ACTIVE_SECONDS = 300  # a conversation with activity this recent is shown as active
 
-env = Environment(
-    loader=FileSystemLoader(TEMPLATES),
-    autoescape=select_autoescape(["html"]),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-env.filters.update(
-    duration=present.duration,
-    tokens=present.tokens,
-    money=present.money,
-    short_time=present.short_time,
-    json_text=present.json_text,
-)
-env.globals.update(usage_parts=present.USAGE_PARTS, span_ms=present.span_ms)
+
+@functools.cache
+def templates() -> jinja2.Environment:
+    """The templates, loaded with the first page asked for: its import is 1.8 MB of a sidecar that
+    may never serve one."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        duration=present.duration,
+        tokens=present.tokens,
+        money=present.money,
+        short_time=present.short_time,
+        json_text=present.json_text,
+    )
+    env.globals.update(usage_parts=present.USAGE_PARTS, span_ms=present.span_ms)
+    return env
 
 
 def render(template: str, status: int = 200, **context: Any) -> web.Response:
     return web.Response(
-        text=env.get_template(template).render(**context), status=status, content_type="text/html"
+        text=templates().get_template(template).render(**context), status=status, content_type="text/html"
     )
 
 
