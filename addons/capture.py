@@ -127,13 +127,13 @@ class Capture:
             self._use(piece)
         if decoder.stopped is not None:
             self.stopped = self.truncated = True
-            if decoder.full and self._whole:
-                return  # a whole body a byte past its parser's limit: the parser says it is too
-                # large, a warning, as for the same body sent plain (no fault of the recording)
-            self.fault = self.fault or (
-                f"the {decoder.encoding} response {decoder.stopped}: "
-                "recording stopped there, the stream passed untouched"
-            )
+            # a whole body decoded a byte past its parser's limit is no fault of the recording:
+            # the parser says it is too large (a warning), as for the same body sent plain
+            if not (decoder.full and self._whole):
+                self.fault = self.fault or (
+                    f"the {decoder.encoding} response {decoder.stopped}: "
+                    "recording stopped there, the stream passed untouched"
+                )
 
     async def settle(self) -> None:
         """Decode what the tap kept as it came, on the decoding thread; call once the response

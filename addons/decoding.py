@@ -135,7 +135,7 @@ class BodyDecoder:
     it yields nothing more, and `stopped` says why.
     """
 
-    __slots__ = ("_codec", "budget", "burst", "decoded", "encoding", "full", "stopped")
+    __slots__ = ("_codec", "budget", "burst", "decoded", "encoding", "stopped")
 
     def __init__(self, encoding: str, budget: int, *, burst: bool = True) -> None:
         self.encoding = encoding.strip().lower()
@@ -143,7 +143,6 @@ class BodyDecoder:
         self.budget = budget
         self.burst = burst  # bound what one chunk may expand to (a whole body fed at once: no)
         self.decoded = 0
-        self.full = False  # stopped at its budget (not at a chunk's bound, a fault or the clock)
         self.stopped: str | None = None if self._codec is not None else "uses an unknown coding"
 
     def feed(self, data: bytes) -> Iterator[bytes]:
@@ -165,7 +164,6 @@ class BodyDecoder:
                 if allowed < self.budget - self.decoded:
                     self.stop(f"decoded past {chunk[1]} bytes from one {chunk[0]}-byte chunk")
                 else:
-                    self.full = self.stopped is None
                     self.stop(f"decoded past {self.budget} bytes")
             self.decoded += len(out)
             allowed -= len(out)
@@ -173,6 +171,11 @@ class BodyDecoder:
                 yield out
             if self._codec is None or not codec.pending:
                 return
+
+    @property
+    def full(self) -> bool:
+        """Decoded all its budget allows: a stop at the budget, not at a chunk's bound or a fault."""
+        return self.decoded >= self.budget
 
     def stop(self, why: str) -> None:
         """Decode no more, for `why` (the first reason given stays)."""

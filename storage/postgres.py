@@ -64,6 +64,7 @@ _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors
 # refused alone, not keep every later batch in the spool for good.
 _SERVER_STATES = ("08", "53", "57", "40", "55P03", "25006", "58", "XX")
 # a NUL escape in JSON text (not an escaped backslash before "u0000"): jsonb refuses it
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 # a delete's rows, children first: no foreign key cascades (migration m011)
 _DELETE_RUNS = (
     "DELETE FROM attempt_bodies b USING attempts a"
@@ -72,7 +73,6 @@ _DELETE_RUNS = (
     "DELETE FROM steps WHERE run_id = ANY(%s)",
     "DELETE FROM runs WHERE id = ANY(%s)",
 )
-_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 RowsSeen = Callable[[list[Row]], None]
 Deleted = Callable[[list[str]], None]
@@ -361,10 +361,10 @@ class PostgresStore(queries.Reads):
             found = await cur.fetchall()
             conversations = {r["conversation_id"] for r in found if r["conversation_id"]}
             await _lock(conn, conversations)
-            for statement in _DELETE_RUNS:  # no foreign keys cascade (migration m011)
-                await conn.execute(statement, [[r["id"] for r in found]])
-            await _refresh_conversations(conn, conversations, deleted=True)
             deleted = [r["id"] for r in found]
+            for statement in _DELETE_RUNS:  # no foreign keys cascade (migration m011)
+                await conn.execute(statement, [deleted])
+            await _refresh_conversations(conn, conversations, deleted=True)
             await _announce(conn, self.replica, {"deleted": deleted})
         self._forget(deleted)
         return deleted

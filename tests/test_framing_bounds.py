@@ -14,13 +14,7 @@ import brotli
 import orjson
 import pytest
 
-from addons.decoding import (
-    BURST,
-    EXPANSION,
-    BodyDecoder,
-    request_body,
-    zstd,  # type: ignore[attr-defined]
-)
+from addons.decoding import BURST, EXPANSION, BodyDecoder, request_body
 from addons.providers import openai_chat
 from addons.providers.base import MAX_DEPTH, TOO_DEEP, Call, loads, parse_arguments
 from addons.providers.framing import (
