@@ -476,3 +476,32 @@ def test_json_nested_deeper_than_can_be_written_is_recorded_cut(
     assert (MAX_DEPTH - 8 < levels < MAX_DEPTH, leaf) == (True, TOO_DEEP)
     history = [p for m in sent["messages"] for p in m["parts"] if p["type"] == "tool_call"]
     assert [cut_at(p["arguments"]) for p in history] == [(MAX_DEPTH, TOO_DEEP)]
+
+
+@pytest.mark.parametrize("streamed", [True, False], ids=["sse", "json"])
+def test_a_reply_brotli_packs_a_thousandfold_is_recorded_whole(
+    streamed: bool, proxy: Sidecar, bombs: BombServer
+) -> None:
+    """Brotli holds decoded output back while asking for more input: a reply of a few hundred
+    bytes that decodes to 600 KB lost all but its first ~98 KB, and a JSON reply was unparsed."""
+    text = "all work and no play " * 30_000
+    if streamed:
+        plain = b"".join(wire.openai_stream([text[i : i + 60_000] for i in range(0, len(text), 60_000)]))
+    else:
+        plain = wire.openai_completion(text, usage=wire.openai_usage(12, 30_000))
+    body = brotli.compress(plain)
+    assert len(body) < len(plain) // 500
+    key = unique("brotli-whole")
+    bombs.prepared[key] = Prepared(
+        {"Content-Type": SSE if streamed else "application/json", "Content-Encoding": "br"},
+        body,
+        length=not streamed,
+    )
+    run_id, headers = run_headers(key)
+    size, digest, _ = receive(proxy, bombs.url(f"reply={key}"), chat(key, streamed), headers)
+    assert (size, digest) == (len(body), hashlib.sha256(body).hexdigest())
+    _, attempt = recorded(proxy, run_id)
+    assert (attempt["status"], attempt["error"]) == ("completed", None)
+    assert attempt["response"]["finish_reason"] == "stop"  # the reply's end was decoded
+    recorded_text = "".join(p["text"] for p in attempt["response"]["content"] if p["type"] == "text")
+    assert len(recorded_text) >= 10_000 and text.startswith(recorded_text)  # as stored: capped
