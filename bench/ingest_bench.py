@@ -40,7 +40,8 @@ def calls(n: int, per_conversation: int) -> list[Row]:
 async def ingest(url: str, rows: list[Row]) -> tuple[float, int]:
     store = store_for(url)
     await store.open()
-    writer = Writer(store, spool=None, max_batch=store.batch_rows)  # as the sidecar does
+    # as the sidecar does
+    writer = Writer(store, spool=None, max_batch=store.batch_rows, lanes=store.write_lanes)
     writer.start()
     started = time.perf_counter()
     for row in rows:

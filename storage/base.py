@@ -29,6 +29,7 @@ class RunFilter:
 
 class Store(Protocol):
     batch_rows: int  # rows per write the writer gathers at most: what this engine commits best
+    write_lanes: int  # batches the writer may have in flight at once (one connection each)
 
     @property
     def location(self) -> str:

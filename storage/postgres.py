@@ -80,6 +80,7 @@ Deleted = Callable[[list[str]], None]
 
 class PostgresStore(queries.Reads):
     batch_rows = 5_000  # a round trip and a lock per batch: larger batches land more per second
+    write_lanes = 2  # while one batch is on the server, the next is encoded (see bench/ingest_bench.py)
 
     def __init__(
         self, url: str, *, replica: str | None = None, pool_size: int = 4, lock_seconds: float = LOCK_SECONDS

@@ -62,6 +62,7 @@ FileId = tuple[int, int] | None  # (device, inode) of the file at the path
 
 class SqliteStore(queries.Reads):
     batch_rows = 1_000
+    write_lanes = 1  # one connection writes
 
     def __init__(self, path: str) -> None:
         self.path = path

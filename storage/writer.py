@@ -9,6 +9,12 @@ batches go to the spool, in order, probes retry with backoff, and the cause is l
 When a later write fails the same way, the writer turns degraded again; once the database
 answers, the spool is replayed, still in order, and the writer carries on.
 
+A store that commits several batches at once (PostgreSQL: one connection each) gets that many
+lanes. Each run keeps to one lane, chosen by its conversation when the writer first sees it, so a
+run's snapshots land in order and lanes seldom wait on each other's conversation locks; while
+one lane's batch is on the server, another's is encoded. Deletes, replays and jobs wait until
+every lane is idle, so they keep their place in the order of writes.
+
 Every drop is counted under its reason (`DROP_REASONS`). Rows of a run deleted meanwhile are
 expected and dropped quietly; any other drop is a loss: logged (once a minute) and reported
 by `dropping()` to /readyz.
@@ -20,13 +26,14 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from storage.base import Store, StoreUnavailable
-from storage.records import AttemptRow, Row, RunRow, StepRow
+from storage.records import AttemptRow, BodyRow, Row, RunRow, StepRow
 from storage.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,11 @@ DROP_REASONS = {
     "run_deleted": "the run they belong to was deleted",
 }
 QUIET = frozenset({"run_deleted"})  # expected, not a loss
+# Runs (and attempts, for their bodies) whose lane is remembered. A run forgotten had no row
+# routed while this many other keys were first routed: more rows than the lanes ever hold
+# (2 x max_batch each), so none of its rows is still waiting in a lane, and a new lane for it
+# cannot reorder its snapshots.
+LANE_MEMORY = 50_000
 
 
 @dataclass(slots=True)
@@ -51,6 +63,19 @@ class _Call:
 
     fn: Callable[[Store], Awaitable[Any]]
     done: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Lane:
+    """Rows routed to one lane and not yet written, and the task writing them."""
+
+    rows: list[Row] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def idle(self) -> bool:
+        # asked of the task, not kept beside it: an eager task may finish before it is stored
+        return self.task is None or self.task.done()
 
 
 class Writer:
@@ -64,6 +89,7 @@ class Writer:
         probe_every: float = 2.0,
         max_probe_every: float = 30.0,
         linger: float = 0.01,
+        lanes: int = 1,
     ) -> None:
         self.store = store
         self.spool = spool
@@ -71,8 +97,14 @@ class Writer:
         self.probe_every = probe_every
         self.max_probe_every = max_probe_every
         self.linger = linger  # a short wait for more rows turns many tiny commits into few batches
-        self._queue: asyncio.Queue[Row | _Call] = asyncio.Queue(max_queue)
+        # None wakes the loop: a lane found the store unavailable, so probes are due
+        self._queue: asyncio.Queue[Row | _Call | None] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
+        self._lanes = [_Lane() for _ in range(max(1, lanes))]
+        # run and attempt ids -> their lane, kept in two generations (`LANE_MEMORY`)
+        self._recent_lanes: dict[str, int] = {}
+        self._earlier_lanes: dict[str, int] = {}
+        self._room = asyncio.Event()  # a lane took rows off its buffer
         # Degraded until the first probe opens the store and replays what an earlier process spooled.
         self.degraded = True
         self.unavailable: str | None = "the database is being opened"
@@ -161,16 +193,30 @@ class Writer:
     # ---- the task -------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._route_queue()
+        finally:
+            for lane in self._lanes:
+                if lane.task is not None:
+                    lane.task.cancel()
+
+    async def _route_queue(self) -> None:
         while True:
             if self.degraded and time.monotonic() >= self._next_probe:
+                await self._settle()
                 await self._recover()
             elif not self.degraded and self._jobs and time.monotonic() >= self._jobs_due:
+                await self._settle()
                 await self._run_jobs()
             try:
                 item = await asyncio.wait_for(self._queue.get(), self._idle_timeout())
             except TimeoutError:
                 continue
+            if item is None:
+                self._queue.task_done()
+                continue
             if isinstance(item, _Call):
+                await self._settle()
                 await self._call(item)
                 continue
             batch, call = [item], None
@@ -178,19 +224,80 @@ class Writer:
                 await asyncio.sleep(self.linger)
             while len(batch) < self.max_batch and not self._queue.empty():
                 item = self._queue.get_nowait()
+                if item is None:
+                    self._queue.task_done()
+                    continue
                 if isinstance(item, _Call):
                     call = item  # rows queued before it are written first
                     break
                 batch.append(item)
-            try:
-                await self._write(batch)
-            except Exception:  # the task must live on: these rows are counted, the next are written
-                self._drop(len(batch), "writer_error", exc_info=True)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            for row in batch:
+                self._lanes[self._lane(row)].rows.append(row)
+            self._start_lanes()
             if call is not None:
+                await self._settle()
                 await self._call(call)
+            # the queue holds what the lanes cannot take yet: the bound stays the queue's
+            while sum(len(lane.rows) for lane in self._lanes) >= self.max_batch * len(self._lanes):
+                self._room.clear()
+                self._start_lanes()
+                await self._room.wait()
+
+    def _start_lanes(self) -> None:
+        for lane in self._lanes:
+            if lane.rows and lane.idle:
+                lane.task = asyncio.create_task(self._drain(lane), name="chatdebug-writer-lane")
+
+    def _lane(self, row: Row) -> int:
+        """The lane of a row's run: the one its first row went to."""
+        if len(self._lanes) == 1:
+            return 0
+        kind = type(row)
+        if kind is BodyRow:
+            key = first = row.id  # an attempt's bodies follow its lane
+        elif kind is RunRow:
+            key, first = row.id, row.conversation_id or row.id  # type: ignore[attr-defined]
+        else:
+            key = first = row.run_id  # type: ignore[attr-defined]
+        lane = self._recent_lanes.get(key)
+        if lane is None:
+            lane = self._earlier_lanes.pop(key, None)
+            if lane is None:
+                lane = zlib.crc32(first.encode()) % len(self._lanes)
+            self._remember_lane(key, lane)
+        if kind is AttemptRow and self._recent_lanes.get(row.id) != lane:
+            self._remember_lane(row.id, lane)
+        return lane
+
+    def _remember_lane(self, key: str, lane: int) -> None:
+        """Two generations: a key not routed while the newer one filled up is forgotten."""
+        self._recent_lanes[key] = lane
+        if len(self._recent_lanes) >= LANE_MEMORY:
+            self._earlier_lanes, self._recent_lanes = self._recent_lanes, {}
+
+    async def _drain(self, lane: _Lane) -> None:
+        """Write a lane's rows, a batch at a time, until it has none."""
+        try:
+            while lane.rows:
+                batch, lane.rows = lane.rows[: self.max_batch], lane.rows[self.max_batch :]
+                self._room.set()
+                try:
+                    await self._write(batch)
+                except Exception:  # the lane must live on: these rows are counted, the next are written
+                    self._drop(len(batch), "writer_error", exc_info=True)
+                finally:
+                    for _ in batch:
+                        self._queue.task_done()
+        finally:
+            self._room.set()
+
+    async def _settle(self) -> None:
+        """Wait until every lane has written what was routed to it."""
+        while True:
+            self._start_lanes()  # (a lane whose task failed would keep its rows)
+            if not (busy := [lane.task for lane in self._lanes if lane.task is not None and not lane.idle]):
+                return
+            await asyncio.wait(busy)
 
     def _idle_timeout(self) -> float | None:
         """How long to wait for rows before the next probe or job retry is due."""
@@ -273,6 +380,8 @@ class Writer:
         if not self.degraded:
             self._probe_delay = self.probe_every
             self._next_probe = time.monotonic() + self._probe_delay
+            with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes the loop anyway
+                self._queue.put_nowait(None)
         self.degraded = True
         self.unavailable = cause
         if cause != self._warned:

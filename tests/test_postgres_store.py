@@ -328,3 +328,71 @@ async def test_deletes_take_every_table_and_late_rows_of_a_deleted_run_are_left_
         assert summaries.get("conv_1") is None and summaries["conv_0"] == 1
     finally:
         await store.close()
+
+
+async def test_two_lanes_land_every_runs_snapshots_in_order_and_a_delete_in_its_place(
+    postgres_url: str,
+) -> None:
+    """The writer commits two batches at once on PostgreSQL: each run keeps to one lane, so its
+    final snapshot is never overwritten by its first, and a delete waits for both lanes (with
+    eager tasks, as under mitmproxy)."""
+    asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+    store = PostgresStore(postgres_url)
+    writer = Writer(store, max_batch=40, lanes=store.write_lanes)
+    in_flight = most = 0
+    write = store.write
+
+    async def counted(rows: list[Row]) -> list[Row]:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await write(rows)
+        finally:
+            in_flight -= 1
+
+    store.write = counted  # type: ignore[method-assign]
+    writer.start()
+    finals = [make_run(i, conversation=f"lanes_{i % 30}") for i in range(300)]
+
+    def started(rows: list[Row], i: int) -> list[Row]:
+        # a title run joins its conversation only at its end: its first snapshot names none
+        first = [dataclasses.replace(r, status="in_progress") if hasattr(r, "status") else r for r in rows]
+        if i % 10 == 0:
+            first[0] = dataclasses.replace(first[0], conversation_id=None)
+        return first
+
+    try:
+        for i, rows in enumerate(finals):
+            for row in started(rows, i):
+                writer.submit(row)
+            if i >= 25:  # a run ends while 25 later ones begin
+                for row in finals[i - 25]:
+                    writer.submit(row)
+        doomed = [rows[0].id for rows in finals[:10]]
+        delete = asyncio.create_task(writer.execute(lambda s: s.delete_runs(doomed)))
+        await asyncio.sleep(0)  # the delete is queued before what follows
+        for rows in [*finals[275:], *finals[:10]]:  # the last to end, and late rows of deleted runs
+            for row in rows:
+                writer.submit(row)
+        assert sorted(await delete) == sorted(doomed)
+        await writer.flush()
+        assert most == 2  # both lanes had a batch on the server at once
+        # what was dropped is the late rows of the deleted runs: no row was taken for an orphan
+        assert writer.dropped == writer.drops["run_deleted"] == sum(len(rows) for rows in finals[:10])
+        with psycopg.connect(postgres_url) as conn:
+            stored = {
+                t: dict(conn.execute(f"SELECT id, status FROM {t}").fetchall())
+                for t in ("runs", "steps", "attempts")
+            }
+        expected = {
+            t: {r.id: r.status for rows in finals[10:] for r in rows if r.table == t}  # type: ignore[attr-defined]
+            for t in ("runs", "steps", "attempts")
+        }
+        assert stored == expected
+        summaries = {c["id"]: c["run_count"] for c in await store.list_conversations(100, None)}
+        assert summaries == {f"lanes_{c}": 10 - (c < 10) for c in range(30)}
+    finally:
+        await writer.close()
+        await store.close()
+        asyncio.get_running_loop().set_task_factory(None)

@@ -204,6 +204,28 @@ async def test_reader_follows_a_replaced_database_file(tmp_path: Path) -> None:
     await stop(writer)
 
 
+async def test_under_eager_tasks_a_writer_that_spools_still_probes_and_recovers(tmp_path: Path) -> None:
+    """mitmproxy runs its loop with eager tasks: a lane whose batch goes straight to the spool
+    finishes before its task is even stored. The writer must still see it idle, and probe."""
+    asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+    try:
+        db = tmp_path / "db.sqlite"
+        writer = await started(db)
+        writer.submit(run(1))
+        await writer.flush()
+        for suffix in ("", "-wal", "-shm"):
+            os.unlink(f"{db}{suffix}")
+        for i in (2, 3):  # the first finds the file gone; the second is spooled without a wait
+            writer.submit(run(i))
+            await writer.flush()
+        assert writer.degraded and writer.spooled >= 1
+        await until(lambda: not writer.degraded)
+        assert stored(db) == {"run_0002": "in_progress", "run_0003": "in_progress"}
+        await stop(writer)
+    finally:
+        asyncio.get_running_loop().set_task_factory(None)
+
+
 async def test_removed_database_is_recreated_and_the_reader_sees_the_new_one(tmp_path: Path) -> None:
     db = tmp_path / "db.sqlite"
     writer = await started(db)
