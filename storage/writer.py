@@ -32,8 +32,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage import sql
 from storage.base import Store, StoreUnavailable
-from storage.records import AttemptRow, BodyRow, Row, RunRow, StepRow
+from storage.records import AttemptRow, Row, RunRow
 from storage.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,8 @@ DROP_REASONS = {
 QUIET = frozenset({"run_deleted"})  # expected, not a loss
 # Runs (and attempts, for their bodies) whose lane is remembered. A run forgotten had no row
 # routed while this many other keys were first routed: more rows than the lanes ever hold
-# (2 x max_batch each), so none of its rows is still waiting in a lane, and a new lane for it
-# cannot reorder its snapshots.
+# (a batch in flight and about one waiting, each), so none of its rows is still in a lane,
+# and a new lane for it cannot reorder its snapshots.
 LANE_MEMORY = 50_000
 
 
@@ -252,20 +253,15 @@ class Writer:
         """The lane of a row's run: the one its first row went to."""
         if len(self._lanes) == 1:
             return 0
-        kind = type(row)
-        if kind is BodyRow:
-            key = first = row.id  # an attempt's bodies follow its lane
-        elif kind is RunRow:
-            key, first = row.id, row.conversation_id or row.id  # type: ignore[attr-defined]
-        else:
-            key = first = row.run_id  # type: ignore[attr-defined]
+        key = sql.run_id(row) or row.id  # bodies name only their attempt: they follow its lane
         lane = self._recent_lanes.get(key)
         if lane is None:
             lane = self._earlier_lanes.pop(key, None)
             if lane is None:
+                first = row.conversation_id if isinstance(row, RunRow) and row.conversation_id else key
                 lane = zlib.crc32(first.encode()) % len(self._lanes)
             self._remember_lane(key, lane)
-        if kind is AttemptRow and self._recent_lanes.get(row.id) != lane:
+        if isinstance(row, AttemptRow) and self._recent_lanes.get(row.id) != lane:
             self._remember_lane(row.id, lane)
         return lane
 
@@ -458,11 +454,8 @@ class Writer:
         """Late rows of a deleted run: expected, so counted quietly (a debug line once per run)."""
         self._drop(len(rows), "run_deleted")
         for row in rows:
-            if isinstance(row, RunRow):
-                run_id = row.id
-            elif isinstance(row, StepRow | AttemptRow):
-                run_id = row.run_id
-            else:
+            run_id = sql.run_id(row)
+            if run_id is None:
                 continue  # bodies name only their attempt; its run is logged by its other rows
             if run_id not in self._quiet_logged:
                 self._quiet_logged[run_id] = None
