@@ -25,6 +25,7 @@ import re
 import socket
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
@@ -579,26 +580,28 @@ def _newest(rows: list[Row]) -> list[Row]:
 
 
 @cache
-def _columns(kind: type[Row]) -> tuple[Callable[[Row], tuple[Any, ...]], frozenset[int]]:
-    """A row type's column getter (one C call per row) and which positions hold JSON."""
+def _columns(kind: type[Row]) -> tuple[Callable[[Row], tuple[Any, ...]], tuple[int, ...], tuple[int, ...]]:
+    """A row type's column getter (one C call per row), which positions hold JSON and which
+    may hold text (the only values `_values` has to look at)."""
     columns = queries.names(kind)
-    return attrgetter(*columns), frozenset(i for i, c in enumerate(columns) if c in kind.json_columns)
+    types = {f.name: str(f.type) for f in fields(kind)}
+    json_at = tuple(i for i, c in enumerate(columns) if c in kind.json_columns)
+    text_at = tuple(i for i, c in enumerate(columns) if i not in json_at and types[c].startswith("str"))
+    return attrgetter(*columns), json_at, text_at
 
 
 def _values(row: Row) -> list[Any]:
     """Column values as COPY takes them: JSON as text, and no NUL, which PostgreSQL's text and
     jsonb refuse (SQLite keeps it)."""
-    get, json_at = _columns(type(row))
+    get, json_at, text_at = _columns(type(row))
     values = list(get(row))
-    for i, value in enumerate(values):
-        if value is None:
-            continue
-        if i in json_at:
+    for i in json_at:
+        if (value := values[i]) is not None:
             text = dumps(value).decode()
             values[i] = _JSON_NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
-        elif value.__class__ is str:
-            if not value.isascii():
-                value = valid_text(value)
+    for i in text_at:
+        if (value := values[i]).__class__ is str and not (value.isascii() and "\x00" not in value):
+            value = valid_text(value)
             values[i] = value.replace("\x00", "\ufffd") if "\x00" in value else value
     return values
 

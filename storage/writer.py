@@ -232,7 +232,12 @@ class Writer:
                     call = item  # rows queued before it are written first
                     break
                 batch.append(item)
+            newest: dict[tuple[str, str], Row] = {}  # a row snapshotted twice is written once
             for row in batch:
+                newest[(row.table, row.id)] = row
+            for _ in range(len(batch) - len(newest)):
+                self._queue.task_done()  # an older snapshot: its newer one is routed in its place
+            for row in newest.values():
                 self._lanes[self._lane(row)].rows.append(row)
             self._start_lanes()
             if call is not None:

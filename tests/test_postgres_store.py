@@ -137,11 +137,13 @@ async def test_text_postgresql_refuses_is_stored_replaced(postgres_url: str) -> 
         run = rows[0]
         assert isinstance(run, RunRow)
         run.first_message = "nul\x00 and a lone surrogate \udcff"
+        run.prompt = "an ASCII nul\x00"  # no other character tells it apart
         run.error = {"class": "proxy_error", "message": "nul\x00 inside", "escaped": "a\\u0000b"}
         await store.write(rows)
         stored = await store.get_run(run.id)
         assert stored is not None
         assert stored["first_message"] == "nul\ufffd and a lone surrogate \ufffd"
+        assert stored["prompt"] == "an ASCII nul\ufffd"
         assert stored["error"] == {
             "class": "proxy_error",
             "message": "nul\ufffd inside",
