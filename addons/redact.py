@@ -27,6 +27,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from functools import cache, lru_cache
+from operator import attrgetter
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
@@ -36,7 +37,15 @@ from storage.records import AttemptRow, Row, dumps, names
 
 REDACTED = "[REDACTED]"
 log = logging.getLogger(__name__)
-_columns = cache(names)  # a row type's columns, asked for every row: `dataclasses.fields` is slow
+
+
+@cache
+def _columns(kind: type[Row]) -> tuple[Callable[[Row], tuple[Any, ...]], tuple[str, ...]]:
+    """A row type's columns and their getter (one C call per row), asked for every row. Every
+    column is looked at, whatever its declared type: what it holds is what counts."""
+    columns = names(kind)
+    return attrgetter(*columns), columns
+
 
 # ---- the vocabulary: which names hold credentials ------------------------------------------------
 
@@ -285,8 +294,8 @@ class Redactor:
             self.learn(row.request_headers.items(), row.url)
         changes = {}
         small: dict[str, str] = {}  # ids, names, timestamps: one probe for all of them
-        for name in _columns(type(row)):
-            value = getattr(row, name)
+        get, columns = _columns(type(row))
+        for name, value in zip(columns, get(row), strict=True):
             if isinstance(value, str) and len(value) < _SMALL:
                 if len(value) >= _SHORTEST:
                     small[name] = value

@@ -14,28 +14,33 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
+from operator import attrgetter
 from typing import Any
 
 from addons.classify import SIDE_KINDS, Classification
 from addons.cost import Prices, add
 from addons.grouping import Grouper, Lookup, StepRef, has_user_text
-from addons.normalized import Error, Request, Response, Usage
+from addons.normalized import Error, Request, Response
 from addons.outcome import Outcome
 from addons.prompts import first_words, prompt_of
-from storage.records import AttemptRow, BodyRow, Row, RunRow, StepRow, names, new_id, timestamp
+from storage.records import USAGE_FIELDS, AttemptRow, BodyRow, Row, RunRow, StepRow, names, new_id, timestamp
 
 STEP_ORDER = {"in_progress": 0, "interrupted": 1, "error": 2, "completed": 3}
 FINAL_RUN = ("completed", "error", "interrupted")
 # An id a client forces with X-Chatdebug-Run: anything else is ignored, not stored.
 RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-_columns = cache(names)  # a row type's columns, asked for every snapshot: `dataclasses.fields` is slow
+
+
+@cache
+def _getter(kind: type[Row]) -> Callable[[Row], tuple[Any, ...]]:
+    """A row type's columns in one C call, asked for every snapshot."""
+    return attrgetter(*names(kind))
 
 
 @dataclass(slots=True)
 class StepState:
     row: StepRow
     attempts: list[AttemptRow] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
     pending_failure: tuple[float, Outcome] | None = None  # (deadline, outcome) awaiting a retry
     retry_until: float = 0.0  # an identical request until then is the next attempt
     tool_calls_pending: bool = False
@@ -45,7 +50,6 @@ class StepState:
 class RunState:
     row: RunRow
     steps: list[StepState] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
     last_activity: float = 0.0
     in_flight: int = 0
 
@@ -332,11 +336,10 @@ class Tracker:
         attempt.response = response_dump
         _set_error(attempt, outcome.error)
         if response is not None and response.usage is not None:
-            step.usage += response.usage
-            run.usage += response.usage
-            step.row.usage = step.usage.model_dump()
-            for name, value in run.usage:
-                setattr(run.row, name, value)
+            used, summed = response.usage, step.row.usage or {}
+            step.row.usage = {name: summed.get(name, 0) + getattr(used, name) for name in USAGE_FIELDS}
+            for name in USAGE_FIELDS:  # the run's sums are its row's columns
+                setattr(run.row, name, getattr(run.row, name) + getattr(used, name))
             self._price(flight, response)
         run.row.updated_at = stamp
         if outcome.status == "completed":
@@ -364,6 +367,8 @@ class Tracker:
             else:
                 step.pending_failure = (finished_at + self.retry_window, outcome)
         self._emit(run, step, attempt)
+        # an ended attempt is never written again: what placing the next one asks of it is kept
+        step.attempts[step.attempts.index(attempt)] = _ended(attempt)
         return flight
 
     def _price(self, flight: Flight, response: Response) -> None:
@@ -412,7 +417,7 @@ class Tracker:
         """A run the store has and memory no longer does (settled and let go, or written by a
         previous process), taken up again: an X-Chatdebug-Run that names it adds to it rather
         than overwriting it."""
-        usage = Usage(**{k: v for k, v in (stored.get("usage") or {}).items() if k in Usage.model_fields})
+        usage = stored.get("usage") or {}
         classification = stored.get("classification") or {}
         columns = {name: stored[name] for name in names(RunRow) if name in stored}
         row = RunRow(
@@ -420,9 +425,9 @@ class Tracker:
             classification_source=classification.get("source", "default"),
             classification_reason=classification.get("reason", ""),
             error_class=(stored.get("error") or {}).get("class"),
-            **usage.model_dump(),
+            **{name: int(usage.get(name) or 0) for name in USAGE_FIELDS},
         )
-        run = RunState(row, usage=usage, last_activity=self.clock())
+        run = RunState(row, last_activity=self.clock())
         for raw in stored.get("steps") or []:
             step_columns = {name: raw[name] for name in names(StepRow) if name in raw}
             step = StepState(StepRow(**step_columns))
@@ -518,7 +523,19 @@ def _epoch(stamp: str | None) -> float | None:
 
 def _copy[R: Row](row: R) -> R:
     """Snapshots go to the writer; the live row keeps changing."""
-    return type(row)(*[getattr(row, name) for name in _columns(type(row))])
+    return type(row)(*_getter(type(row))(row))
+
+
+def _ended(attempt: AttemptRow) -> AttemptRow:
+    """What the step keeps of an attempt once its last snapshot is written (as `resume` does)."""
+    return AttemptRow(
+        id=attempt.id,
+        step_id=attempt.step_id,
+        run_id=attempt.run_id,
+        number=attempt.number,
+        status=attempt.status,
+        error_class=attempt.error_class,
+    )
 
 
 def _set_error(row: RunRow | AttemptRow, error: Error | None) -> None:
