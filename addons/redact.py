@@ -231,7 +231,8 @@ def _credential_pieces(value: str) -> list[str]:
 
 _SHORTEST = 5  # a shorter value holds no secret: learned ones have 8+ characters, `"k":1` 5
 _SMALL = 512  # shorter strings of a row are probed together
-_CLEAN_SIZE = 1024
+_CLEAN_SIZE = 4096  # values remembered clean: a few calls' ids, names and timestamps, and fields
+_NO_TEXT = frozenset({int, float, bool})  # column values with no text in them to scrub
 
 # ---- the choke point --------------------------------------------------------------------------------
 
@@ -252,7 +253,7 @@ class _Passes:
 class Redactor:
     def __init__(self, learned: Learned | None = None) -> None:
         self.learned = learned if learned is not None else LEARNED
-        self._clean: dict[tuple[int, int], None] = {}  # (length, hash) of values found clean
+        self._clean: dict[str | tuple[int, int], None] = {}  # values found clean (see _found_clean)
         self._generation = self.learned.generation
 
     # ---- learning ----
@@ -293,9 +294,11 @@ class Redactor:
         if isinstance(row, AttemptRow):  # its request's credentials, before anything is scrubbed
             self.learn(row.request_headers.items(), row.url)
         changes = {}
-        small: dict[str, str] = {}  # ids, names, timestamps: one probe for all of them
+        small: dict[str, str] = {}  # ids, names, timestamps: one probe for all
         get, columns = _columns(type(row))
         for name, value in zip(columns, get(row), strict=True):
+            if value is None or value.__class__ in _NO_TEXT:
+                continue
             if isinstance(value, str) and len(value) < _SMALL:
                 if len(value) >= _SHORTEST:
                     small[name] = value
@@ -303,36 +306,49 @@ class Redactor:
                 scrubbed = self._field(value)
                 if scrubbed is not value:
                     changes[name] = scrubbed
+        clean = self._clean_now()  # after the fields: one may have taught a secret
+        small = {name: value for name, value in small.items() if value not in clean}
         if small:
             probe = "\x00".join(small.values())
             passes = self._passes(probe)
-            if passes.any():
-                for name, value in small.items():
-                    if (scrubbed := self._str(value, passes)) is not value:
-                        changes[name] = scrubbed
+            for name, value in small.items():
+                if passes.any() and (scrubbed := self._str(value, passes)) is not value:
+                    changes[name] = scrubbed
+                else:
+                    self._found_clean(value)
         return dataclasses.replace(row, **changes) if changes else row  # type: ignore[type-var]
 
     def _field(self, value: str | dict[str, Any] | list[Any]) -> Any:
-        """One column. Rows are snapshots sent again as they change (a step's request, a
+        """One long column. Rows are snapshots sent again as they change (a step's request, a
         body, headers): a value found clean before is not scanned again."""
-        if self._generation != self.learned.generation:  # a new secret: clean may not be clean
-            self._clean.clear()
-            self._generation = self.learned.generation
+        clean = self._clean_now()
         if isinstance(value, str):
             seen = (len(value), hash(value))  # a str caches its hash
-            passes = None if seen in self._clean else self._passes(value)
+            passes = None if seen in clean else self._passes(value)
         else:
             dump = dumps(value)
             seen = (len(dump), hash(dump))
-            passes = None if seen in self._clean else self._passes(dump.decode(), dumped=True)
+            passes = None if seen in clean else self._passes(dump.decode(), dumped=True)
         if passes is None:
             return value
         scrubbed = self._value(value, passes) if passes.any() else value
         if scrubbed is value:
-            self._clean[seen] = None
-            if len(self._clean) > _CLEAN_SIZE:
-                del self._clean[next(iter(self._clean))]
+            self._found_clean(seen)
         return scrubbed
+
+    def _clean_now(self) -> dict[str | tuple[int, int], None]:
+        """The values found clean, forgotten when a secret was learned since (they may hold it)."""
+        if self._generation != self.learned.generation:
+            self._clean.clear()
+            self._generation = self.learned.generation
+        return self._clean
+
+    def _found_clean(self, seen: str | tuple[int, int]) -> None:
+        """Remember a value no scrub changed, until a new secret is learned: a short string by
+        itself, a long one or a dump by (length, hash), so that memory holds no long text."""
+        self._clean[seen] = None
+        if len(self._clean) > _CLEAN_SIZE:
+            del self._clean[next(iter(self._clean))]
 
     def value(self, value: Any) -> Any:
         """A decoded JSON value, scrubbed."""

@@ -158,6 +158,20 @@ def test_a_value_learned_later_is_scrubbed_from_a_row_seen_clean_before() -> Non
     assert TOKEN not in (redactor.row(row).first_message or "")
 
 
+def test_a_short_value_seen_clean_is_scrubbed_once_a_field_of_the_same_row_teaches_it() -> None:
+    redactor = Redactor(Learned())
+    echoed = "resp9opaque7value"  # a short column is probed once, then remembered clean
+    assert redactor.row(StepRow(id="stp_1", run_id="run_1", response_id=echoed)).response_id == echoed
+    # the same value, now also under a credential name in the row's own request
+    taught = redactor.row(
+        StepRow(id="stp_2", run_id="run_1", request={"api_key": echoed}, response_id=echoed)
+    )
+    assert taught.request == {"api_key": REDACTED}
+    assert taught.response_id == REDACTED
+    # and in any row after it
+    assert redactor.row(StepRow(id="stp_3", run_id="run_1", response_id=echoed)).response_id == REDACTED
+
+
 def test_the_learned_set_is_bounded_and_keeps_keys_in_use() -> None:
     learned = Learned(size=4)
     learned.add(KEY)
