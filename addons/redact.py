@@ -1,9 +1,10 @@
 """Secrets never reach storage, the spool, events or logs.
 
 One vocabulary (`is_credential`) says which names hold credentials: headers, query parameters
-and JSON fields alike. One `Redactor` is the choke point every row passes on its way to the
-writer (`Redactor.wrap(writer.submit)`) and every log record passes (`install_log_redaction`):
-it scrubs every string of a row, at any depth, of
+and JSON fields alike. One `Redactor` is the choke point every row passes in the writer, before
+anything stores, spools or announces it (`Writer(scrub=Redactor.row)`: a row snapshotted twice
+within a batch is scrubbed once, in its newest state), and every log record passes
+(`install_log_redaction`): it scrubs every string of a row, at any depth, of
 
 - credential values seen in requests (a bounded set of the most recent, see `Learned`),
 - key-shaped strings (`sk-...`, `AIza...`, `Bearer ...`),
@@ -275,19 +276,6 @@ class Redactor:
         return found
 
     # ---- rows ----
-
-    def wrap(self, submit: Callable[[Row], None]) -> Callable[[Row], None]:
-        """`submit`, with every row scrubbed on its way in."""
-
-        def redacted_submit(row: Row) -> None:
-            try:
-                clean = self.row(row)
-            except Exception:  # never an unscrubbed row: this one is lost, and said so
-                log.exception("could not redact a %s row; it is not recorded", row.table)
-                return
-            submit(clean)
-
-        return redacted_submit
 
     def row[R: Row](self, row: R) -> R:
         """The row with every string field scrubbed, at any depth; the same row when clean."""

@@ -58,10 +58,12 @@ class Sidecar:
         # and /readyz says why. A previous process's open runs are ended once it takes writes.
         store = store_for(settings.database, replica=settings.replica_name)
         spool = Spool(settings.spool_file, settings.spool_max_bytes)
-        writer = Writer(store, spool=spool, max_batch=store.batch_rows, lanes=store.write_lanes)
+        writer = Writer(
+            store, spool=spool, max_batch=store.batch_rows, lanes=store.write_lanes, scrub=redactor.row
+        )
         writer.retry(end_previous_runs(now()))
         pipeline = Pipeline(
-            redactor.wrap(writer.submit),
+            writer.submit,
             retry_window=settings.retry_window,
             stale_after=settings.stale_after,
             profiles=settings.profiles,

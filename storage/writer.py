@@ -49,6 +49,7 @@ DROP_REASONS = {
     "refused": "the database refused a record",
     "writer_error": "an unexpected writer error",
     "run_deleted": "the run they belong to was deleted",
+    "unscrubbable": "a record could not be scrubbed of secrets",
 }
 QUIET = frozenset({"run_deleted"})  # expected, not a loss
 # Runs (and attempts, for their bodies) whose lane is remembered. A run forgotten had no row
@@ -91,8 +92,12 @@ class Writer:
         max_probe_every: float = 30.0,
         linger: float = 0.01,
         lanes: int = 1,
+        scrub: Callable[[Row], Row] | None = None,
     ) -> None:
         self.store = store
+        # every row on its way to the store, the spool and the listeners (the redactor): once
+        # per row a batch keeps, so a call's first snapshots, superseded within it, cost nothing
+        self.scrub = scrub
         self.spool = spool
         self.max_batch = max_batch
         self.probe_every = probe_every
@@ -238,6 +243,13 @@ class Writer:
             for _ in range(len(batch) - len(newest)):
                 self._queue.task_done()  # an older snapshot: its newer one is routed in its place
             for row in newest.values():
+                if self.scrub is not None:
+                    try:
+                        row = self.scrub(row)
+                    except Exception:  # never an unscrubbed row: this one is lost, and counted
+                        self._drop(1, "unscrubbable", exc_info=True)
+                        self._queue.task_done()
+                        continue
                 self._lanes[self._lane(row)].rows.append(row)
             self._start_lanes()
             if call is not None:

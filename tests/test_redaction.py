@@ -201,7 +201,8 @@ class _NoPerFieldRedaction:
 def test_the_real_pipeline_needs_no_per_field_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline_module, "redact", types.SimpleNamespace(**vars(_NoPerFieldRedaction)))
     rows: list[Row] = []
-    pipeline = Pipeline(Redactor(Learned()).wrap(rows.append))
+    redactor = Redactor(Learned())
+    pipeline = Pipeline(lambda row: rows.append(redactor.row(row)))
     recorder = Recorder(pipeline)
     body = {
         "model": "gpt-4.1",

@@ -6,11 +6,14 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from storage.records import AttemptRow, RunRow
+from addons.redact import REDACTED, Learned, Redactor
+from storage.records import AttemptRow, Row, RunRow
 from storage.spool import Spool
 from storage.sqlite import SqliteStore
 from storage.writer import Writer
 from tests.faults import read_only
+
+KEY = "sk-proj-PLANTEDkey0000000000000000000007"
 
 
 def run(i: int, status: str = "in_progress") -> RunRow:
@@ -167,4 +170,47 @@ async def test_a_call_whose_caller_went_away_does_not_stop_the_writer(tmp_path: 
     assert writer._task is not None and not writer._task.done()
     assert statuses(Path(store.path)) == {"run_0001": "completed"}
     await writer.close()
+    await store.close()
+
+
+async def test_every_row_is_scrubbed_before_the_store_the_spool_and_listeners_see_it(tmp_path: Path) -> None:
+    """The redactor runs in the writer: on the newest snapshot of each row in a batch, before it
+    is stored, spooled or announced; a row it cannot scrub is dropped and counted, never written."""
+    redactor = Redactor(Learned())
+    scrubbed: list[str] = []
+
+    def scrub(row: Row) -> Row:
+        if isinstance(row, RunRow) and row.first_message == "explode":
+            raise ValueError("unscrubbable")
+        scrubbed.append(row.id)
+        return redactor.row(row)
+
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    spool = Spool(tmp_path / "db.sqlite.spool", 1 << 20)
+    writer = Writer(store, spool=spool, probe_every=0.05, scrub=scrub)
+    told: list[Row] = []
+    writer.listeners.append(lambda rows, _: told.extend(rows))
+    writer.start()
+    secret = f"my key is {KEY}"
+    writer.submit(RunRow(id="run_1", first_message="hello", status="in_progress"))
+    writer.submit(RunRow(id="run_1", first_message=secret, status="completed"))  # same batch
+    writer.submit(RunRow(id="run_2", first_message="explode"))
+    await writer.flush()
+    assert scrubbed == ["run_1"]  # once: the older snapshot was superseded in its batch
+    assert writer.drops["unscrubbable"] == 1 and writer.dropped == 1
+    blocker = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # the next rows go to the spool
+    writer.submit(RunRow(id="run_3", first_message=secret))
+    await writer.flush()
+    assert writer.degraded and spool.size > 0
+    assert KEY not in (tmp_path / "db.sqlite.spool").read_text()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    await writer.close()
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        stored = dict(conn.execute("SELECT id, first_message FROM runs").fetchall())
+    assert stored == {"run_1": f"my key is {REDACTED}", "run_3": f"my key is {REDACTED}"}
+    assert [r.id for r in told] == ["run_1", "run_3"]
+    assert all(KEY not in (r.first_message or "") for r in told)
     await store.close()
