@@ -159,6 +159,8 @@ class Pipeline:
         index = self.tracker.index
         found = index.lookup(request)
         if self.history is None or not index.unknown_history(found, anywhere=self.shared):
+            if (ref := found.same) is not None and self._let_go_early(ref):
+                await self._take_up(ref)  # a retry of a run a busy proxy let go: the store has it
             return found
         previous = request.signals.previous_response_id
         try:
@@ -179,6 +181,11 @@ class Pipeline:
         if self.shared:
             await self._take_up(found.same or found.continues)
         return found
+
+    def _let_go_early(self, ref: StepRef) -> bool:
+        """The step's run left memory while a retry could still join it (`MAX_SETTLED`)."""
+        tracker = self.tracker
+        return ref.run_id not in tracker.runs and tracker.clock() - ref.seen < 2 * tracker.retry_window
 
     async def _take_up(self, ref: StepRef | None) -> None:
         """The run a request retries or continues, as the store has it when another replica

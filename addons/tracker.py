@@ -27,6 +27,10 @@ from storage.records import USAGE_FIELDS, AttemptRow, BodyRow, Row, RunRow, Step
 
 STEP_ORDER = {"in_progress": 0, "interrupted": 1, "error": 2, "completed": 3}
 FINAL_RUN = ("completed", "error", "interrupted")
+# Settled runs kept in memory for the retry rules, newest first: what a proxy sees in a minute at
+# ~16 calls/s. Beyond it (a busy proxy), the oldest are let go and a late retry takes its run up
+# from the store (`Pipeline._lookup`), so memory is bounded whatever the traffic (~7 KB a run).
+MAX_SETTLED = 1_000
 # An id a client forces with X-Chatdebug-Run: anything else is ignored, not stored.
 RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
@@ -77,8 +81,10 @@ class Tracker:
         stale_after: float = 300.0,
         prices: Prices | None = None,
         clock: Callable[[], float] = time.time,
+        max_settled: int = MAX_SETTLED,
     ) -> None:
         self.submit = submit
+        self.max_settled = max_settled
         self.prices = prices or Prices()
         self.retry_window = retry_window
         self.stale_after = stale_after
@@ -388,6 +394,7 @@ class Tracker:
     def tick(self, now: float | None = None) -> None:
         """Settle failures nobody retried and runs nobody continued; forget settled runs."""
         now = self.clock() if now is None else now
+        settled: list[RunState] = []
         for run in list(self.runs.values()):
             for step in run.steps:
                 if step.pending_failure is not None and step.pending_failure[0] <= now:
@@ -402,6 +409,8 @@ class Tracker:
             if run.row.status in FINAL_RUN and run.in_flight == 0:
                 if now - run.last_activity >= 2 * self.retry_window:
                     self.forget(run.row.id)  # settled: the database has it, no retry can come now
+                else:
+                    settled.append(run)
                 continue
             idle = now - run.last_activity >= self.stale_after
             if idle and run.in_flight == 0 and not self._pending(run):
@@ -411,6 +420,10 @@ class Tracker:
                         self._settle_step(step, "interrupted", stamp)
                 self._settle_run(run, "interrupted", stamp, None)
                 self._emit(run)
+        if len(settled) > self.max_settled:
+            settled.sort(key=lambda r: r.last_activity)
+            for run in settled[: len(settled) - self.max_settled]:
+                self.forget(run.row.id)  # its rows were written seconds ago: the store has it
         self.index.expire()
 
     def resume(self, stored: dict[str, Any]) -> RunState:

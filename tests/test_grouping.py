@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
 from typing import Any
+
+from mitmproxy.test import tflow, tutils
 
 from addons.canonical import chain
 from addons.classify import Classifier
 from addons.grouping import Grouper
 from addons.normalized import Error, Request
 from addons.outcome import Outcome
+from addons.pipeline import Pipeline
 from addons.providers import anthropic_messages, openai_chat
 from addons.providers.base import Call
 from addons.providers.boundary import Guarded
+from addons.recorder import Recorder
 from addons.tracker import Tracker
+from storage.base import RunFilter
 from storage.records import AttemptRow, Row, RunRow, timestamp
+from storage.sqlite import SqliteStore
+from storage.writer import Writer
+from tests import wire
 
 ANTHROPIC = Guarded(anthropic_messages.API)
 
@@ -444,3 +455,75 @@ def test_a_turn_after_a_compaction_between_turns_is_a_new_run_in_the_conversatio
         h.run(run).conversation_id,
         "continuation",
     )
+
+
+def test_settled_runs_past_the_memory_bound_are_let_go_oldest_first() -> None:
+    h = Harness()
+    h.tracker.max_settled = 2
+    runs = []
+    for i in range(4):
+        flow, run, _, _ = h.call(
+            {"model": "c", "max_tokens": 10, "messages": [{"role": "user", "content": f"q{i}"}]}
+        )
+        h.now += 1
+        h.end(flow, text_reply("a"))
+        runs.append(run)
+    flow, open_run, _, _ = h.call(
+        {"model": "c", "max_tokens": 10, "messages": [{"role": "user", "content": "open"}]}
+    )
+    h.tracker.tick(h.now)
+    assert set(h.tracker.runs) == {runs[2], runs[3], open_run}  # an open run is never let go
+
+
+async def test_a_late_retry_of_a_run_a_busy_proxy_let_go_takes_it_up_from_the_store(tmp_path: Path) -> None:
+    """Memory keeps `max_settled` settled runs; an identical request with a retry header for an
+    older one, still inside the retry window, is its next attempt, read back from the store."""
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    writer = Writer(store, linger=0)
+    writer.start()
+    pipeline = Pipeline(writer.submit, recall=store.get_run, history=store.find_history)
+    pipeline.tracker.max_settled = 1
+    pipeline.start()
+    recorder = Recorder(pipeline)
+
+    async def call(content: str, headers: dict[str, str] | None = None) -> None:
+        body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": content}]}
+        flow = tflow.tflow(
+            req=tutils.treq(
+                host="api.openai.com", port=443, scheme=b"https", method=b"POST",
+                path=b"/v1/chat/completions", content=json.dumps(body).encode(),
+            )
+        )  # fmt: skip
+        flow.request.headers.update({"content-type": "application/json", **(headers or {})})
+        flow.request.timestamp_start = flow.request.timestamp_end = time.time()  # (tflow's are in 2000)
+        recorder.requestheaders(flow)
+        recorder.request(flow)
+        flow.response = tutils.tresp(content=wire.openai_completion("ok", usage=wire.openai_usage(3, 1)))
+        flow.response.headers["content-type"] = "application/json"
+        flow.response.timestamp_start = flow.response.timestamp_end = time.time()
+        recorder.responseheaders(flow)
+        recorder.response(flow)
+        await pipeline.drain()
+        await writer.flush()
+
+    await call("the first question")
+    (first,) = pipeline.tracker.runs
+    await call("another question")
+    await call("and a third")
+    pipeline.tracker.tick()
+    assert first not in pipeline.tracker.runs  # let go: two newer runs settled after it
+    await call("the first question", {"x-stainless-retry-count": "1"})
+    await call("the first question")  # no retry header, the last attempt fine: asked again
+    stored = await store.get_run(first)
+    assert stored is not None
+    ((attempts),) = [step["attempts"] for step in stored["steps"]]
+    assert [(a["number"], a["retry_signal"]) for a in attempts] == [
+        (1, None),
+        (2, "x-stainless-retry-count=1"),
+    ]
+    runs = await store.list_runs(RunFilter(q="the first question"), 10, None)
+    assert len(runs) == 2 and pipeline.counters.failed == 0
+    await pipeline.close()
+    await writer.close()
+    await store.close()
