@@ -39,7 +39,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from storage import queries, sql, stats
-from storage.base import StoreUnavailable
+from storage.base import RunFilter, StoreUnavailable
 from storage.migrations import MIGRATIONS
 from storage.records import WRITE_ORDER, AttemptRow, BodyRow, Row, RunRow, StepRow, dumps, now, valid_text
 from storage.sql import POSTGRES as D
@@ -453,17 +453,23 @@ class PostgresStore(queries.Reads):
 
     # ---- reads --------------------------------------------------------------------------
 
-    # lists, details and stats: queries.Reads (pg_trgm serves `q` without help)
+    # details and stats: queries.Reads
+
+    async def list_runs(
+        self, where: RunFilter, limit: int, cursor: tuple[str, str] | None
+    ) -> list[dict[str, Any]]:
+        # pg_trgm serves `q` without help, from one index over both texts
+        return await queries.list_runs(
+            self._fetch, where, limit, cursor, text_search=queries.TEXT_SEARCH_ONE_INDEX
+        )
 
     def size_bytes(self) -> int:
         """The database's size when it was last probed."""
         return self._size
 
     async def _fetch(self, query: str, params: Sequence[Any]) -> list[dict[str, Any]]:
-        # SQLite's LIKE ignores ASCII case; ILIKE is the same search (and pg_trgm serves it)
-        query = D.render(query).replace(" LIKE ", " ILIKE ")
         async with self._connection() as conn:
-            cur = await conn.execute(query, list(params))
+            cur = await conn.execute(in_dialect(query), list(params))
             rows = await cur.fetchall()
         return [{k: _plain(v) for k, v in r.items()} for r in rows]
 
@@ -471,6 +477,12 @@ class PostgresStore(queries.Reads):
 WRITE_ORDER_KINDS: tuple[type[Row], ...] = tuple(
     sorted((RunRow, StepRow, AttemptRow, BodyRow), key=lambda k: WRITE_ORDER[k.table])
 )
+
+
+def in_dialect(query: str) -> str:
+    """A read of `storage.queries` as PostgreSQL runs it: SQLite's LIKE ignores ASCII case, and
+    ILIKE is the same search (one pg_trgm serves)."""
+    return D.render(query).replace(" LIKE ", " ILIKE ")
 
 
 def day_of(run_id: str) -> int:

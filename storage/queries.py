@@ -64,7 +64,15 @@ def row_mapping(row: Row) -> dict[str, Any]:
 # ---- runs ---------------------------------------------------------------------------------------
 
 
-def _run_filter(where: RunFilter) -> tuple[list[str], list[Any]]:
+# `q` finds text in a run's prompt or its first message: a LIKE pattern per `?` (SQLite's FTS
+# index narrows it first). PostgreSQL searches both as one text (`TEXT_SEARCH_ONE_INDEX`).
+TEXT_SEARCH = "(prompt LIKE ? ESCAPE '\\' OR first_message LIKE ? ESCAPE '\\')"
+# Both texts joined by U+001F, which `q` never holds (it is taken out): to the letter the
+# expression of PostgreSQL's trigram index (migration m012), so one index scan serves it.
+TEXT_SEARCH_ONE_INDEX = "(COALESCE(prompt, '') || chr(31) || COALESCE(first_message, '')) LIKE ? ESCAPE '\\'"
+
+
+def _run_filter(where: RunFilter, text_search: str = TEXT_SEARCH) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     for column in ("kind", "status", "conversation_id", "provider", "model"):
@@ -81,9 +89,9 @@ def _run_filter(where: RunFilter) -> tuple[list[str], list[Any]]:
     if where.has_error is not None:
         clauses.append("error_class IS NOT NULL" if where.has_error else "error_class IS NULL")
     if where.q:
-        escaped = where.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        clauses.append("(prompt LIKE ? ESCAPE '\\' OR first_message LIKE ? ESCAPE '\\')")
-        params += [f"%{escaped}%", f"%{escaped}%"]
+        escaped = where.q.replace("\x1f", "").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        clauses.append(text_search)
+        params += [f"%{escaped}%"] * text_search.count("?")
     return clauses, params
 
 
@@ -93,9 +101,11 @@ async def list_runs(
     limit: int,
     cursor: tuple[str, str] | None,
     narrow: tuple[str, list[Any]] | None = None,
+    text_search: str = TEXT_SEARCH,
 ) -> list[dict[str, Any]]:
-    """`narrow` is an extra (clause, params) a backend adds, e.g. a text index for `q`."""
-    clauses, params = _run_filter(where)
+    """`narrow` is an extra (clause, params) a backend adds, e.g. a text index for `q`;
+    `text_search` the backend's clause for `q` (`TEXT_SEARCH`)."""
+    clauses, params = _run_filter(where, text_search)
     if narrow is not None:
         clauses.append(narrow[0])
         params += narrow[1]

@@ -8,15 +8,16 @@ import asyncio
 import dataclasses
 import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from aiohttp.test_utils import TestClient
 
+from storage import queries
 from storage.base import RunFilter
-from storage.postgres import PostgresStore
+from storage.postgres import PostgresStore, in_dialect
 from storage.records import AttemptRow, Row, RunRow, StepRow, now, timestamp
 from storage.spool import Spool
 from storage.writer import Writer
@@ -149,6 +150,44 @@ async def test_text_postgresql_refuses_is_stored_replaced(postgres_url: str) -> 
             "message": "nul\ufffd inside",
             "escaped": "a\\u0000b",
         }
+    finally:
+        await store.close()
+
+
+async def test_q_reads_one_trigram_index_over_the_prompt_and_first_message(postgres_url: str) -> None:
+    """`q` searches both texts joined (migration m012): the runs SQLite's two LIKEs find, no match
+    across the join, and a plan that reads the one index (the planner weighed 60 over a month)."""
+    store = PostgresStore(postgres_url)
+    texts = [("alpha Zanzibar", None), (None, "beta zanzibar"), ("alpha", "beta"), (None, None)]
+    try:
+        for i, (prompt, first_message) in enumerate(texts):
+            rows = open_run(i)
+            rows[0] = dataclasses.replace(rows[0], prompt=prompt, first_message=first_message)
+            await store.write(rows)
+
+        async def found(q: str) -> list[str]:
+            return sorted(r["id"] for r in await store.list_runs(RunFilter(q=q), 10, None))
+
+        assert await found("ZANZIBAR") == ["run_open_0", "run_open_1"]
+        assert await found("alpha") == ["run_open_0", "run_open_2"]
+        assert await found("alphabeta") == await found("alpha\x1fbeta") == []
+        said: list[tuple[str, list[Any]]] = []
+
+        async def keep(query: str, params: Sequence[Any]) -> list[Any]:
+            said.append((query, list(params)))
+            return []
+
+        await queries.list_runs(
+            keep, RunFilter(q="zanzibar"), 50, None, text_search=queries.TEXT_SEARCH_ONE_INDEX
+        )
+        ((query, params),) = said
+        async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+            await conn.execute("SET enable_seqscan = off")  # four rows: a scan would be cheaper
+            plan = "\n".join(
+                r[0] for r in await (await conn.execute(f"EXPLAIN {in_dialect(query)}", params)).fetchall()
+            )
+        assert "Bitmap Index Scan on runs_d0_expr_idx" in plan, plan
+        assert "BitmapOr" not in plan and "prompt_idx" not in plan and "first_message_idx" not in plan, plan
     finally:
         await store.close()
 
