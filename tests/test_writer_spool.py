@@ -10,7 +10,7 @@ from addons.redact import REDACTED, Learned, Redactor
 from storage.records import AttemptRow, Row, RunRow
 from storage.spool import Spool
 from storage.sqlite import SqliteStore
-from storage.writer import Writer
+from storage.writer import SCRUB_SLICE, Writer
 from tests.faults import read_only
 
 KEY = "sk-proj-PLANTEDkey0000000000000000000007"
@@ -213,4 +213,34 @@ async def test_every_row_is_scrubbed_before_the_store_the_spool_and_listeners_se
     assert stored == {"run_1": f"my key is {REDACTED}", "run_3": f"my key is {REDACTED}"}
     assert [r.id for r in told] == ["run_1", "run_3"]
     assert all(KEY not in (r.first_message or "") for r in told)
+    await store.close()
+
+
+async def test_a_large_batch_is_scrubbed_in_slices_with_the_loop_turning_between(tmp_path: Path) -> None:
+    """The proxy's traffic shares the writer's loop: 300 rows to scrub are not one block."""
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    turns = 0
+    seen_at: list[int] = []
+
+    def scrub(row: Row) -> Row:
+        seen_at.append(turns)
+        return row
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    writer = Writer(store, scrub=scrub, max_batch=1000, linger=0)
+    for i in range(300):
+        writer.submit(run(i))  # queued before the writer runs: one batch
+    other = asyncio.create_task(other_work())
+    writer.start()
+    await writer.flush()
+    other.cancel()
+    assert len(seen_at) == 300 and writer.dropped == 0
+    assert len(set(seen_at)) >= 300 // SCRUB_SLICE  # the loop turned between the slices
+    await writer.close()
     await store.close()
