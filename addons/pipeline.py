@@ -1,5 +1,6 @@
 """From exchanges to rows: parse, classify, group and track, off the traffic path (every row is
-scrubbed of secrets where it is handed to the writer: `redact.Redactor.wrap`).
+scrubbed of secrets in the writer, before anything stores, spools or announces it:
+`storage.writer.Writer(scrub=redact.Redactor.row)`).
 
 The recorder's hooks only enqueue; this task does the work in arrival order, so a slow parse
 delays a record, never a response.

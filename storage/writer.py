@@ -57,8 +57,9 @@ QUIET = frozenset({"run_deleted"})  # expected, not a loss
 # (a batch in flight and about one waiting, each), so none of its rows is still in a lane,
 # and a new lane for it cannot reorder its snapshots.
 LANE_MEMORY = 50_000
-# Rows scrubbed between two turns of the event loop: ~1 ms of the redactor's work, at most.
-SCRUB_SLICE = 64
+# The redactor's work between two turns of the event loop, in seconds: a row's cost grows with
+# its text (a 1 MiB body takes ~40 ms), so the slice is timed, not counted; one row is one piece.
+SCRUB_SLICE = 0.002
 
 
 @dataclass(slots=True)
@@ -244,10 +245,12 @@ class Writer:
                 newest[(row.table, row.id)] = row
             for _ in range(len(batch) - len(newest)):
                 self._queue.task_done()  # an older snapshot: its newer one is routed in its place
-            for n, row in enumerate(newest.values(), 1):
+            sliced = time.perf_counter()
+            for row in newest.values():
                 if self.scrub is not None:
-                    if n % SCRUB_SLICE == 0:
+                    if time.perf_counter() - sliced >= SCRUB_SLICE:
                         await asyncio.sleep(0)  # the traffic shares this loop: no batch is one block
+                        sliced = time.perf_counter()
                     try:
                         row = self.scrub(row)
                     except Exception:  # never an unscrubbed row: this one is lost, and counted
