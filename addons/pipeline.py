@@ -184,7 +184,7 @@ class Pipeline:
         return found
 
     def _let_go_early(self, ref: StepRef) -> bool:
-        """The step's run left memory while a retry could still join it (`MAX_SETTLED`)."""
+        """The step's run left memory while a retry could still join it (`tracker.MAX_SETTLED`)."""
         tracker = self.tracker
         return ref.run_id not in tracker.runs and tracker.clock() - ref.seen < 2 * tracker.retry_window
 

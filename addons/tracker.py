@@ -27,10 +27,12 @@ from storage.records import USAGE_FIELDS, AttemptRow, BodyRow, Row, RunRow, Step
 
 STEP_ORDER = {"in_progress": 0, "interrupted": 1, "error": 2, "completed": 3}
 FINAL_RUN = ("completed", "error", "interrupted")
-# Settled runs kept in memory for the retry rules, newest first: what a proxy sees in a minute at
-# ~16 calls/s. Beyond it (a busy proxy), the oldest are let go and a late retry takes its run up
-# from the store (`Pipeline._lookup`), so memory is bounded whatever the traffic (~7 KB a run).
-MAX_SETTLED = 1_000
+# Settled runs stay in memory for 2 retry windows (a retry, a side call's next pass, a title
+# joining its turn may still come). This bounds them under a flood (~7 KB a run: ~70 MB): only
+# past ~160 calls/s are the oldest let go early, never one a side call or failure still waits
+# on; a retry that names one takes its run up from the store (`Pipeline._lookup`), while a side
+# call's next pass or a late title then starts a run of its own.
+MAX_SETTLED = 10_000
 # An id a client forces with X-Chatdebug-Run: anything else is ignored, not stored.
 RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
@@ -423,7 +425,8 @@ class Tracker:
         if len(settled) > self.max_settled:
             settled.sort(key=lambda r: r.last_activity)
             for run in settled[: len(settled) - self.max_settled]:
-                self.forget(run.row.id)  # its rows were written seconds ago: the store has it
+                if not self._pending(run) and self.index.orphans.get(run.row.id) is None:
+                    self.forget(run.row.id)  # its rows went to the writer seconds ago
         self.index.expire()
 
     def resume(self, stored: dict[str, Any]) -> RunState:

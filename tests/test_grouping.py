@@ -457,22 +457,31 @@ def test_a_turn_after_a_compaction_between_turns_is_a_new_run_in_the_conversatio
     )
 
 
-def test_settled_runs_past_the_memory_bound_are_let_go_oldest_first() -> None:
+def test_settled_runs_past_the_memory_bound_are_let_go_oldest_first_but_none_still_awaited() -> None:
     h = Harness()
     h.tracker.max_settled = 2
+    title = {
+        "model": "c",
+        "max_tokens": 32000,
+        "system": "Generate a concise, single-line task title of at most 36 characters.",
+        "messages": [user("The user's latest prompt: 'rename the settings module'")],
+    }
+    flow, run_t, _, _ = h.call(title, {"session_id": "temp-thread"})  # waits for the turn it quotes
+    h.end(flow, text_reply("Rename settings"))
+    flow, failed, _, _ = h.call(body_of(user("this one fails")))
+    h.end(flow, None, status="failed")  # a retry may still come: its failure is not settled yet
+    h.tracker.runs[failed].row.status = "completed"  # (as a run whose earlier step completed)
     runs = []
     for i in range(4):
-        flow, run, _, _ = h.call(
-            {"model": "c", "max_tokens": 10, "messages": [{"role": "user", "content": f"q{i}"}]}
-        )
+        flow, run, _, _ = h.call(body_of(user(f"q{i}")))
         h.now += 1
         h.end(flow, text_reply("a"))
         runs.append(run)
-    flow, open_run, _, _ = h.call(
-        {"model": "c", "max_tokens": 10, "messages": [{"role": "user", "content": "open"}]}
-    )
+    flow, open_run, _, _ = h.call(body_of(user("open")))
     h.tracker.tick(h.now)
-    assert set(h.tracker.runs) == {runs[2], runs[3], open_run}  # an open run is never let go
+    assert set(h.tracker.runs) == {run_t, failed, runs[2], runs[3], open_run}
+    h.call(body_of(user("rename the settings module")), {"session_id": "sess-main"})
+    assert h.run(run_t).conversation_id == "sess-main"  # the title still joined its turn
 
 
 async def test_a_late_retry_of_a_run_a_busy_proxy_let_go_takes_it_up_from_the_store(tmp_path: Path) -> None:
