@@ -30,8 +30,8 @@ FINAL_RUN = ("completed", "error", "interrupted")
 # Settled runs stay in memory for 2 retry windows (a retry, a side call's next pass, a title
 # joining its turn may still come). This bounds them under a flood (~7 KB a run: ~70 MB): only
 # past ~160 calls/s are the oldest let go early, never one a side call or failure still waits
-# on; a retry that names one takes its run up from the store (`Pipeline._lookup`), while a side
-# call's next pass or a late title then starts a run of its own.
+# on; a retry that names one takes its run up from the store (`Pipeline._lookup`: while the
+# database is away, it starts a run of its own), as a side call's next pass or a late title does.
 MAX_SETTLED = 10_000
 # An id a client forces with X-Chatdebug-Run: anything else is ignored, not stored.
 RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
