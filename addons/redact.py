@@ -281,6 +281,14 @@ class Redactor:
         """The row with every string field scrubbed, at any depth; the same row when clean."""
         if isinstance(row, AttemptRow):  # its request's credentials, before anything is scrubbed
             self.learn(row.request_headers.items(), row.url)
+        for _ in range(3):  # a credential-named field teaches its value: the row again, with it
+            generation = self.learned.generation
+            row = self._row(row)
+            if self.learned.generation == generation:
+                return row
+        return row
+
+    def _row[R: Row](self, row: R) -> R:
         changes = {}
         small: dict[str, str] = {}  # ids, names, timestamps: one probe for all
         get, columns = _columns(type(row))

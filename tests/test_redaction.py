@@ -158,6 +158,22 @@ def test_a_value_learned_later_is_scrubbed_from_a_row_seen_clean_before() -> Non
     assert TOKEN not in (redactor.row(row).first_message or "")
 
 
+def test_a_value_a_later_column_teaches_is_scrubbed_from_the_columns_before_it() -> None:
+    """A step's request echoes a value its response names a credential: the request, scrubbed
+    first, is scrubbed again once the response taught the value."""
+    redactor = Redactor(Learned())
+    echoed = "Zq8opaque77value"  # not key-shaped: only learning it can catch it elsewhere
+    step = StepRow(
+        id="stp_1",
+        run_id="run_1",
+        request={"messages": [{"text": f"the value is {echoed}, use it " + "and more " * 60}]},
+        response={"content": [{"api_key": echoed}]},
+    )
+    scrubbed = redactor.row(step)
+    assert echoed not in dumps(fields(scrubbed)).decode()
+    assert scrubbed.response == {"content": [{"api_key": REDACTED}]}
+
+
 def test_a_short_value_seen_clean_is_scrubbed_once_a_field_of_the_same_row_teaches_it() -> None:
     redactor = Redactor(Learned())
     echoed = "resp9opaque7value"  # a short column is probed once, then remembered clean
