@@ -160,7 +160,7 @@ class Pipeline:
         index = self.tracker.index
         found = index.lookup(request)
         if self.history is None or not index.unknown_history(found, anywhere=self.shared):
-            if (ref := found.same) is not None and self._let_go_early(ref):
+            if (ref := found.same) is not None and self.tracker.let_go_early(ref):
                 await self._take_up(ref)  # a retry of a run a busy proxy let go: the store has it
             return found
         previous = request.signals.previous_response_id
@@ -182,11 +182,6 @@ class Pipeline:
         if self.shared:
             await self._take_up(found.same or found.continues)
         return found
-
-    def _let_go_early(self, ref: StepRef) -> bool:
-        """The step's run left memory while a retry could still join it (`tracker.MAX_SETTLED`)."""
-        tracker = self.tracker
-        return ref.run_id not in tracker.runs and tracker.clock() - ref.seen < 2 * tracker.retry_window
 
     async def _take_up(self, ref: StepRef | None) -> None:
         """The run a request retries or continues, as the store has it when another replica

@@ -429,6 +429,10 @@ class Tracker:
                     self.forget(run.row.id)  # its rows went to the writer seconds ago
         self.index.expire()
 
+    def let_go_early(self, ref: StepRef) -> bool:
+        """The step's run left memory (`MAX_SETTLED`) while a retry could still join it."""
+        return ref.run_id not in self.runs and self.clock() - ref.seen < 2 * self.retry_window
+
     def resume(self, stored: dict[str, Any]) -> RunState:
         """A run the store has and memory no longer does (settled and let go, or written by a
         previous process), taken up again: an X-Chatdebug-Run that names it adds to it rather

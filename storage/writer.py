@@ -245,18 +245,7 @@ class Writer:
                 newest[(row.table, row.id)] = row
             for _ in range(len(batch) - len(newest)):
                 self._queue.task_done()  # an older snapshot: its newer one is routed in its place
-            sliced = time.perf_counter()
-            for row in newest.values():
-                if self.scrub is not None:
-                    if time.perf_counter() - sliced >= SCRUB_SLICE:
-                        await asyncio.sleep(0)  # the traffic shares this loop: no batch is one block
-                        sliced = time.perf_counter()
-                    try:
-                        row = self.scrub(row)
-                    except Exception:  # never an unscrubbed row: this one is lost, and counted
-                        self._drop(1, "unscrubbable", exc_info=True)
-                        self._queue.task_done()
-                        continue
+            for row in await self._scrubbed(list(newest.values())):
                 self._lanes[self._lane(row)].rows.append(row)
             self._start_lanes()
             if call is not None:
@@ -267,6 +256,24 @@ class Writer:
                 self._room.clear()
                 self._start_lanes()
                 await self._room.wait()
+
+    async def _scrubbed(self, rows: list[Row]) -> list[Row]:
+        """The rows as `scrub` leaves them; the traffic shares this loop, so it turns after every
+        `SCRUB_SLICE` of that work. A row that cannot be scrubbed is lost, and counted."""
+        if self.scrub is None:
+            return rows
+        scrubbed: list[Row] = []
+        sliced = time.perf_counter()
+        for row in rows:
+            if time.perf_counter() - sliced >= SCRUB_SLICE:
+                await asyncio.sleep(0)
+                sliced = time.perf_counter()
+            try:
+                scrubbed.append(self.scrub(row))
+            except Exception:  # never an unscrubbed row
+                self._drop(1, "unscrubbable", exc_info=True)
+                self._queue.task_done()
+        return scrubbed
 
     def _start_lanes(self) -> None:
         for lane in self._lanes:
