@@ -93,7 +93,7 @@ class Writer:
         max_batch: int = 1_000,
         probe_every: float = 2.0,
         max_probe_every: float = 30.0,
-        linger: float = 0.01,
+        linger: float = 0.05,
         lanes: int = 1,
         scrub: Callable[[Row], Row] | None = None,
     ) -> None:
@@ -105,7 +105,9 @@ class Writer:
         self.max_batch = max_batch
         self.probe_every = probe_every
         self.max_probe_every = max_probe_every
-        self.linger = linger  # a short wait for more rows turns many tiny commits into few batches
+        # a short wait for more rows turns many tiny commits into few batches: a SQLite commit of
+        # one call's four rows costs ~0.5 ms of CPU, one of twenty calls' ~0.2 ms a call
+        self.linger = linger
         # None wakes the loop: a lane found the store unavailable, so probes are due
         self._queue: asyncio.Queue[Row | _Call | None] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
@@ -229,7 +231,9 @@ class Writer:
                 await self._call(item)
                 continue
             batch, call = [item], None
-            if self.linger and self._queue.empty():
+            if self.linger and self._queue.qsize() < self.max_batch:
+                # whatever the queue holds: a call submits its rows together, so a queue that is
+                # not empty is no sign that a batch is full
                 await asyncio.sleep(self.linger)
             while len(batch) < self.max_batch and not self._queue.empty():
                 item = self._queue.get_nowait()

@@ -247,3 +247,29 @@ async def test_a_large_batch_is_scrubbed_in_slices_with_the_loop_turning_between
     assert SCRUB_SLICE <= 0.01 and len(set(seen_at)) >= 6  # the loop turned between the slices
     await writer.close()
     await store.close()
+
+
+async def test_rows_of_calls_close_together_share_one_commit(tmp_path: Path) -> None:
+    """A call submits several rows at once: the writer still waits its linger for the next
+    call's, so a busy proxy commits many calls per transaction (each commit costs far more CPU
+    than a row), not one call each."""
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    batches: list[int] = []
+    write = store.write
+
+    async def counting(rows: list[Row]) -> list[Row]:
+        batches.append(len(rows))
+        return await write(rows)
+
+    store.write = counting  # type: ignore[method-assign]
+    writer = Writer(store, linger=0.2)
+    writer.start()
+    for call in range(3):
+        for i in range(4):  # a call's run, step, attempt and body, submitted together
+            writer.submit(run(call * 10 + i))
+        await asyncio.sleep(0.02)
+    await writer.flush()
+    assert batches == [12] and len(statuses(tmp_path / "db.sqlite")) == 12
+    await writer.close()
+    await store.close()
