@@ -377,6 +377,8 @@ class Tracker:
         self._emit(run, step, attempt)
         # an ended attempt is never written again: what placing the next one asks of it is kept
         step.attempts[step.attempts.index(attempt)] = _ended(attempt)
+        if step.row.status == "completed":  # sent: the store keeps them (sticky columns)
+            step.row.request = step.row.response = None
         return flight
 
     def _price(self, flight: Flight, response: Response) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 from storage import sql
 from storage.base import Store, StoreUnavailable
-from storage.records import AttemptRow, Row, RunRow
+from storage.records import AttemptRow, Row, RunRow, supersede
 from storage.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,8 @@ class Writer:
                 batch.append(item)
             newest: dict[tuple[str, str], Row] = {}  # a row snapshotted twice is written once
             for row in batch:
-                newest[(row.table, row.id)] = row
+                key = (row.table, row.id)
+                newest[key] = supersede(older, row) if (older := newest.get(key)) is not None else row
             for _ in range(len(batch) - len(newest)):
                 self._queue.task_done()  # an older snapshot: its newer one is routed in its place
             for row in await self._scrubbed(list(newest.values())):
@@ -360,7 +361,8 @@ class Writer:
     async def _write(self, batch: list[Row]) -> None:
         latest: dict[tuple[str, str], Row] = {}
         for row in batch:
-            latest[(row.table, row.id)] = row
+            key = (row.table, row.id)
+            latest[key] = supersede(older, row) if (older := latest.get(key)) is not None else row
         rows = list(latest.values())
         if self.degraded:
             self._to_spool(rows)

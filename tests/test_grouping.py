@@ -536,3 +536,53 @@ async def test_a_late_retry_of_a_run_a_busy_proxy_let_go_takes_it_up_from_the_st
     await pipeline.close()
     await writer.close()
     await store.close()
+
+
+async def test_a_completed_steps_request_and_response_leave_memory_and_stay_stored(tmp_path: Path) -> None:
+    """Sent once, kept by the store: a later snapshot of the step (a retry after success) that
+    no longer carries them does not erase them."""
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    writer = Writer(store, linger=0)
+    writer.start()
+    pipeline = Pipeline(writer.submit, recall=store.get_run, history=store.find_history)
+    pipeline.start()
+    recorder = Recorder(pipeline)
+
+    async def call(headers: dict[str, str] | None = None) -> None:
+        body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "which city is largest?"}]}
+        flow = tflow.tflow(
+            req=tutils.treq(
+                host="api.openai.com", port=443, scheme=b"https", method=b"POST",
+                path=b"/v1/chat/completions", content=json.dumps(body).encode(),
+            )
+        )  # fmt: skip
+        flow.request.headers.update({"content-type": "application/json", **(headers or {})})
+        flow.request.timestamp_start = flow.request.timestamp_end = time.time()
+        recorder.requestheaders(flow)
+        recorder.request(flow)
+        content = wire.openai_completion("Tokyo", usage=wire.openai_usage(3, 1))
+        flow.response = tutils.tresp(content=content)
+        flow.response.headers["content-type"] = "application/json"
+        flow.response.timestamp_start = flow.response.timestamp_end = time.time()
+        recorder.responseheaders(flow)
+        for chunk in (content, b""):  # as mitmproxy streams it through the tap
+            flow.response.stream(chunk)
+        recorder.response(flow)
+        await pipeline.drain()
+        await writer.flush()
+
+    await call()
+    ((run_id, run),) = pipeline.tracker.runs.items()
+    (step,) = run.steps
+    assert step.row.status == "completed" and step.row.request is None and step.row.response is None
+    await call({"x-stainless-retry-count": "1"})  # the same step again, then completed again
+    stored = await store.get_run(run_id)
+    assert stored is not None
+    (stored_step,) = stored["steps"]
+    assert len(stored_step["attempts"]) == 2
+    assert stored_step["request"]["messages"][0]["parts"][0]["text"] == "which city is largest?"
+    assert stored_step["response"]["content"][0]["text"] == "Tokyo"
+    await pipeline.close()
+    await writer.close()
+    await store.close()

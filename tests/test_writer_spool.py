@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from addons.redact import REDACTED, Learned, Redactor
-from storage.records import AttemptRow, Row, RunRow
+from storage.records import AttemptRow, Row, RunRow, StepRow
 from storage.spool import Spool
 from storage.sqlite import SqliteStore
 from storage.writer import SCRUB_SLICE, Writer
@@ -271,5 +271,26 @@ async def test_rows_of_calls_close_together_share_one_commit(tmp_path: Path) -> 
         await asyncio.sleep(0.02)
     await writer.flush()
     assert batches == [12] and len(statuses(tmp_path / "db.sqlite")) == 12
+    await writer.close()
+    await store.close()
+
+
+async def test_a_snapshot_that_leaves_a_sticky_column_out_keeps_the_earlier_ones_value(tmp_path: Path) -> None:
+    """A completed step's request and response are sent once: a later snapshot of the step in
+    the same batch, or in a later one, leaves them as they are."""
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    writer = Writer(store, linger=0.05)
+    writer.start()
+    writer.submit(run(1))
+    first = StepRow(id="stp_1", run_id="run_0001", request={"model": "m"}, response={"id": "r1"})
+    writer.submit(first)
+    writer.submit(StepRow(id="stp_1", run_id="run_0001", status="completed"))  # same batch
+    await writer.flush()
+    writer.submit(StepRow(id="stp_1", run_id="run_0001", status="completed", usage={"input_tokens": 1}))
+    await writer.flush()
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        ((request, response, usage),) = conn.execute("SELECT request, response, usage FROM steps").fetchall()
+    assert (request, response, usage) == ('{"model":"m"}', '{"id":"r1"}', '{"input_tokens":1}')
     await writer.close()
     await store.close()
