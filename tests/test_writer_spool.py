@@ -275,7 +275,9 @@ async def test_rows_of_calls_close_together_share_one_commit(tmp_path: Path) -> 
     await store.close()
 
 
-async def test_a_snapshot_that_leaves_a_sticky_column_out_keeps_the_earlier_ones_value(tmp_path: Path) -> None:
+async def test_a_snapshot_that_leaves_a_sticky_column_out_keeps_the_earlier_ones_value(
+    tmp_path: Path,
+) -> None:
     """A completed step's request and response are sent once: a later snapshot of the step in
     the same batch, or in a later one, leaves them as they are."""
     store = SqliteStore(str(tmp_path / "db.sqlite"))
