@@ -28,7 +28,8 @@ from storage.records import USAGE_FIELDS, AttemptRow, BodyRow, Row, RunRow, Step
 STEP_ORDER = {"in_progress": 0, "interrupted": 1, "error": 2, "completed": 3}
 FINAL_RUN = ("completed", "error", "interrupted")
 # Settled runs stay in memory for 2 retry windows (a retry, a side call's next pass, a title
-# joining its turn may still come). This bounds them under a flood (~7 KB a run: ~70 MB): only
+# joining its turn may still come). This bounds them under a flood (~3.6 KB a one-step run,
+# ~36 MB: a completed step's request and response are not kept once sent): only
 # past ~160 calls/s are the oldest let go early, never one a side call or failure still waits
 # on; a retry that names one takes its run up from the store (`Pipeline._lookup`: while the
 # database is away, it starts a run of its own), as a side call's next pass or a late title does.
