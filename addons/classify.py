@@ -331,6 +331,9 @@ def _summary_ask(text: str) -> bool:
     return False
 
 
+_summary_ask_system = lru_cache(maxsize=64)(_summary_ask)  # a system prompt's head: the same each call
+
+
 def title_reason(f: Facts) -> str | None:
     if f.used_tools or not f.side_call_shape:
         return None
@@ -355,7 +358,7 @@ def compaction_reason(f: Facts) -> str | None:
     for text in f.last_user_ends:
         if (long_history or len(text) >= INLINE_TRANSCRIPT_CHARS) and _summary_ask(text):
             return "the final message asks for a summary of the conversation so far"
-    if f.conversation and _summary_ask(f.system_head[:800]):
+    if f.conversation and _summary_ask_system(f.system_head[:800]):
         return "the system prompt asks to summarise the history"
     return None
 
@@ -397,6 +400,14 @@ def client_stated(request: Request) -> Classification | None:
     return None
 
 
+# Conditions on the system prompt alone: an application sends the same one with every call, so
+# which rules they let through is decided once per prompt (`Classifier._rules_for`).
+SYSTEM_CHECKS = frozenset({CHECKS["system_starts_with"], CHECKS["system_contains"]})
+_SYSTEMS_KEPT = 32  # system prompts whose rules are kept: a few applications' main and side calls
+
+Conditions = list[tuple[Callable[[Facts, Any], bool], Any]]
+
+
 class Classifier:
     def __init__(self, profile_files: list[Path] | tuple[Path, ...] = ()) -> None:
         self.profiles = load_profiles(profile_files)
@@ -406,6 +417,22 @@ class Classifier:
             for rule in profile.rules
             if (conditions := rule.match.compile())
         ]
+        self._by_system: dict[str, list[tuple[str, str, Conditions]]] = {}
+
+    def _rules_for(self, facts: Facts) -> list[tuple[str, str, Conditions]]:
+        """The rules, in order, whose system prompt conditions hold, with their other conditions."""
+        system = facts.system
+        found = self._by_system.get(system)
+        if found is None:
+            found = []
+            for kind, reason, conditions in self.rules:
+                on_system = [(check, value) for check, value in conditions if check in SYSTEM_CHECKS]
+                if all(check(facts, value) for check, value in on_system):
+                    found.append((kind, reason, [c for c in conditions if c[0] not in SYSTEM_CHECKS]))
+            if len(self._by_system) >= _SYSTEMS_KEPT:
+                del self._by_system[next(iter(self._by_system))]
+            self._by_system[system] = found
+        return found
 
     def classify(self, request: Request | None, path: str, hints: dict[str, str]) -> Classification:
         stated = hints.get("x-chatdebug-kind", "").strip().lower()
@@ -418,7 +445,7 @@ class Classifier:
         if found is not None and found.kind != "chat_turn":
             return found
         facts = Facts(request, path)
-        for kind, reason, conditions in self.rules:
+        for kind, reason, conditions in self._rules_for(facts):
             if all(check(facts, value) for check, value in conditions):
                 return Classification(kind, "profile", reason)
         return heuristic(facts) or found or Classification("chat_turn", "default", "a conversational call")

@@ -316,3 +316,36 @@ def test_unreadable_only_when_not_json() -> None:
     assert api is not None
     broken = api.parse_request({"model": "m", "messages": "nope"}, Call("POST", "h", "/v1/messages"))
     assert Classifier().classify(broken, "/v1/messages", {}).kind == "chat_turn"
+
+
+def test_rules_decided_per_system_prompt_still_read_the_rest_of_each_call(tmp_path: Path) -> None:
+    """Which rules a system prompt lets through is kept per prompt; their other conditions are
+    asked of every call, and more prompts than are kept still classify as before."""
+    profile = {
+        "profiles": [
+            {
+                "name": "Acme",
+                "rules": [
+                    {
+                        "kind": "compaction",
+                        "reason": "Acme's compactor",
+                        "match": {"system_contains": "acme agent", "last_user_starts_with": "/squash"},
+                    },
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "acme.json"
+    path.write_text(json.dumps(profile))
+    classifier = Classifier([path])
+
+    def kind(system: str, user: str) -> str:
+        body = {"messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]}
+        return classify("/v1/chat/completions", {"model": "m", **body}, {}, classifier).kind
+
+    for i in range(40):  # past the prompts kept: each is decided again when it comes back
+        system = f"You are the Acme  Agent number {i}."
+        assert kind(system, "/squash the history") == "compaction"
+        assert kind(system, "what is the capital of France?") == "chat_turn"
+        assert kind(f"You are helper {i}.", "/squash the history") == "chat_turn"
+    assert kind("You are the Acme agent number 0.", "/SQUASH now") == "compaction"
