@@ -72,7 +72,7 @@ class Sidecar:
             history=store.find_history,
             shared=settings.postgres,
         )
-        sidecar = cls(settings, store, writer, pipeline, EventHub())
+        sidecar = cls(settings, store, writer, pipeline, EventHub(store.get_run))
         try:
             await sidecar._start()
         except BaseException:

@@ -7,7 +7,10 @@ import sqlite3
 import time
 from pathlib import Path
 
+import orjson
+
 from addons.redact import REDACTED, Learned, Redactor
+from proxy.api.events import EventHub
 from storage.records import AttemptRow, Row, RunRow, StepRow
 from storage.spool import Spool
 from storage.sqlite import SqliteStore
@@ -294,5 +297,38 @@ async def test_a_snapshot_that_leaves_a_sticky_column_out_keeps_the_earlier_ones
     with sqlite3.connect(tmp_path / "db.sqlite") as conn:
         ((request, response, usage),) = conn.execute("SELECT request, response, usage FROM steps").fetchall()
     assert (request, response, usage) == ('{"model":"m"}', '{"id":"r1"}', '{"input_tokens":1}')
+    await writer.close()
+    await store.close()
+
+
+async def test_replayed_events_carry_each_objects_stored_state_and_the_buffer_no_rows(tmp_path: Path) -> None:
+    """A client that missed events gets, for each object, its newest event with the object as
+    stored now (a completed step whose request left memory still replays with it); the replay
+    buffer itself holds ids only."""
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    hub = EventHub(store.get_run)
+    writer = Writer(store, linger=0)
+    writer.listeners.append(hub.committed)
+    writer.start()
+    writer.submit(run(1))
+    writer.submit(StepRow(id="stp_1", run_id="run_0001", request={"model": "m"}))
+    await writer.flush()
+    writer.submit(run(1, "completed"))
+    writer.submit(StepRow(id="stp_1", run_id="run_0001", status="completed", response={"id": "r1"}))
+    await writer.flush()
+    assert all(event.source is None for event in hub._buffer)
+    sub = hub.subscribe(None, None)
+    replayed = [(e.type, orjson.loads(e.data)) async for e in hub.replay(0, sub)]
+    assert [(kind, data["status"]) for kind, data in replayed] == [
+        ("run", "completed"),
+        ("step", "completed"),
+    ]
+    step = replayed[1][1]
+    assert (step["request"], step["response"]) == ({"model": "m"}, {"id": "r1"}) and "attempts" not in step
+    assert "steps" not in replayed[0][1]
+    await store.delete_runs(["run_0001"])
+    hub.deleted(["run_0001"])
+    assert [e.type async for e in hub.replay(0, sub)] == ["delete"]
     await writer.close()
     await store.close()

@@ -1,16 +1,20 @@
 """Change events for `/events`: one per committed run, step or attempt row, and per deletion.
 
 Events carry increasing ids and sit in a bounded replay buffer, so a client that reconnects
-with `Last-Event-ID` gets what it missed while that is still buffered. A subscriber that falls
-too far behind is dropped; it reconnects and replays.
+with `Last-Event-ID` gets what it missed while that is still buffered: for each run, step or
+attempt, its newest event, carrying the object as the store has it now. The buffer keeps ids,
+never rows: a step's row holds its whole request, hundreds of KB for an agent. A subscriber that
+falls too far behind is dropped; it reconnects and replays.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +22,8 @@ import orjson
 
 from storage.queries import attempt_shape, row_mapping, run_shape, step_shape
 from storage.records import AttemptRow, Row, RunRow, StepRow
+
+log = logging.getLogger(__name__)
 
 MAX_EVENT_ID = (1 << 63) - 1  # ids are microseconds since 1970 and count up from there
 
@@ -42,7 +48,8 @@ class Event:
     run_id: str
     conversation_id: str | None
     kind: str | None
-    source: Row | dict[str, Any]  # the committed row, or what a deletion says
+    object_id: str  # the run, step or attempt it is about (a deletion: its run)
+    source: Row | dict[str, Any] | None  # the committed row, or what a deletion says; None buffered
     _data: bytes | None = None
 
     @property
@@ -67,8 +74,12 @@ class Subscription:
         return self.kind is None or event.kind == self.kind
 
 
+Recall = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
 class EventHub:
-    def __init__(self, *, replay: int = 5_000, subscriber_queue: int = 1_000) -> None:
+    def __init__(self, recall: Recall, *, replay: int = 5_000, subscriber_queue: int = 1_000) -> None:
+        self.recall = recall  # a stored run by id, with its steps and attempts: what replays carry
         self._buffer: deque[Event] = deque(maxlen=replay)
         self._subscribers: set[Subscription] = set()
         self._runs: OrderedDict[str, tuple[str | None, str]] = OrderedDict()  # run -> (conversation, kind)
@@ -89,7 +100,7 @@ class EventHub:
                 self._remember(row.id, row.conversation_id, row.kind)
             run_id = row.id if isinstance(row, RunRow) else row.run_id  # type: ignore[attr-defined]
             # the row as it is (never changed once submitted): shaped only if a client reads it
-            self._publish(shape[0], run_id, row)
+            self._publish(shape[0], run_id, row.id, row)
 
     def deleted(self, run_ids: list[str]) -> None:
         gone = set(run_ids)
@@ -97,7 +108,7 @@ class EventHub:
         self._buffer.clear()
         self._buffer.extend(kept)
         for run_id in run_ids:
-            self._publish("delete", run_id, {"type": "run", "id": run_id})
+            self._publish("delete", run_id, run_id, {"type": "run", "id": run_id})
             self._runs.pop(run_id, None)
 
     def _remember(self, run_id: str, conversation_id: str | None, kind: str) -> None:
@@ -106,11 +117,12 @@ class EventHub:
         while len(self._runs) > 100_000:
             self._runs.popitem(last=False)
 
-    def _publish(self, name: str, run_id: str, source: Row | dict[str, Any]) -> None:
+    def _publish(self, name: str, run_id: str, object_id: str, source: Row | dict[str, Any]) -> None:
         self._next += 1
         conversation_id, kind = self._runs.get(run_id, (None, None))
-        event = Event(self._next, name, run_id, conversation_id, kind, source)
-        self._buffer.append(event)
+        event = Event(self._next, name, run_id, conversation_id, kind, object_id, source)
+        # a deletion says all there is; a row is read back from the store if a replay wants it
+        self._buffer.append(event if isinstance(source, dict) else dataclasses.replace(event, source=None))
         for sub in list(self._subscribers):
             if sub.wants(event):
                 try:
@@ -128,11 +140,46 @@ class EventHub:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subscribers.discard(sub)
 
-    def replay(self, after: int, sub: Subscription) -> Iterator[Event]:
-        return (e for e in list(self._buffer) if e.id > after and sub.wants(e))
+    async def replay(self, after: int, sub: Subscription) -> AsyncIterator[Event]:
+        """What a client missed since `after`: each object's newest event, in the order of those,
+        carrying the object as stored now (its later events, if any, follow on the live queue)."""
+        newest: dict[tuple[str, str], Event] = {}
+        for event in list(self._buffer):
+            if event.id > after and sub.wants(event):
+                newest.pop((event.type, event.object_id), None)  # its place is its newest event's
+                newest[(event.type, event.object_id)] = event
+        runs: dict[str, dict[str, Any] | None] = {}
+        for event in newest.values():
+            if event.source is not None:  # a deletion
+                yield event
+                continue
+            if event.run_id not in runs:
+                try:
+                    runs[event.run_id] = await self.recall(event.run_id)
+                except Exception as e:  # the store is away: the client reads the run once it is back
+                    log.warning("could not replay run %s from the store: %s", event.run_id, e)
+                    runs[event.run_id] = None
+            stored = _stored(runs[event.run_id], event)
+            if stored is not None:  # (None: deleted since; its deletion is replayed)
+                yield dataclasses.replace(event, source=stored)
 
     def _drop(self, sub: Subscription) -> None:
         self._subscribers.discard(sub)
         while not sub.queue.empty():
             sub.queue.get_nowait()
         sub.queue.put_nowait(None)  # tells the stream to end: the client reconnects and replays
+
+
+def _stored(run: dict[str, Any] | None, event: Event) -> dict[str, Any] | None:
+    """The object an event is about, out of its stored run, shaped as its live event is."""
+    if run is None:
+        return None
+    if event.type == "run":
+        return {k: v for k, v in run.items() if k != "steps"}
+    for step in run["steps"]:
+        if event.type == "step" and step["id"] == event.object_id:
+            return {k: v for k, v in step.items() if k != "attempts"}
+        for attempt in step["attempts"] if event.type == "attempt" else ():
+            if attempt["id"] == event.object_id:
+                return attempt
+    return None

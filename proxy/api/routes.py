@@ -110,7 +110,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         async with sse_response(request) as stream:
             stream.ping_interval = ctx.heartbeat
-            for event in ctx.hub.replay(last, sub):
+            async for event in ctx.hub.replay(last, sub):
                 await stream.send(event.data.decode(), event=event.type, id=str(event.id))
                 last = event.id
             while (event := await sub.queue.get()) is not None:
