@@ -484,6 +484,38 @@ def test_settled_runs_past_the_memory_bound_are_let_go_oldest_first_but_none_sti
     assert h.run(run_t).conversation_id == "sess-main"  # the title still joined its turn
 
 
+async def record_chat(
+    recorder: Recorder,
+    pipeline: Pipeline,
+    writer: Writer,
+    content: str,
+    reply: str = "ok",
+    headers: dict[str, str] | None = None,
+) -> None:
+    """One OpenAI chat call through the recorder's hooks, as mitmproxy drives them, until stored."""
+    body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": content}]}
+    flow = tflow.tflow(
+        req=tutils.treq(
+            host="api.openai.com", port=443, scheme=b"https", method=b"POST",
+            path=b"/v1/chat/completions", content=json.dumps(body).encode(),
+        )
+    )  # fmt: skip
+    flow.request.headers.update({"content-type": "application/json", **(headers or {})})
+    flow.request.timestamp_start = flow.request.timestamp_end = time.time()  # (tflow's are in 2000)
+    recorder.requestheaders(flow)
+    recorder.request(flow)
+    answer = wire.openai_completion(reply, usage=wire.openai_usage(3, 1))
+    flow.response = tutils.tresp(content=answer)
+    flow.response.headers["content-type"] = "application/json"
+    flow.response.timestamp_start = flow.response.timestamp_end = time.time()
+    recorder.responseheaders(flow)
+    for chunk in (answer, b""):  # as mitmproxy streams it through the tap
+        flow.response.stream(chunk)
+    recorder.response(flow)
+    await pipeline.drain()
+    await writer.flush()
+
+
 async def test_a_late_retry_of_a_run_a_busy_proxy_let_go_takes_it_up_from_the_store(tmp_path: Path) -> None:
     """Memory keeps `max_settled` settled runs; an identical request with a retry header for an
     older one, still inside the retry window, is its next attempt, read back from the store."""
@@ -497,24 +529,7 @@ async def test_a_late_retry_of_a_run_a_busy_proxy_let_go_takes_it_up_from_the_st
     recorder = Recorder(pipeline)
 
     async def call(content: str, headers: dict[str, str] | None = None) -> None:
-        body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": content}]}
-        flow = tflow.tflow(
-            req=tutils.treq(
-                host="api.openai.com", port=443, scheme=b"https", method=b"POST",
-                path=b"/v1/chat/completions", content=json.dumps(body).encode(),
-            )
-        )  # fmt: skip
-        flow.request.headers.update({"content-type": "application/json", **(headers or {})})
-        flow.request.timestamp_start = flow.request.timestamp_end = time.time()  # (tflow's are in 2000)
-        recorder.requestheaders(flow)
-        recorder.request(flow)
-        flow.response = tutils.tresp(content=wire.openai_completion("ok", usage=wire.openai_usage(3, 1)))
-        flow.response.headers["content-type"] = "application/json"
-        flow.response.timestamp_start = flow.response.timestamp_end = time.time()
-        recorder.responseheaders(flow)
-        recorder.response(flow)
-        await pipeline.drain()
-        await writer.flush()
+        await record_chat(recorder, pipeline, writer, content, headers=headers)
 
     await call("the first question")
     (first,) = pipeline.tracker.runs
@@ -550,27 +565,7 @@ async def test_a_completed_steps_request_and_response_leave_memory_and_stay_stor
     recorder = Recorder(pipeline)
 
     async def call(headers: dict[str, str] | None = None) -> None:
-        body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "which city is largest?"}]}
-        flow = tflow.tflow(
-            req=tutils.treq(
-                host="api.openai.com", port=443, scheme=b"https", method=b"POST",
-                path=b"/v1/chat/completions", content=json.dumps(body).encode(),
-            )
-        )  # fmt: skip
-        flow.request.headers.update({"content-type": "application/json", **(headers or {})})
-        flow.request.timestamp_start = flow.request.timestamp_end = time.time()
-        recorder.requestheaders(flow)
-        recorder.request(flow)
-        content = wire.openai_completion("Tokyo", usage=wire.openai_usage(3, 1))
-        flow.response = tutils.tresp(content=content)
-        flow.response.headers["content-type"] = "application/json"
-        flow.response.timestamp_start = flow.response.timestamp_end = time.time()
-        recorder.responseheaders(flow)
-        for chunk in (content, b""):  # as mitmproxy streams it through the tap
-            flow.response.stream(chunk)
-        recorder.response(flow)
-        await pipeline.drain()
-        await writer.flush()
+        await record_chat(recorder, pipeline, writer, "which city is largest?", "Tokyo", headers)
 
     await call()
     ((run_id, run),) = pipeline.tracker.runs.items()
