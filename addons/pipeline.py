@@ -66,16 +66,22 @@ class Pipeline:
         prices: list[Path] | tuple[Path, ...] = (),
         recall: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
         history: Callable[[list[str], str | None], Awaitable[list[dict[str, Any]]]] | None = None,
+        recall_step: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
         shared: bool = False,
     ) -> None:
         self.submit = submit
         self.recall = recall  # a stored run by id, for runs named again after memory let them go
+        self.recall_step = recall_step  # a stored step by id: a sent step's request and response
         self.history = history  # stored steps by request hash, for histories memory does not know
         # other replicas write the same store: a history memory knows may have gone on elsewhere
         self.shared = shared
         self.classifier = Classifier(profiles)
         self.tracker = Tracker(
-            submit, retry_window=retry_window, stale_after=stale_after, prices=Prices(prices)
+            submit,
+            retry_window=retry_window,
+            stale_after=stale_after,
+            prices=Prices(prices),
+            let_go_sent=recall_step is not None,
         )
         self.counters = Counters()
         self.tick_seconds = tick_seconds
@@ -162,6 +168,7 @@ class Pipeline:
         if self.history is None or not index.unknown_history(found, anywhere=self.shared):
             if (ref := found.same) is not None and self.tracker.let_go_early(ref):
                 await self._take_up(ref)  # a retry of a run a busy proxy let go: the store has it
+            await self._restore(found.same)
             return found
         previous = request.signals.previous_response_id
         try:
@@ -181,7 +188,21 @@ class Pipeline:
         found = index.lookup(request)
         if self.shared:
             await self._take_up(found.same or found.continues)
+        await self._restore(found.same)
         return found
+
+    async def _restore(self, ref: StepRef | None) -> None:
+        """A step a request may retry, whose request and response left memory once stored: back
+        from the store before the attempt is placed (its snapshots carry them whole)."""
+        if ref is None or self.recall_step is None or not self.tracker.sent(ref):
+            return
+        try:
+            stored = await self.recall_step(ref.step_id)
+        except Exception as e:  # the store is away: the tracker places the call without the step
+            log.warning("could not look up step %s in the store: %s", ref.step_id, e)
+            return
+        if stored is not None:
+            self.tracker.restore(ref, stored)
 
     async def _take_up(self, ref: StepRef | None) -> None:
         """The run a request retries or continues, as the store has it when another replica

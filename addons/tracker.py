@@ -28,8 +28,7 @@ from storage.records import USAGE_FIELDS, AttemptRow, BodyRow, Row, RunRow, Step
 STEP_ORDER = {"in_progress": 0, "interrupted": 1, "error": 2, "completed": 3}
 FINAL_RUN = ("completed", "error", "interrupted")
 # Settled runs stay in memory for 2 retry windows (a retry, a side call's next pass, a title
-# joining its turn may still come). This bounds them under a flood (~3.6 KB a one-step run,
-# ~36 MB: a completed step's request and response are not kept once sent): only
+# joining its turn may still come). This bounds them under a flood (~7 KB a run: ~70 MB): only
 # past ~160 calls/s are the oldest let go early, never one a side call or failure still waits
 # on; a retry that names one takes its run up from the store (`Pipeline._lookup`: while the
 # database is away, it starts a run of its own), as a side call's next pass or a late title does.
@@ -51,6 +50,9 @@ class StepState:
     pending_failure: tuple[float, Outcome] | None = None  # (deadline, outcome) awaiting a retry
     retry_until: float = 0.0  # an identical request until then is the next attempt
     tool_calls_pending: bool = False
+    # completed and sent: its request and response left memory (an agent's step holds hundreds
+    # of KB); a new attempt on it brings them back from the store first (`restore`)
+    sent: bool = False
 
 
 @dataclass(slots=True)
@@ -85,8 +87,10 @@ class Tracker:
         prices: Prices | None = None,
         clock: Callable[[], float] = time.time,
         max_settled: int = MAX_SETTLED,
+        let_go_sent: bool = False,
     ) -> None:
         self.submit = submit
+        self.let_go_sent = let_go_sent  # a store can give a sent step's request and response back
         self.max_settled = max_settled
         self.prices = prices or Prices()
         self.retry_window = retry_window
@@ -169,13 +173,17 @@ class Tracker:
                 return None, None, None
             same = found is not None and found.same is not None and found.same.run_id == forced
             step = self._step(run, found.same.step_id) if same and found and found.same else None
+            if step is not None and step.sent:
+                step = None  # its request is not in memory: the attempt is the run's next step
             return run, step, "X-Chatdebug-Run names this run" if step else None
         if request is None or found is None:
             return None, None, None
         if found.same is not None:
             run, step = self._resolve(found.same)
+            # a sent step whose request could not be brought back is left as stored: a retry of
+            # it starts a run of its own, as one of a run let go early does while the store is away
             signal = self._retry_signal(run, step, request, classification)
-            if signal is not None:
+            if signal is not None and step is not None and not step.sent:
                 return run, step, signal
         ref = found.continues
         if ref is not None and found.rest is not None:
@@ -378,8 +386,11 @@ class Tracker:
         self._emit(run, step, attempt)
         # an ended attempt is never written again: what placing the next one asks of it is kept
         step.attempts[step.attempts.index(attempt)] = _ended(attempt)
-        if step.row.status == "completed":  # sent: the store keeps them (sticky columns)
+        settled = step.row.status == "completed" and step.pending_failure is None
+        if self.let_go_sent and settled and all(a.status != "in_progress" for a in step.attempts):
+            # sent whole, and no snapshot of it is due (an attempt's end, a failure's settling)
             step.row.request = step.row.response = None
+            step.sent = True
         return flight
 
     def _price(self, flight: Flight, response: Response) -> None:
@@ -431,6 +442,20 @@ class Tracker:
                 if not self._pending(run) and self.index.orphans.get(run.row.id) is None:
                     self.forget(run.row.id)  # its rows went to the writer seconds ago
         self.index.expire()
+
+    def sent(self, ref: StepRef) -> bool:
+        """The step's request and response left memory: a new attempt on it needs them back."""
+        run = self.runs.get(ref.run_id)
+        step = self._step(run, ref.step_id) if run is not None else None
+        return step is not None and step.sent
+
+    def restore(self, ref: StepRef, stored: dict[str, Any]) -> None:
+        """A sent step's request and response, as the store has them (`get_object`)."""
+        run = self.runs.get(ref.run_id)
+        step = self._step(run, ref.step_id) if run is not None else None
+        if step is not None and step.sent:
+            step.row.request, step.row.response = stored.get("request"), stored.get("response")
+            step.sent = False
 
     def let_go_early(self, ref: StepRef) -> bool:
         """The step's run left memory (`MAX_SETTLED`) while a retry could still join it."""

@@ -2,8 +2,9 @@
 
 Calls go through the product's own recording path after the hooks, as `pipeline_bench.py`
 drives it (`Capture`, the `Pipeline`), into the writer that scrubs each row, a SQLite store in a
-temporary directory and the `/events` hub: what stays allocated once they are stored is what
-the tracker keeps for its retry and continuation rules, the hub for its replay, and the caches.
+temporary directory and the `/events` hub, wired as the sidecar wires them: what stays
+allocated once they are stored is what the tracker keeps for its retry and continuation rules,
+the hub for its replay, and the caches.
 An agent's call carries a ~20 KB system prompt and a 40-message history (~100 KB a request).
 
     .venv/bin/python bench/memory_bench.py     # about ten seconds
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import sys
 import tempfile
@@ -59,12 +61,12 @@ async def measure(request: Request, calls: int) -> tuple[int, float]:
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStore(str(Path(tmp) / "bench.db"))
         await store.open()
-        hub = EventHub(store.get_run)
+        hub = EventHub(store.get_object)
         writer = Writer(store, max_batch=store.batch_rows, scrub=Redactor().row)
         writer.listeners.append(hub.committed)
         writer.start()
         each = pipeline_bench.Calls(stream=False)
-        each.pipeline = Pipeline(writer.submit)
+        each.pipeline = Pipeline(writer.submit, recall_step=functools.partial(store.get_object, "step"))
         each.pipeline.start()
         for _ in range(20):  # warm-up: caches, the first runs
             await each.one()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import signal
@@ -29,7 +30,7 @@ from storage.base import Store
 from storage.records import now
 from storage.retention import end_previous_runs, run_folding, run_retention, run_sweep
 from storage.spool import Spool
-from storage.writer import Writer
+from storage.writer import LINGER, SHARED_LINGER, Writer
 
 if TYPE_CHECKING:
     from proxy import otlp
@@ -59,7 +60,12 @@ class Sidecar:
         store = store_for(settings.database, replica=settings.replica_name)
         spool = Spool(settings.spool_file, settings.spool_max_bytes)
         writer = Writer(
-            store, spool=spool, max_batch=store.batch_rows, lanes=store.write_lanes, scrub=redactor.row
+            store,
+            spool=spool,
+            max_batch=store.batch_rows,
+            lanes=store.write_lanes,
+            linger=SHARED_LINGER if settings.postgres else LINGER,
+            scrub=redactor.row,
         )
         writer.retry(end_previous_runs(now()))
         pipeline = Pipeline(
@@ -70,9 +76,10 @@ class Sidecar:
             prices=settings.prices,
             recall=store.get_run,
             history=store.find_history,
+            recall_step=functools.partial(store.get_object, "step"),
             shared=settings.postgres,
         )
-        sidecar = cls(settings, store, writer, pipeline, EventHub(store.get_run))
+        sidecar = cls(settings, store, writer, pipeline, EventHub(store.get_object))
         try:
             await sidecar._start()
         except BaseException:

@@ -79,6 +79,10 @@ class Store(Protocol):
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
         """A run with its steps, each with its attempts."""
 
+    async def get_object(self, kind: str, object_id: str) -> dict[str, Any] | None:
+        """A run, step or attempt row (`kind`), shaped as its change event carries it."""
+        ...
+
     async def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:
         """An attempt with its raw (redacted, capped) bodies."""
 

@@ -155,6 +155,17 @@ async def find_history(fetch: Fetch, hashes: Sequence[str], response_id: str | N
     return [dict(r) for r in rows]
 
 
+_OBJECTS = {"run": ("runs", run_shape), "step": ("steps", step_shape), "attempt": ("attempts", attempt_shape)}
+
+
+async def get_object(fetch: Fetch, kind: str, object_id: str) -> dict[str, Any] | None:
+    """One run, step or attempt as its `/events` event carries it: the row alone (a run without
+    its steps, an attempt without its bodies)."""
+    table, shape = _OBJECTS[kind]
+    rows = await fetch(f"SELECT * FROM {table} WHERE id = ?", [object_id])
+    return shape(rows[0]) if rows else None
+
+
 async def get_attempt(fetch: Fetch, attempt_id: str) -> dict[str, Any] | None:
     rows = await fetch(
         "SELECT a.*, b.request_body, b.response_body, b.request_truncated, b.response_truncated"
@@ -210,6 +221,9 @@ class Reads:
 
     async def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:
         return await get_attempt(self._fetch, attempt_id)
+
+    async def get_object(self, kind: str, object_id: str) -> dict[str, Any] | None:
+        return await get_object(self._fetch, kind, object_id)
 
     async def attempt_bodies(self, run_id: str) -> dict[str, dict[str, Any]]:
         return await attempt_bodies(self._fetch, run_id)

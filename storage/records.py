@@ -75,15 +75,6 @@ def dumps(value: Any) -> bytes:
         return orjson.dumps(valid_text(value))
 
 
-def supersede[R: Row](older: R, newer: R) -> R:
-    """`newer` in place of `older` (snapshots of one row, in one batch), keeping what `older`
-    says of a sticky column `newer` leaves out. Snapshots belong to the writer: changed in place."""
-    for name in newer.sticky_columns:
-        if getattr(newer, name) is None and (value := getattr(older, name)) is not None:
-            setattr(newer, name, value)
-    return newer
-
-
 def now() -> str:
     return timestamp(time.time())
 
@@ -102,10 +93,6 @@ USAGE_FIELDS = (
 class Row:
     table: ClassVar[str]
     json_columns: ClassVar[tuple[str, ...]] = ()
-    # Columns a snapshot may leave out (None) once an earlier one carried them: the stored value
-    # stays, in the database and in a batch (`supersede`). A completed step's request and
-    # response, hundreds of KB for an agent, are sent once and not kept in memory after.
-    sticky_columns: ClassVar[tuple[str, ...]] = ()
 
     id: str
 
@@ -148,7 +135,6 @@ class RunRow(Row):
 class StepRow(Row):
     table: ClassVar[str] = "steps"
     json_columns: ClassVar[tuple[str, ...]] = ("request", "response", "usage", "error", "cost")
-    sticky_columns: ClassVar[tuple[str, ...]] = ("request", "response")
 
     run_id: str = ""
     number: int = 1

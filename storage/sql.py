@@ -58,7 +58,6 @@ def upsert(kind: type[Row], d: Dialect, extra: tuple[str, ...] = ()) -> str:
     """Insert a row, or update every column of the stored one (`extra`: columns the backend adds)."""
     columns = (*names(kind), *extra)
     keeps = _run_keeps(d) if kind is RunRow else {}
-    keeps |= {c: f"COALESCE(excluded.{c}, {kind.table}.{c})" for c in kind.sticky_columns}
     updates = ", ".join(f"{c} = {keeps.get(c, f'excluded.{c}')}" for c in columns if c != "id")
     newer = _NEWER.get(kind.table, "")
     return (

@@ -34,7 +34,7 @@ from typing import Any
 
 from storage import sql
 from storage.base import Store, StoreUnavailable
-from storage.records import AttemptRow, Row, RunRow, supersede
+from storage.records import AttemptRow, Row, RunRow
 from storage.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,12 @@ LANE_MEMORY = 50_000
 # The redactor's work between two turns of the event loop, in seconds: a row's cost grows with
 # its text (a 1 MiB body takes ~40 ms), so the slice is timed, not counted; one row is one piece.
 SCRUB_SLICE = 0.002
+# How long the writer waits for more rows after the first of a batch: one commit of twenty calls
+# costs SQLite less than half the CPU per call of twenty commits. A store other replicas share
+# waits less: a round-trip another replica receives before this one's commit is not yet known
+# there (its tool loop would start a run of its own), so the window stays near a commit's time.
+LINGER = 0.05
+SHARED_LINGER = 0.01
 
 
 @dataclass(slots=True)
@@ -93,7 +99,7 @@ class Writer:
         max_batch: int = 1_000,
         probe_every: float = 2.0,
         max_probe_every: float = 30.0,
-        linger: float = 0.05,
+        linger: float = LINGER,
         lanes: int = 1,
         scrub: Callable[[Row], Row] | None = None,
     ) -> None:
@@ -105,9 +111,7 @@ class Writer:
         self.max_batch = max_batch
         self.probe_every = probe_every
         self.max_probe_every = max_probe_every
-        # a short wait for more rows turns many tiny commits into few batches: a SQLite commit of
-        # one call's four rows costs ~0.5 ms of CPU, one of twenty calls' ~0.2 ms a call
-        self.linger = linger
+        self.linger = linger  # (LINGER)
         # None wakes the loop: a lane found the store unavailable, so probes are due
         self._queue: asyncio.Queue[Row | _Call | None] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
@@ -246,8 +250,7 @@ class Writer:
                 batch.append(item)
             newest: dict[tuple[str, str], Row] = {}  # a row snapshotted twice is written once
             for row in batch:
-                key = (row.table, row.id)
-                newest[key] = supersede(older, row) if (older := newest.get(key)) is not None else row
+                newest[(row.table, row.id)] = row
             for _ in range(len(batch) - len(newest)):
                 self._queue.task_done()  # an older snapshot: its newer one is routed in its place
             for row in await self._scrubbed(list(newest.values())):
@@ -361,8 +364,7 @@ class Writer:
     async def _write(self, batch: list[Row]) -> None:
         latest: dict[tuple[str, str], Row] = {}
         for row in batch:
-            key = (row.table, row.id)
-            latest[key] = supersede(older, row) if (older := latest.get(key)) is not None else row
+            latest[(row.table, row.id)] = row
         rows = list(latest.values())
         if self.degraded:
             self._to_spool(rows)

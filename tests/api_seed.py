@@ -130,7 +130,7 @@ async def seeded_api(
     store = store_for(database or f"sqlite:///{tmp / 'api.db'}")
     await store.open()
     writer = Writer(store)
-    hub = EventHub(store.get_run)
+    hub = EventHub(store.get_object)
     metrics = Metrics(Counters(), writer, store.size_bytes)
     writer.listeners += [hub.committed, metrics.committed]
     writer.start()

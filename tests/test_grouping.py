@@ -20,7 +20,7 @@ from addons.providers.base import Call
 from addons.providers.boundary import Guarded
 from addons.recorder import Recorder
 from addons.tracker import Tracker
-from storage.base import RunFilter
+from storage.base import RunFilter, StoreUnavailable
 from storage.records import AttemptRow, Row, RunRow, timestamp
 from storage.sqlite import SqliteStore
 from storage.writer import Writer
@@ -491,6 +491,7 @@ async def record_chat(
     content: str,
     reply: str = "ok",
     headers: dict[str, str] | None = None,
+    status: int = 200,
 ) -> None:
     """One OpenAI chat call through the recorder's hooks, as mitmproxy drives them, until stored."""
     body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": content}]}
@@ -504,8 +505,12 @@ async def record_chat(
     flow.request.timestamp_start = flow.request.timestamp_end = time.time()  # (tflow's are in 2000)
     recorder.requestheaders(flow)
     recorder.request(flow)
-    answer = wire.openai_completion(reply, usage=wire.openai_usage(3, 1))
-    flow.response = tutils.tresp(content=answer)
+    answer = (
+        wire.openai_completion(reply, usage=wire.openai_usage(3, 1))
+        if status == 200
+        else wire.openai_error("the server had an error", "server_error")
+    )
+    flow.response = tutils.tresp(status_code=status, content=answer)
     flow.response.headers["content-type"] = "application/json"
     flow.response.timestamp_start = flow.response.timestamp_end = time.time()
     recorder.responseheaders(flow)
@@ -553,31 +558,55 @@ async def test_a_late_retry_of_a_run_a_busy_proxy_let_go_takes_it_up_from_the_st
     await store.close()
 
 
-async def test_a_completed_steps_request_and_response_leave_memory_and_stay_stored(tmp_path: Path) -> None:
-    """Sent once, kept by the store: a later snapshot of the step (a retry after success) that
-    no longer carries them does not erase them."""
+async def test_a_sent_steps_request_and_response_leave_memory_and_come_back_for_a_retry(
+    tmp_path: Path,
+) -> None:
+    """A completed step, once stored, keeps neither its request nor its response in memory; a
+    retry after success brings them back from the store first, so every later snapshot of the
+    step (the retry's, a failure's settling) carries them whole, and the completed response
+    stays the step's. When the store cannot give them back, the retry starts a run of its own."""
     store = SqliteStore(str(tmp_path / "db.sqlite"))
     await store.open()
     writer = Writer(store, linger=0)
     writer.start()
-    pipeline = Pipeline(writer.submit, recall=store.get_run, history=store.find_history)
+    away = False
+
+    async def recall_step(step_id: str) -> dict | None:
+        if away:
+            raise StoreUnavailable("the database is locked")
+        return await store.get_object("step", step_id)
+
+    pipeline = Pipeline(
+        writer.submit, recall=store.get_run, history=store.find_history, recall_step=recall_step
+    )
     pipeline.start()
     recorder = Recorder(pipeline)
-
-    async def call(headers: dict[str, str] | None = None) -> None:
-        await record_chat(recorder, pipeline, writer, "which city is largest?", "Tokyo", headers)
-
-    await call()
+    question = "which city is largest?"
+    await record_chat(recorder, pipeline, writer, question, "Tokyo")
     ((run_id, run),) = pipeline.tracker.runs.items()
     (step,) = run.steps
-    assert step.row.status == "completed" and step.row.request is None and step.row.response is None
-    await call({"x-stainless-retry-count": "1"})  # the same step again, then completed again
+    assert step.sent and step.row.request is None and step.row.response is None
+    retry = {"x-stainless-retry-count": "1"}
+    await record_chat(recorder, pipeline, writer, question, headers=retry, status=500)
+    pipeline.tracker.tick(time.time() + 3 * pipeline.tracker.retry_window)  # the failure settles
+    await writer.flush()
     stored = await store.get_run(run_id)
     assert stored is not None
     (stored_step,) = stored["steps"]
-    assert len(stored_step["attempts"]) == 2
-    assert stored_step["request"]["messages"][0]["parts"][0]["text"] == "which city is largest?"
+    assert [a["status"] for a in stored_step["attempts"]] == ["completed", "failed"]
+    assert stored_step["status"] == "completed"
+    assert stored_step["request"]["messages"][0]["parts"][0]["text"] == question
     assert stored_step["response"]["content"][0]["text"] == "Tokyo"
+
+    await record_chat(recorder, pipeline, writer, "and the smallest?", "Vatican City")
+    other = next(r for r in pipeline.tracker.runs.values() if r.row.id != run_id)
+    away = True
+    before = set(pipeline.tracker.runs)
+    await record_chat(recorder, pipeline, writer, "and the smallest?", headers=retry)
+    assert len(set(pipeline.tracker.runs) - before) == 1  # placed on its own: the step stays as stored
+    stored = await store.get_run(other.row.id)
+    assert stored is not None and len(stored["steps"][0]["attempts"]) == 1
+    assert stored["steps"][0]["request"] is not None and stored["steps"][0]["response"] is not None
     await pipeline.close()
     await writer.close()
     await store.close()

@@ -313,7 +313,7 @@ async def test_stale_sweep_ends_runs_the_database_still_holds_open_and_tells_lis
 ) -> None:
     db = tmp_path / "db.sqlite"
     writer = await started(db)
-    hub = EventHub(writer.store.get_run)
+    hub = EventHub(writer.store.get_object)
     writer.listeners.append(hub.committed)
     for row in [*tree(1, at=timestamp(time.time() - 3600)), *tree(2, at=now())]:
         writer.submit(row)

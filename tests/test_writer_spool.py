@@ -6,11 +6,14 @@ import asyncio
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 
 from addons.redact import REDACTED, Learned, Redactor
-from proxy.api.events import EventHub
+from proxy.api.events import EventHub, ReplayFailed
+from storage.base import StoreUnavailable
 from storage.records import AttemptRow, Row, RunRow, StepRow
 from storage.spool import Spool
 from storage.sqlite import SqliteStore
@@ -278,36 +281,12 @@ async def test_rows_of_calls_close_together_share_one_commit(tmp_path: Path) -> 
     await store.close()
 
 
-async def test_a_snapshot_that_leaves_a_sticky_column_out_keeps_the_earlier_ones_value(
-    tmp_path: Path,
-) -> None:
-    """A completed step's request and response are sent once: a later snapshot of the step in
-    the same batch, or in a later one, leaves them as they are."""
-    store = SqliteStore(str(tmp_path / "db.sqlite"))
-    await store.open()
-    writer = Writer(store, linger=0.05)
-    writer.start()
-    writer.submit(run(1))
-    first = StepRow(id="stp_1", run_id="run_0001", request={"model": "m"}, response={"id": "r1"})
-    writer.submit(first)
-    writer.submit(StepRow(id="stp_1", run_id="run_0001", status="completed"))  # same batch
-    await writer.flush()
-    writer.submit(StepRow(id="stp_1", run_id="run_0001", status="completed", usage={"input_tokens": 1}))
-    await writer.flush()
-    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
-        ((request, response, usage),) = conn.execute("SELECT request, response, usage FROM steps").fetchall()
-    assert (request, response, usage) == ('{"model":"m"}', '{"id":"r1"}', '{"input_tokens":1}')
-    await writer.close()
-    await store.close()
-
-
 async def test_replayed_events_carry_each_objects_stored_state_and_the_buffer_no_rows(tmp_path: Path) -> None:
     """A client that missed events gets, for each object, its newest event with the object as
-    stored now (a completed step whose request left memory still replays with it); the replay
-    buffer itself holds ids only."""
+    stored now; the replay buffer itself holds ids only."""
     store = SqliteStore(str(tmp_path / "db.sqlite"))
     await store.open()
-    hub = EventHub(store.get_run)
+    hub = EventHub(store.get_object)
     writer = Writer(store, linger=0)
     writer.listeners.append(hub.committed)
     writer.start()
@@ -315,7 +294,11 @@ async def test_replayed_events_carry_each_objects_stored_state_and_the_buffer_no
     writer.submit(StepRow(id="stp_1", run_id="run_0001", request={"model": "m"}))
     await writer.flush()
     writer.submit(run(1, "completed"))
-    writer.submit(StepRow(id="stp_1", run_id="run_0001", status="completed", response={"id": "r1"}))
+    writer.submit(
+        StepRow(
+            id="stp_1", run_id="run_0001", status="completed", request={"model": "m"}, response={"id": "r1"}
+        )
+    )
     await writer.flush()
     assert all(event.source is None for event in hub._buffer)
     sub = hub.subscribe(None, None)
@@ -330,5 +313,40 @@ async def test_replayed_events_carry_each_objects_stored_state_and_the_buffer_no
     await store.delete_runs(["run_0001"])
     hub.deleted(["run_0001"])
     assert [e.type async for e in hub.replay(0, sub)] == ["delete"]
+    await writer.close()
+    await store.close()
+
+
+async def test_a_replay_the_store_cannot_answer_stops_before_the_object_it_misses(tmp_path: Path) -> None:
+    """No object past the one the store could not give back is replayed: the client's
+    Last-Event-ID stays before it, so a reconnect once the store answers misses nothing."""
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    away = {"run_0002"}
+
+    async def recall(kind: str, object_id: str) -> dict | None:
+        if object_id in away:
+            raise StoreUnavailable("the database is locked")
+        return await store.get_object(kind, object_id)
+
+    hub = EventHub(recall)
+    writer = Writer(store, linger=0)
+    writer.listeners.append(hub.committed)
+    writer.start()
+    for i in (1, 2, 3):
+        writer.submit(run(i))
+        await writer.flush()
+    sub = hub.subscribe(None, None)
+    got: list[Any] = []
+    with pytest.raises(ReplayFailed):
+        async for event in hub.replay(0, sub):
+            got.append(orjson.loads(event.data)["id"])
+    assert got == ["run_0001"]
+    away.clear()
+    assert [orjson.loads(e.data)["id"] async for e in hub.replay(0, sub)] == [
+        "run_0001",
+        "run_0002",
+        "run_0003",
+    ]
     await writer.close()
     await store.close()

@@ -37,7 +37,7 @@ async def serve(url: str) -> None:
         token=None,
         ready=ready,
         delete_runs=store.delete_runs,
-        hub=EventHub(store.get_run),
+        hub=EventHub(store.get_object),
         metrics=lambda: b"",
     )
     runner = web.AppRunner(make_app(ctx), access_log=None, shutdown_timeout=1.0)

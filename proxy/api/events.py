@@ -2,9 +2,11 @@
 
 Events carry increasing ids and sit in a bounded replay buffer, so a client that reconnects
 with `Last-Event-ID` gets what it missed while that is still buffered: for each run, step or
-attempt, its newest event, carrying the object as the store has it now. The buffer keeps ids,
-never rows: a step's row holds its whole request, hundreds of KB for an agent. A subscriber that
-falls too far behind is dropped; it reconnects and replays.
+attempt, its newest event, carrying the object as the store has it now (read one at a time). The
+buffer keeps ids, never rows: a step's row holds its whole request, hundreds of KB for an agent.
+A replay the store cannot answer ends the stream (`ReplayFailed`): the client reconnects with
+the same `Last-Event-ID` and misses nothing. A subscriber that falls too far behind is dropped;
+it reconnects and replays.
 """
 
 from __future__ import annotations
@@ -74,12 +76,16 @@ class Subscription:
         return self.kind is None or event.kind == self.kind
 
 
-Recall = Callable[[str], Awaitable[dict[str, Any] | None]]
+Recall = Callable[[str, str], Awaitable[dict[str, Any] | None]]  # (kind, id) -> the object stored
+
+
+class ReplayFailed(Exception):
+    """The store could not give back an object a client missed."""
 
 
 class EventHub:
     def __init__(self, recall: Recall, *, replay: int = 5_000, subscriber_queue: int = 1_000) -> None:
-        self.recall = recall  # a stored run by id, with its steps and attempts: what replays carry
+        self.recall = recall  # a stored run, step or attempt by kind and id: what replays carry
         self._buffer: deque[Event] = deque(maxlen=replay)
         self._subscribers: set[Subscription] = set()
         self._runs: OrderedDict[str, tuple[str | None, str]] = OrderedDict()  # run -> (conversation, kind)
@@ -142,24 +148,22 @@ class EventHub:
 
     async def replay(self, after: int, sub: Subscription) -> AsyncIterator[Event]:
         """What a client missed since `after`: each object's newest event, in the order of those,
-        carrying the object as stored now (its later events, if any, follow on the live queue)."""
+        carrying the object as stored now (its later events, if any, follow on the live queue).
+        Raises `ReplayFailed` before any object it cannot read: none past it is skipped."""
         newest: dict[tuple[str, str], Event] = {}
         for event in list(self._buffer):
             if event.id > after and sub.wants(event):
                 newest.pop((event.type, event.object_id), None)  # its place is its newest event's
                 newest[(event.type, event.object_id)] = event
-        runs: dict[str, dict[str, Any] | None] = {}
         for event in newest.values():
             if event.source is not None:  # a deletion
                 yield event
                 continue
-            if event.run_id not in runs:
-                try:
-                    runs[event.run_id] = await self.recall(event.run_id)
-                except Exception as e:  # the store is away: the client reads the run once it is back
-                    log.warning("could not replay run %s from the store: %s", event.run_id, e)
-                    runs[event.run_id] = None
-            stored = _stored(runs[event.run_id], event)
+            try:
+                stored = await self.recall(event.type, event.object_id)
+            except Exception as e:
+                what = f"{event.type} {event.object_id}"
+                raise ReplayFailed(f"could not read {what} back from the store: {e}") from e
             if stored is not None:  # (None: deleted since; its deletion is replayed)
                 yield dataclasses.replace(event, source=stored)
 
@@ -168,18 +172,3 @@ class EventHub:
         while not sub.queue.empty():
             sub.queue.get_nowait()
         sub.queue.put_nowait(None)  # tells the stream to end: the client reconnects and replays
-
-
-def _stored(run: dict[str, Any] | None, event: Event) -> dict[str, Any] | None:
-    """The object an event is about, out of its stored run, shaped as its live event is."""
-    if run is None:
-        return None
-    if event.type == "run":
-        return {k: v for k, v in run.items() if k != "steps"}
-    for step in run["steps"]:
-        if event.type == "step" and step["id"] == event.object_id:
-            return {k: v for k, v in step.items() if k != "attempts"}
-        for attempt in step["attempts"] if event.type == "attempt" else ():
-            if attempt["id"] == event.object_id:
-                return attempt
-    return None

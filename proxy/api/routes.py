@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import orjson
@@ -13,10 +14,12 @@ from proxy import exports
 from proxy.api import models as m
 from proxy.api.context import CTX
 from proxy.api.errors import ApiError, or_404
-from proxy.api.events import last_event_id
+from proxy.api.events import ReplayFailed, last_event_id
 from proxy.api.openapi import Route, document
 from proxy.api.params import decode_cursor, encode_cursor, params
 from storage.records import timestamp
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 VERSION = "0.1.0"
@@ -110,9 +113,13 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         async with sse_response(request) as stream:
             stream.ping_interval = ctx.heartbeat
-            async for event in ctx.hub.replay(last, sub):
-                await stream.send(event.data.decode(), event=event.type, id=str(event.id))
-                last = event.id
+            try:
+                async for event in ctx.hub.replay(last, sub):
+                    await stream.send(event.data.decode(), event=event.type, id=str(event.id))
+                    last = event.id
+            except ReplayFailed as e:  # the client reconnects from its last id, once the store answers
+                log.warning("ended an event stream: %s", e)
+                return stream
             while (event := await sub.queue.get()) is not None:
                 if event.id > last:
                     await stream.send(event.data.decode(), event=event.type, id=str(event.id))
