@@ -445,14 +445,12 @@ class Tracker:
 
     def sent(self, ref: StepRef) -> bool:
         """The step's request and response left memory: a new attempt on it needs them back."""
-        run = self.runs.get(ref.run_id)
-        step = self._step(run, ref.step_id) if run is not None else None
+        _, step = self._resolve(ref)
         return step is not None and step.sent
 
     def restore(self, ref: StepRef, stored: dict[str, Any]) -> None:
         """A sent step's request and response, as the store has them (`get_object`)."""
-        run = self.runs.get(ref.run_id)
-        step = self._step(run, ref.step_id) if run is not None else None
+        _, step = self._resolve(ref)
         if step is not None and step.sent:
             step.row.request, step.row.response = stored.get("request"), stored.get("response")
             step.sent = False

@@ -81,7 +81,6 @@ class Store(Protocol):
 
     async def get_object(self, kind: str, object_id: str) -> dict[str, Any] | None:
         """A run, step or attempt row (`kind`), shaped as its change event carries it."""
-        ...
 
     async def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:
         """An attempt with its raw (redacted, capped) bodies."""

@@ -111,7 +111,7 @@ class Writer:
         self.max_batch = max_batch
         self.probe_every = probe_every
         self.max_probe_every = max_probe_every
-        self.linger = linger  # (LINGER)
+        self.linger = linger
         # None wakes the loop: a lane found the store unavailable, so probes are due
         self._queue: asyncio.Queue[Row | _Call | None] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
