@@ -66,7 +66,7 @@ async def measure(request: Request, calls: int) -> tuple[int, float]:
         writer.listeners.append(hub.committed)
         writer.start()
         each = pipeline_bench.Calls(stream=False)
-        each.pipeline = Pipeline(writer.submit, recall_step=functools.partial(store.get_object, "step"))
+        each.pipeline = Pipeline(writer.submit, recall_step=functools.partial(writer.get_object, "step"))
         each.pipeline.start()
         for _ in range(20):  # warm-up: caches, the first runs
             await each.one()

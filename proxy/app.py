@@ -76,7 +76,8 @@ class Sidecar:
             prices=settings.prices,
             recall=store.get_run,
             history=store.find_history,
-            recall_step=functools.partial(store.get_object, "step"),
+            # through the writer: the step's last snapshot may still be waiting to be committed
+            recall_step=functools.partial(writer.get_object, "step"),
             shared=settings.postgres,
         )
         sidecar = cls(settings, store, writer, pipeline, EventHub(store.get_object))

@@ -114,6 +114,9 @@ class Writer:
         self.linger = linger
         # None wakes the loop: a lane found the store unavailable, so probes are due
         self._queue: asyncio.Queue[Row | _Call | None] = asyncio.Queue(max_queue)
+        # someone awaits a call behind the rows (a read of what they wrote): no lingering
+        self._calls_queued = 0
+        self._hurry = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lanes = [_Lane() for _ in range(max(1, lanes))]
         # run and attempt ids -> their lane, kept in two generations (`LANE_MEMORY`)
@@ -154,8 +157,21 @@ class Writer:
     async def execute[T](self, fn: Callable[[Store], Awaitable[T]]) -> T:
         """Run `fn(store)` on the writer, after every row submitted before it."""
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Call(fn, done))
+        self._calls_queued += 1
+        self._hurry.set()
+        try:
+            await self._queue.put(_Call(fn, done))
+        except BaseException:
+            self._calls_queued -= 1
+            if not self._calls_queued:
+                self._hurry.clear()
+            raise
         return await done
+
+    async def get_object(self, kind: str, object_id: str) -> dict[str, Any] | None:
+        """`Store.get_object` once every row submitted before is written: a row the caller just
+        submitted (and let go of) is read back as submitted, not as last committed."""
+        return await self.execute(lambda store: store.get_object(kind, object_id))
 
     async def execute_rows(self, fn: Job) -> list[Row]:
         """`execute` for a write that returns the rows it changed: listeners are told of them."""
@@ -238,7 +254,9 @@ class Writer:
             if self.linger and self._queue.qsize() < self.max_batch:
                 # whatever the queue holds: a call submits its rows together, so a queue that is
                 # not empty is no sign that a batch is full
-                await asyncio.sleep(self.linger)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.linger):
+                        await self._hurry.wait()
             while len(batch) < self.max_batch and not self._queue.empty():
                 item = self._queue.get_nowait()
                 if item is None:
@@ -345,6 +363,9 @@ class Writer:
         return max(0.001, due - time.monotonic())
 
     async def _call(self, call: _Call) -> None:
+        self._calls_queued -= 1
+        if not self._calls_queued:
+            self._hurry.clear()
         try:
             if call.done.done():
                 return  # its caller went away (a task cancelled on stop): nothing to run it for

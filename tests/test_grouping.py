@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -492,8 +493,10 @@ async def record_chat(
     reply: str = "ok",
     headers: dict[str, str] | None = None,
     status: int = 200,
+    stored: bool = True,
 ) -> None:
-    """One OpenAI chat call through the recorder's hooks, as mitmproxy drives them, until stored."""
+    """One OpenAI chat call through the recorder's hooks, as mitmproxy drives them, until
+    recorded (and, if `stored`, committed)."""
     body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": content}]}
     flow = tflow.tflow(
         req=tutils.treq(
@@ -518,7 +521,8 @@ async def record_chat(
         flow.response.stream(chunk)
     recorder.response(flow)
     await pipeline.drain()
-    await writer.flush()
+    if stored:
+        await writer.flush()
 
 
 async def test_a_late_retry_of_a_run_a_busy_proxy_let_go_takes_it_up_from_the_store(tmp_path: Path) -> None:
@@ -607,6 +611,44 @@ async def test_a_sent_steps_request_and_response_leave_memory_and_come_back_for_
     stored = await store.get_run(other.row.id)
     assert stored is not None and len(stored["steps"][0]["attempts"]) == 1
     assert stored["steps"][0]["request"] is not None and stored["steps"][0]["response"] is not None
+    await pipeline.close()
+    await writer.close()
+    await store.close()
+
+
+async def test_a_retry_right_after_success_finds_the_step_as_it_was_sent_not_as_last_committed(
+    tmp_path: Path,
+) -> None:
+    """The writer lingers before it commits: a retry arriving meanwhile must read the sent step
+    back after its last snapshot is written, or it would take the step's older row (no response)
+    for the step and write that back over the completed response."""
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    writer = Writer(store, linger=0.2)
+    writer.start()
+    pipeline = Pipeline(
+        writer.submit,
+        recall=store.get_run,
+        history=store.find_history,
+        recall_step=functools.partial(writer.get_object, "step"),
+    )
+    pipeline.start()
+    recorder = Recorder(pipeline)
+    question = "which river is longest?"
+    await record_chat(recorder, pipeline, writer, question, "the Nile", stored=False)
+    ((run_id, run),) = pipeline.tracker.runs.items()
+    assert run.steps[0].sent
+    retry = {"x-stainless-retry-count": "1"}
+    await record_chat(recorder, pipeline, writer, question, headers=retry, status=500)
+    pipeline.tracker.tick(time.time() + 3 * pipeline.tracker.retry_window)
+    await writer.flush()
+    stored = await store.get_run(run_id)
+    assert stored is not None
+    (step,) = stored["steps"]
+    assert [a["status"] for a in step["attempts"]] == ["completed", "failed"]
+    assert step["status"] == "completed"
+    assert step["response"]["content"][0]["text"] == "the Nile"
+    assert len(await store.list_runs(RunFilter(q=question), 10, None)) == 1
     await pipeline.close()
     await writer.close()
     await store.close()

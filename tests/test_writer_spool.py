@@ -281,6 +281,24 @@ async def test_rows_of_calls_close_together_share_one_commit(tmp_path: Path) -> 
     await store.close()
 
 
+async def test_a_read_behind_submitted_rows_sees_them_without_waiting_the_linger(tmp_path: Path) -> None:
+    """`Writer.get_object` answers as the rows submitted before it left the store: a row that
+    a commit has not reached yet is written first; and someone waits on that, so the batch is
+    committed at once rather than after the linger."""
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    writer = Writer(store, linger=30)
+    writer.start()
+    await writer.flush()  # (opened: the first probe)
+    writer.submit(run(1))
+    await asyncio.sleep(0.05)  # the writer took it: lingering
+    assert await store.get_object("run", "run_0001") is None
+    stored = await asyncio.wait_for(writer.get_object("run", "run_0001"), 5)
+    assert stored is not None and stored["id"] == "run_0001"
+    await writer.close()
+    await store.close()
+
+
 async def test_replayed_events_carry_each_objects_stored_state_and_the_buffer_no_rows(tmp_path: Path) -> None:
     """A client that missed events gets, for each object, its newest event with the object as
     stored now; the replay buffer itself holds ids only."""
