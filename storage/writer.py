@@ -239,49 +239,55 @@ class Writer:
             elif not self.degraded and self._jobs and time.monotonic() >= self._jobs_due:
                 await self._settle()
                 await self._run_jobs()
-            try:
-                item = await asyncio.wait_for(self._queue.get(), self._idle_timeout())
-            except TimeoutError:
-                continue
+            await self._route_next()
+
+    async def _route_next(self) -> None:
+        """The queue's next item; rows are routed to the lanes a batch at a time. Its own call:
+        nothing it takes (rows may carry ~1 MiB bodies, and a batch up to `max_batch` of them)
+        is held once it returns, as a loop's variables would be until the next row comes."""
+        try:
+            item = await asyncio.wait_for(self._queue.get(), self._idle_timeout())
+        except TimeoutError:
+            return
+        if item is None:
+            self._queue.task_done()
+            return
+        if isinstance(item, _Call):
+            await self._settle()
+            await self._call(item)
+            return
+        batch, call = [item], None
+        if self.linger and self._queue.qsize() < self.max_batch:
+            # whatever the queue holds: a call submits its rows together, so a queue that is
+            # not empty is no sign that a batch is full
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.linger):
+                    await self._hurry.wait()
+        while len(batch) < self.max_batch and not self._queue.empty():
+            item = self._queue.get_nowait()
             if item is None:
                 self._queue.task_done()
                 continue
             if isinstance(item, _Call):
-                await self._settle()
-                await self._call(item)
-                continue
-            batch, call = [item], None
-            if self.linger and self._queue.qsize() < self.max_batch:
-                # whatever the queue holds: a call submits its rows together, so a queue that is
-                # not empty is no sign that a batch is full
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.linger):
-                        await self._hurry.wait()
-            while len(batch) < self.max_batch and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    self._queue.task_done()
-                    continue
-                if isinstance(item, _Call):
-                    call = item  # rows queued before it are written first
-                    break
-                batch.append(item)
-            newest: dict[tuple[str, str], Row] = {}  # a row snapshotted twice is written once
-            for row in batch:
-                newest[(row.table, row.id)] = row
-            for _ in range(len(batch) - len(newest)):
-                self._queue.task_done()  # an older snapshot: its newer one is routed in its place
-            for row in await self._scrubbed(list(newest.values())):
-                self._lanes[self._lane(row)].rows.append(row)
+                call = item  # rows queued before it are written first
+                break
+            batch.append(item)
+        newest: dict[tuple[str, str], Row] = {}  # a row snapshotted twice is written once
+        for row in batch:
+            newest[(row.table, row.id)] = row
+        for _ in range(len(batch) - len(newest)):
+            self._queue.task_done()  # an older snapshot: its newer one is routed in its place
+        for row in await self._scrubbed(list(newest.values())):
+            self._lanes[self._lane(row)].rows.append(row)
+        self._start_lanes()
+        if call is not None:
+            await self._settle()
+            await self._call(call)
+        # the queue holds what the lanes cannot take yet: the bound stays the queue's
+        while sum(len(lane.rows) for lane in self._lanes) >= self.max_batch * len(self._lanes):
+            self._room.clear()
             self._start_lanes()
-            if call is not None:
-                await self._settle()
-                await self._call(call)
-            # the queue holds what the lanes cannot take yet: the bound stays the queue's
-            while sum(len(lane.rows) for lane in self._lanes) >= self.max_batch * len(self._lanes):
-                self._room.clear()
-                self._start_lanes()
-                await self._room.wait()
+            await self._room.wait()
 
     async def _scrubbed(self, rows: list[Row]) -> list[Row]:
         """The rows as `scrub` leaves them; the traffic shares this loop, so it turns after every

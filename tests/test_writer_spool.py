@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import sqlite3
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +298,29 @@ async def test_a_read_behind_submitted_rows_sees_them_without_waiting_the_linger
     assert await store.get_object("run", "run_0001") is None
     stored = await asyncio.wait_for(writer.get_object("run", "run_0001"), 5)
     assert stored is not None and stored["id"] == "run_0001"
+    await writer.close()
+    await store.close()
+
+
+async def test_the_writer_keeps_no_batch_once_it_is_written(tmp_path: Path) -> None:
+    """Rows carry bodies and requests of up to a MiB each, and a batch up to `max_batch` of
+    them: once written, none is kept waiting for the next row (an idle sidecar after a burst)."""
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    writer = Writer(store, linger=0)
+    writer.start()
+    await writer.flush()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(4):
+            writer.submit(dataclasses.replace(run(i), prompt=f"{i} " + "a long prompt " * 150_000))
+        await writer.flush()
+        gc.collect()
+        assert len(statuses(tmp_path / "db.sqlite")) == 4
+        assert tracemalloc.get_traced_memory()[0] - before < 1_000_000  # (4 x 2 MiB were written)
+    finally:
+        tracemalloc.stop()
     await writer.close()
     await store.close()
 
