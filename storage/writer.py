@@ -70,10 +70,14 @@ SHARED_LINGER = 0.01
 
 @dataclass(slots=True)
 class _Call:
-    """A write that is not a row snapshot (deletes): run in order with the batches."""
+    """A write that is not a row snapshot (deletes), or a read of what rows wrote: run in order
+    with the batches."""
 
     fn: Callable[[Store], Awaitable[Any]]
     done: asyncio.Future[Any]
+    # a degraded store is probed for it at once (a delete); a read fails until the next probe
+    # is due, so that calls coming fast (a retry each) do not probe the store in turn
+    probe: bool = True
 
 
 @dataclass(slots=True)
@@ -154,13 +158,13 @@ class Writer:
         except asyncio.QueueFull:
             self._drop(1, "queue_full")
 
-    async def execute[T](self, fn: Callable[[Store], Awaitable[T]]) -> T:
-        """Run `fn(store)` on the writer, after every row submitted before it."""
+    async def execute[T](self, fn: Callable[[Store], Awaitable[T]], *, probe: bool = True) -> T:
+        """Run `fn(store)` on the writer, after every row submitted before it (see `_Call`)."""
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._calls_queued += 1
         self._hurry.set()
         try:
-            await self._queue.put(_Call(fn, done))
+            await self._queue.put(_Call(fn, done, probe))
         except BaseException:
             self._calls_queued -= 1
             if not self._calls_queued:
@@ -171,7 +175,7 @@ class Writer:
     async def get_object(self, kind: str, object_id: str) -> dict[str, Any] | None:
         """`Store.get_object` once every row submitted before is written: a row the caller just
         submitted (and let go of) is read back as submitted, not as last committed."""
-        return await self.execute(lambda store: store.get_object(kind, object_id))
+        return await self.execute(lambda store: store.get_object(kind, object_id), probe=False)
 
     async def execute_rows(self, fn: Job) -> list[Row]:
         """`execute` for a write that returns the rows it changed: listeners are told of them."""
@@ -376,7 +380,8 @@ class Writer:
             if call.done.done():
                 return  # its caller went away (a task cancelled on stop): nothing to run it for
             if self.degraded:  # spooled rows come first: a delete must not be undone by their replay
-                await self._recover()
+                if call.probe or time.monotonic() >= self._next_probe:
+                    await self._recover()
                 if self.degraded:
                     raise StoreUnavailable("the database is unavailable; records are being spooled")
             result = await call.fn(self.store)

@@ -302,6 +302,44 @@ async def test_a_read_behind_submitted_rows_sees_them_without_waiting_the_linger
     await store.close()
 
 
+async def test_a_read_while_the_store_is_away_fails_at_once_and_probes_only_when_due(tmp_path: Path) -> None:
+    """Reads through the writer (a retry's step) come as fast as requests do: while the store is
+    away each fails at once, as the rows are spooled, instead of probing the store in turn. A
+    delete probes at once (its caller waits on it), and a read after the replay sees the rows."""
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    spool = Spool(tmp_path / "db.sqlite.spool", 1 << 20)
+    writer = Writer(store, spool=spool, probe_every=30, linger=0)
+    writer.start()
+    await writer.flush()
+    blocker = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+    writer.submit(run(1))
+    await writer.flush()
+    assert writer.degraded and spool.size > 0
+    probes = 0
+    probe = store.probe
+
+    async def counting() -> None:
+        nonlocal probes
+        probes += 1
+        await probe()
+
+    store.probe = counting  # type: ignore[method-assign]
+    for _ in range(20):
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(writer.get_object("run", "run_0001"), 0.5)
+    assert probes == 0
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert await writer.execute(lambda s: s.delete_runs(["run_9999"])) == []  # (none such)
+    assert probes == 1 and not writer.degraded
+    stored = await writer.get_object("run", "run_0001")
+    assert stored is not None and stored["id"] == "run_0001"
+    await writer.close()
+    await store.close()
+
+
 async def test_the_writer_keeps_no_batch_once_it_is_written(tmp_path: Path) -> None:
     """Rows carry bodies and requests of up to a MiB each, and a batch up to `max_batch` of
     them: once written, none is kept waiting for the next row (an idle sidecar after a burst)."""
