@@ -242,7 +242,10 @@ def start_mitmdump(workdir: Path, certs: Certs) -> tuple[Service, str, Path]:
     return service, f"http://127.0.0.1:{port}", ca
 
 
-def start_chatdebug(workdir: Path, certs: Certs, upstream_port: int) -> tuple[Service, str, Path, Path]:
+def start_chatdebug(
+    workdir: Path, certs: Certs, upstream_port: int, extra: list[str] | tuple[str, ...] = ()
+) -> tuple[Service, str, Path, Path]:
+    """`chatdebug run` on a fresh SQLite file; `extra`: more of its options."""
     database = workdir / "chatdebug.db"
     args = [
         str(BIN / "chatdebug"), "run",
@@ -252,6 +255,7 @@ def start_chatdebug(workdir: Path, certs: Certs, upstream_port: int) -> tuple[Se
         "--confdir", str(workdir / "chatdebug-conf"),
         "--intercept-host", f"127.0.0.1:{upstream_port}",
         "--upstream-ca", str(certs.ca_file),
+        *extra,
     ]  # fmt: skip
     service = Service.spawn("chatdebug", args, workdir, child_env())
 
