@@ -126,9 +126,12 @@ class EventHub:
     def _publish(self, name: str, run_id: str, object_id: str, source: Row | dict[str, Any]) -> None:
         self._next += 1
         conversation_id, kind = self._runs.get(run_id, (None, None))
-        event = Event(self._next, name, run_id, conversation_id, kind, object_id, source)
         # a deletion says all there is; a row is read back from the store if a replay wants it
-        self._buffer.append(event if isinstance(source, dict) else dataclasses.replace(event, source=None))
+        kept = source if isinstance(source, dict) else None
+        self._buffer.append(Event(self._next, name, run_id, conversation_id, kind, object_id, kept))
+        if not self._subscribers:
+            return
+        event = Event(self._next, name, run_id, conversation_id, kind, object_id, source)
         for sub in list(self._subscribers):
             if sub.wants(event):
                 try:
