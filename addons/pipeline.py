@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 _UNLIMITED = 1 << 62
 MAX_RECALLED = 200  # prefix hashes of one request looked up in the store (its newest history)
+# (step id, whether a stored row is the one last submitted) -> the stored step (`Writer.get_object`)
+RecallStep = Callable[[str, Callable[[dict[str, Any]], bool]], Awaitable[dict[str, Any] | None]]
 
 
 @dataclasses.dataclass(slots=True)
@@ -66,12 +69,14 @@ class Pipeline:
         prices: list[Path] | tuple[Path, ...] = (),
         recall: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
         history: Callable[[list[str], str | None], Awaitable[list[dict[str, Any]]]] | None = None,
-        recall_step: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
+        recall_step: RecallStep | None = None,
         shared: bool = False,
     ) -> None:
         self.submit = submit
         self.recall = recall  # a stored run by id, for runs named again after memory let them go
-        self.recall_step = recall_step  # a stored step by id: a sent step's request and response
+        # a stored step by id, and whether a stored row is the one last submitted: a sent
+        # step's request and response
+        self.recall_step = recall_step
         self.history = history  # stored steps by request hash, for histories memory does not know
         # other replicas write the same store: a history memory knows may have gone on elsewhere
         self.shared = shared
@@ -137,7 +142,8 @@ class Pipeline:
                 if kind == "start":
                     await self._recall_forced_run(exchange)
                     read = self._read(exchange)
-                    found = await self._lookup(read.request) if read.request is not None else None
+                    request = read.request
+                    found = await self._lookup(request, exchange.hints) if request is not None else None
                     self._begin(exchange, read, found)
                 else:
                     if exchange.capture is not None:  # what the tap kept undecoded, decoded off the loop
@@ -158,7 +164,7 @@ class Pipeline:
             except Exception:
                 log.exception("tracker tick failed")
 
-    async def _lookup(self, request: Request) -> Lookup:
+    async def _lookup(self, request: Request, hints: dict[str, str]) -> Lookup:
         """What memory knows of the request's history; the store is asked when memory knows
         nothing of a history the request carries (after a restart, or another replica's) and, in
         a shared store, whenever the request is not one memory has seen (another replica may
@@ -168,7 +174,7 @@ class Pipeline:
         if self.history is None or not index.unknown_history(found, anywhere=self.shared):
             if (ref := found.same) is not None and self.tracker.let_go_early(ref):
                 await self._take_up(ref)  # a retry of a run a busy proxy let go: the store has it
-            await self._restore(found.same)
+            await self._restore(found.same, request, hints)
             return found
         previous = request.signals.previous_response_id
         try:
@@ -188,16 +194,16 @@ class Pipeline:
         found = index.lookup(request)
         if self.shared:
             await self._take_up(found.same or found.continues)
-        await self._restore(found.same)
+        await self._restore(found.same, request, hints)
         return found
 
-    async def _restore(self, ref: StepRef | None) -> None:
+    async def _restore(self, ref: StepRef | None, request: Request, hints: dict[str, str]) -> None:
         """A step a request may retry, whose request and response left memory once stored: back
         from the store before the attempt is placed (its snapshots carry them whole)."""
-        if ref is None or self.recall_step is None or not self.tracker.sent(ref):
+        if ref is None or self.recall_step is None or not self.tracker.may_retry(ref, request, hints):
             return
         try:
-            stored = await self.recall_step(ref.step_id)
+            stored = await self.recall_step(ref.step_id, functools.partial(self.tracker.sent_last, ref))
         except Exception as e:  # the store is away: the tracker places the call without the step
             log.warning("could not look up step %s in the store: %s", ref.step_id, e)
             return

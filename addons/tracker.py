@@ -314,11 +314,11 @@ class Tracker:
         run: RunState | None,
         step: StepState | None,
         request: Request,
-        classification: Classification,
+        classification: Classification | None = None,  # None: any purpose (a may-be)
     ) -> str | None:
         if run is None or step is None or step is not run.steps[-1] or not step.attempts:
             return None
-        if _another_purpose(run, classification):
+        if classification is not None and _another_purpose(run, classification):
             return None  # the same messages asked for another purpose (a title of the same chat)
         count = request.signals.retry_count
         header = f"x-stainless-retry-count={count}" if count else None
@@ -443,10 +443,22 @@ class Tracker:
                     self.forget(run.row.id)  # its rows went to the writer seconds ago
         self.index.expire()
 
-    def sent(self, ref: StepRef) -> bool:
-        """The step's request and response left memory: a new attempt on it needs them back."""
+    def may_retry(self, ref: StepRef, request: Request, hints: dict[str, str]) -> bool:
+        """Whether the request, identical to a sent step's, could be its next attempt: only then
+        are the step's request and response worth bringing back (`restore`). Most identical
+        requests after a success are not retries (an evaluation asking again): they start runs."""
+        run, step = self._resolve(ref)
+        if run is None or step is None or not step.sent:
+            return False
+        named = hints.get("x-chatdebug-run") == ref.run_id
+        return named or self._retry_signal(run, step, request) is not None
+
+    def sent_last(self, ref: StepRef, stored: dict[str, Any]) -> bool:
+        """Whether a stored step is the sent step as its last snapshot left it, not an older row
+        of it the writer has not replaced yet."""
         _, step = self._resolve(ref)
-        return step is not None and step.sent
+        fields = ("status", "finished_at", "response_id")
+        return step is not None and all(stored.get(name) == getattr(step.row, name) for name in fields)
 
     def restore(self, ref: StepRef, stored: dict[str, Any]) -> None:
         """A sent step's request and response, as the store has them (`get_object`)."""

@@ -172,9 +172,17 @@ class Writer:
             raise
         return await done
 
-    async def get_object(self, kind: str, object_id: str) -> dict[str, Any] | None:
-        """`Store.get_object` once every row submitted before is written: a row the caller just
-        submitted (and let go of) is read back as submitted, not as last committed."""
+    async def get_object(
+        self, kind: str, object_id: str, current: Callable[[dict[str, Any]], bool] | None = None
+    ) -> dict[str, Any] | None:
+        """`Store.get_object` as the rows submitted before left it: a row the caller submitted
+        (and let go of) is read back as submitted, not as last committed. Read from the store at
+        once when `current` says what it holds is that; otherwise once the rows before are written
+        (while the store is away, that fails: they are spooled)."""
+        if current is not None:
+            stored = await self.store.get_object(kind, object_id)
+            if stored is not None and current(stored):
+                return stored
         return await self.execute(lambda store: store.get_object(kind, object_id), probe=False)
 
     async def execute_rows(self, fn: Job) -> list[Row]:

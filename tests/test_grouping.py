@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from addons.recorder import Recorder
 from addons.tracker import Tracker
 from storage.base import RunFilter, StoreUnavailable
 from storage.records import AttemptRow, Row, RunRow, timestamp
+from storage.spool import Spool
 from storage.sqlite import SqliteStore
 from storage.writer import Writer
 from tests import wire
@@ -575,10 +578,10 @@ async def test_a_sent_steps_request_and_response_leave_memory_and_come_back_for_
     writer.start()
     away = False
 
-    async def recall_step(step_id: str) -> dict | None:
+    async def recall_step(step_id: str, current: Callable[[dict[str, Any]], bool]) -> dict | None:
         if away:
             raise StoreUnavailable("the database is locked")
-        return await store.get_object("step", step_id)
+        return await writer.get_object("step", step_id, current)
 
     pipeline = Pipeline(
         writer.submit, recall=store.get_run, history=store.find_history, recall_step=recall_step
@@ -651,4 +654,53 @@ async def test_a_retry_right_after_success_finds_the_step_as_it_was_sent_not_as_
     assert len(await store.list_runs(RunFilter(q=question), 10, None)) == 1
     await pipeline.close()
     await writer.close()
+    await store.close()
+
+
+async def test_only_a_retry_brings_a_sent_step_back_and_a_committed_one_comes_while_the_store_is_away(
+    tmp_path: Path,
+) -> None:
+    """An identical request after a success is a new run unless it says it retries: it reads
+    nothing back (an evaluation asking the same question again must not wait on commits). A
+    retry reads the step from the store at once when what is stored is the step as last sent,
+    so it joins its run also while the store refuses writes (another process holds the lock)."""
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    writer = Writer(store, spool=Spool(tmp_path / "db.sqlite.spool", 1 << 20), linger=0)
+    writer.start()
+    reads: list[str] = []
+
+    async def recall_step(step_id: str, current: Callable[[dict[str, Any]], bool]) -> dict | None:
+        reads.append(step_id)
+        return await writer.get_object("step", step_id, current)
+
+    pipeline = Pipeline(
+        writer.submit, recall=store.get_run, history=store.find_history, recall_step=recall_step
+    )
+    pipeline.start()
+    recorder = Recorder(pipeline)
+    question = "which mountain is highest?"
+    for _ in range(6):
+        await record_chat(recorder, pipeline, writer, question, "Everest")
+    assert reads == [] and len(pipeline.tracker.runs) == 6
+    run_id, run = list(pipeline.tracker.runs.items())[-1]  # the newest: what a retry retries
+    blocker = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        await record_chat(recorder, pipeline, writer, "and the deepest lake?", "Baikal")
+        assert writer.degraded
+        await record_chat(
+            recorder, pipeline, writer, question, "Everest", headers={"x-stainless-retry-count": "1"}
+        )
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert reads == [run.steps[0].row.id]
+    assert [a.status for a in run.steps[0].attempts] == ["completed", "completed"]
+    await writer.close()  # (probes the store, replays the spool)
+    stored = await store.get_run(run_id)
+    assert stored is not None
+    assert [a["retry_signal"] for a in stored["steps"][0]["attempts"]] == [None, "x-stainless-retry-count=1"]
+    assert stored["steps"][0]["response"]["content"][0]["text"] == "Everest"
+    await pipeline.close()
     await store.close()
