@@ -65,6 +65,7 @@ SCRUB_SLICE = 0.002
 # waits less: a round-trip another replica receives before this one's commit is not yet known
 # there (its tool loop would start a run of its own), so the window stays near a commit's time.
 LINGER = 0.05
+READ_TIMEOUT = 5.0  # seconds a read behind the queued rows (`get_object`) waits for them
 SHARED_LINGER = 0.01
 
 
@@ -116,6 +117,7 @@ class Writer:
         self.probe_every = probe_every
         self.max_probe_every = max_probe_every
         self.linger = linger
+        self.read_timeout = READ_TIMEOUT
         # None wakes the loop: a lane found the store unavailable, so probes are due
         self._queue: asyncio.Queue[Row | _Call | None] = asyncio.Queue(max_queue)
         # someone awaits a call behind the rows (a read of what they wrote): no lingering
@@ -183,7 +185,8 @@ class Writer:
             stored = await self.store.get_object(kind, object_id)
             if stored is not None and current(stored):
                 return stored
-        return await self.execute(lambda store: store.get_object(kind, object_id), probe=False)
+        async with asyncio.timeout(self.read_timeout):  # a caller waits: a hung write must not hold it
+            return await self.execute(lambda store: store.get_object(kind, object_id), probe=False)
 
     async def execute_rows(self, fn: Job) -> list[Row]:
         """`execute` for a write that returns the rows it changed: listeners are told of them."""

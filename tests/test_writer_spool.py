@@ -340,6 +340,33 @@ async def test_a_read_while_the_store_is_away_fails_at_once_and_probes_only_when
     await store.close()
 
 
+async def test_a_read_behind_a_hung_write_gives_up_and_the_writer_goes_on(tmp_path: Path) -> None:
+    """A read through the writer has a caller waiting (a retry being placed): a write that hangs
+    must not hold it. It gives up after `read_timeout`; the writer runs on once the write ends."""
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    writer = Writer(store, linger=0)
+    writer.read_timeout = 0.2
+    writer.start()
+    await writer.flush()
+    write, hung = store.write, asyncio.Event()
+
+    async def hanging(rows: list[Row]) -> list[Row]:
+        await hung.wait()
+        return await write(rows)
+
+    store.write = hanging  # type: ignore[method-assign]
+    writer.submit(run(1))
+    with pytest.raises(TimeoutError):
+        await writer.get_object("run", "run_0001")
+    hung.set()
+    await writer.flush()
+    stored = await writer.get_object("run", "run_0001")
+    assert stored is not None and stored["id"] == "run_0001"
+    await writer.close()
+    await store.close()
+
+
 async def test_the_writer_keeps_no_batch_once_it_is_written(tmp_path: Path) -> None:
     """Rows carry bodies and requests of up to a MiB each, and a batch up to `max_batch` of
     them: once written, none is kept waiting for the next row (an idle sidecar after a burst)."""
