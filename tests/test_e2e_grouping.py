@@ -105,6 +105,31 @@ def test_rate_limit_retried_by_the_sdk_is_one_step_with_two_attempts(
     assert run["error"] is None
 
 
+def test_a_retry_right_after_success_joins_the_step_it_retries(sidecar: Sidecar, upstream: Upstream) -> None:
+    """The same request again at once, saying it retries, while the first call's rows may still
+    wait in the writer: one step of two attempts, the step's response the first answer's."""
+    marker = unique("again")
+    upstream.push(
+        Reply.json(wire.openai_completion("the first answer", usage=wire.openai_usage(9, 3))),
+        Reply.json(wire.openai_error("the server had an error", "server_error"), status=500),
+    )
+    client = openai_client(sidecar, upstream, max_retries=0)
+    messages = [{"role": "user", "content": marker}]
+    client.chat.completions.create(model="gpt-4.1", messages=messages)
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(
+            model="gpt-4.1", messages=messages, extra_headers={"x-stainless-retry-count": "1"}
+        )
+    (run,) = sidecar.wait_runs(q=marker)
+    (step,) = sidecar.run(run["id"])["steps"]
+    assert [(a["status"], a["retry_signal"]) for a in step["attempts"]] == [
+        ("completed", None),
+        ("failed", "x-stainless-retry-count=1"),
+    ]
+    assert step["response"]["content"][0]["text"] == "the first answer"
+    assert step["request"]["messages"][0]["parts"][0]["text"] == marker
+
+
 def test_overload_mid_stream_then_application_resend(sidecar: Sidecar, upstream: Upstream) -> None:
     marker = unique("overloaded")
     started = wire.anthropic_stream(["Partial"], stop=False)
