@@ -120,8 +120,13 @@ def test_a_retry_right_after_success_joins_the_step_it_retries(sidecar: Sidecar,
         client.chat.completions.create(
             model="gpt-4.1", messages=messages, extra_headers={"x-stainless-retry-count": "1"}
         )
-    (run,) = sidecar.wait_runs(q=marker)
-    (step,) = sidecar.run(run["id"])["steps"]
+    (run,) = sidecar.wait_runs(q=marker, check=lambda runs: runs[0]["attempt_count"] == 2)
+    deadline = time.monotonic() + 15
+    while True:  # the failed attempt's last rows may still be on their way to the store
+        (step,) = sidecar.run(run["id"])["steps"]
+        if step["attempts"][-1]["status"] != "in_progress" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert [(a["status"], a["retry_signal"]) for a in step["attempts"]] == [
         ("completed", None),
         ("failed", "x-stainless-retry-count=1"),
