@@ -28,10 +28,11 @@ from storage.records import USAGE_FIELDS, AttemptRow, BodyRow, Row, RunRow, Step
 STEP_ORDER = {"in_progress": 0, "interrupted": 1, "error": 2, "completed": 3}
 FINAL_RUN = ("completed", "error", "interrupted")
 # Settled runs stay in memory for 2 retry windows (a retry, a side call's next pass, a title
-# joining its turn may still come). This bounds them under a flood (~7 KB a run: ~70 MB): only
-# past ~160 calls/s are the oldest let go early, never one a side call or failure still waits
-# on; a retry that names one takes its run up from the store (`Pipeline._lookup`: while the
-# database is away, it starts a run of its own), as a side call's next pass or a late title does.
+# joining its turn may still come). This bounds them under a flood (~5-6 KB a one-step run,
+# `bench/memory_bench.py`: ~60 MB): only past ~160 calls/s are the oldest let go early, never
+# one a side call or failure still waits on; a retry that names one takes its run up from the
+# store (`Pipeline._lookup`: while the database is away, it starts a run of its own), as a side
+# call's next pass or a late title does.
 MAX_SETTLED = 10_000
 # An id a client forces with X-Chatdebug-Run: anything else is ignored, not stored.
 RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")

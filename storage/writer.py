@@ -65,8 +65,8 @@ SCRUB_SLICE = 0.002
 # waits less: a round-trip another replica receives before this one's commit is not yet known
 # there (its tool loop would start a run of its own), so the window stays near a commit's time.
 LINGER = 0.05
-READ_TIMEOUT = 5.0  # seconds a read behind the queued rows (`get_object`) waits for them
 SHARED_LINGER = 0.01
+READ_TIMEOUT = 5.0  # seconds a read behind the queued rows (`get_object`) waits for them
 
 
 @dataclass(slots=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from addons.classify import Classifier
 from addons.grouping import Grouper
 from addons.normalized import Error, Request
 from addons.outcome import Outcome
-from addons.pipeline import Pipeline
+from addons.pipeline import Pipeline, RecallStep
 from addons.providers import anthropic_messages, openai_chat
 from addons.providers.base import Call
 from addons.providers.boundary import Guarded
@@ -488,81 +490,110 @@ def test_settled_runs_past_the_memory_bound_are_let_go_oldest_first_but_none_sti
     assert h.run(run_t).conversation_id == "sess-main"  # the title still joined its turn
 
 
-async def record_chat(
-    recorder: Recorder,
-    pipeline: Pipeline,
-    writer: Writer,
-    content: str,
-    reply: str = "ok",
-    headers: dict[str, str] | None = None,
-    status: int = 200,
-    stored: bool = True,
-) -> None:
-    """One OpenAI chat call through the recorder's hooks, as mitmproxy drives them, until
-    recorded (and, if `stored`, committed)."""
-    body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": content}]}
-    flow = tflow.tflow(
-        req=tutils.treq(
-            host="api.openai.com", port=443, scheme=b"https", method=b"POST",
-            path=b"/v1/chat/completions", content=json.dumps(body).encode(),
+@dataclass
+class Recording:
+    """The recording path from the hooks to a SQLite store, wired as the sidecar wires it."""
+
+    store: SqliteStore
+    writer: Writer
+    pipeline: Pipeline
+    recorder: Recorder
+
+    async def call(
+        self,
+        content: str,
+        reply: str = "ok",
+        headers: dict[str, str] | None = None,
+        status: int = 200,
+        stored: bool = True,
+    ) -> None:
+        """One OpenAI chat call through the recorder's hooks, as mitmproxy drives them, until
+        recorded (and, if `stored`, committed)."""
+        body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": content}]}
+        flow = tflow.tflow(
+            req=tutils.treq(
+                host="api.openai.com", port=443, scheme=b"https", method=b"POST",
+                path=b"/v1/chat/completions", content=json.dumps(body).encode(),
+            )
+        )  # fmt: skip
+        flow.request.headers.update({"content-type": "application/json", **(headers or {})})
+        flow.request.timestamp_start = flow.request.timestamp_end = time.time()  # (tflow's are in 2000)
+        self.recorder.requestheaders(flow)
+        self.recorder.request(flow)
+        answer = (
+            wire.openai_completion(reply, usage=wire.openai_usage(3, 1))
+            if status == 200
+            else wire.openai_error("the server had an error", "server_error")
         )
-    )  # fmt: skip
-    flow.request.headers.update({"content-type": "application/json", **(headers or {})})
-    flow.request.timestamp_start = flow.request.timestamp_end = time.time()  # (tflow's are in 2000)
-    recorder.requestheaders(flow)
-    recorder.request(flow)
-    answer = (
-        wire.openai_completion(reply, usage=wire.openai_usage(3, 1))
-        if status == 200
-        else wire.openai_error("the server had an error", "server_error")
+        flow.response = tutils.tresp(status_code=status, content=answer)
+        flow.response.headers["content-type"] = "application/json"
+        flow.response.timestamp_start = flow.response.timestamp_end = time.time()
+        self.recorder.responseheaders(flow)
+        for chunk in (answer, b""):  # as mitmproxy streams it through the tap
+            flow.response.stream(chunk)
+        self.recorder.response(flow)
+        await self.pipeline.drain()
+        if stored:
+            await self.writer.flush()
+
+
+@contextlib.asynccontextmanager
+async def recording(
+    tmp_path: Path,
+    *,
+    linger: float = 0.0,
+    spool: bool = False,
+    recall_step: Callable[[Writer], RecallStep] | None = None,
+) -> AsyncIterator[Recording]:
+    """`Recording` over a fresh store; `recall_step`, given the writer, is how the pipeline
+    reads a sent step back (the sidecar's: `Writer.get_object`). Closed whatever the test did."""
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    writer = Writer(
+        store, spool=Spool(tmp_path / "db.sqlite.spool", 1 << 20) if spool else None, linger=linger
     )
-    flow.response = tutils.tresp(status_code=status, content=answer)
-    flow.response.headers["content-type"] = "application/json"
-    flow.response.timestamp_start = flow.response.timestamp_end = time.time()
-    recorder.responseheaders(flow)
-    for chunk in (answer, b""):  # as mitmproxy streams it through the tap
-        flow.response.stream(chunk)
-    recorder.response(flow)
-    await pipeline.drain()
-    if stored:
-        await writer.flush()
+    writer.start()
+    pipeline = Pipeline(
+        writer.submit,
+        recall=store.get_run,
+        history=store.find_history,
+        recall_step=recall_step(writer) if recall_step else None,
+    )
+    pipeline.start()
+    try:
+        yield Recording(store, writer, pipeline, Recorder(pipeline))
+    finally:
+        await pipeline.close()
+        await writer.close()
+        await store.close()
+
+
+def sent_steps(writer: Writer) -> RecallStep:
+    return functools.partial(writer.get_object, "step")
 
 
 async def test_a_late_retry_of_a_run_a_busy_proxy_let_go_takes_it_up_from_the_store(tmp_path: Path) -> None:
     """Memory keeps `max_settled` settled runs; an identical request with a retry header for an
     older one, still inside the retry window, is its next attempt, read back from the store."""
-    store = SqliteStore(str(tmp_path / "db.sqlite"))
-    await store.open()
-    writer = Writer(store, linger=0)
-    writer.start()
-    pipeline = Pipeline(writer.submit, recall=store.get_run, history=store.find_history)
-    pipeline.tracker.max_settled = 1
-    pipeline.start()
-    recorder = Recorder(pipeline)
-
-    async def call(content: str, headers: dict[str, str] | None = None) -> None:
-        await record_chat(recorder, pipeline, writer, content, headers=headers)
-
-    await call("the first question")
-    (first,) = pipeline.tracker.runs
-    await call("another question")
-    await call("and a third")
-    pipeline.tracker.tick()
-    assert first not in pipeline.tracker.runs  # let go: two newer runs settled after it
-    await call("the first question", {"x-stainless-retry-count": "1"})
-    await call("the first question")  # no retry header, the last attempt fine: asked again
-    stored = await store.get_run(first)
-    assert stored is not None
-    ((attempts),) = [step["attempts"] for step in stored["steps"]]
-    assert [(a["number"], a["retry_signal"]) for a in attempts] == [
-        (1, None),
-        (2, "x-stainless-retry-count=1"),
-    ]
-    runs = await store.list_runs(RunFilter(q="the first question"), 10, None)
-    assert len(runs) == 2 and pipeline.counters.failed == 0
-    await pipeline.close()
-    await writer.close()
-    await store.close()
+    async with recording(tmp_path) as r:
+        r.pipeline.tracker.max_settled = 1
+        await r.call("the first question")
+        (first,) = r.pipeline.tracker.runs
+        await r.call("another question")
+        await r.call("and a third")
+        r.pipeline.tracker.tick()
+        assert first not in r.pipeline.tracker.runs  # let go: two newer runs settled after it
+        await r.call("the first question", headers={"x-stainless-retry-count": "1"})
+        await r.call("the first question")  # no retry header, the last attempt fine: asked again
+        stored = await r.store.get_run(first)
+        assert stored is not None
+        ((attempts),) = [step["attempts"] for step in stored["steps"]]
+        assert [(a["number"], a["retry_signal"]) for a in attempts] == [
+            (1, None),
+            (2, "x-stainless-retry-count=1"),
+        ]
+        runs = await r.store.list_runs(RunFilter(q="the first question"), 10, None)
+        assert len(runs) == 2 and r.pipeline.counters.failed == 0
 
 
 async def test_a_sent_steps_request_and_response_leave_memory_and_come_back_for_a_retry(
@@ -572,51 +603,43 @@ async def test_a_sent_steps_request_and_response_leave_memory_and_come_back_for_
     retry after success brings them back from the store first, so every later snapshot of the
     step (the retry's, a failure's settling) carries them whole, and the completed response
     stays the step's. When the store cannot give them back, the retry starts a run of its own."""
-    store = SqliteStore(str(tmp_path / "db.sqlite"))
-    await store.open()
-    writer = Writer(store, linger=0)
-    writer.start()
     away = False
 
-    async def recall_step(step_id: str, current: Callable[[dict[str, Any]], bool]) -> dict | None:
-        if away:
-            raise StoreUnavailable("the database is locked")
-        return await writer.get_object("step", step_id, current)
+    def unless_away(writer: Writer) -> RecallStep:
+        async def recall_step(step_id: str, current: Callable[[dict[str, Any]], bool]) -> dict | None:
+            if away:
+                raise StoreUnavailable("the database is locked")
+            return await writer.get_object("step", step_id, current)
 
-    pipeline = Pipeline(
-        writer.submit, recall=store.get_run, history=store.find_history, recall_step=recall_step
-    )
-    pipeline.start()
-    recorder = Recorder(pipeline)
-    question = "which city is largest?"
-    await record_chat(recorder, pipeline, writer, question, "Tokyo")
-    ((run_id, run),) = pipeline.tracker.runs.items()
-    (step,) = run.steps
-    assert step.sent and step.row.request is None and step.row.response is None
-    retry = {"x-stainless-retry-count": "1"}
-    await record_chat(recorder, pipeline, writer, question, headers=retry, status=500)
-    pipeline.tracker.tick(time.time() + 3 * pipeline.tracker.retry_window)  # the failure settles
-    await writer.flush()
-    stored = await store.get_run(run_id)
-    assert stored is not None
-    (stored_step,) = stored["steps"]
-    assert [a["status"] for a in stored_step["attempts"]] == ["completed", "failed"]
-    assert stored_step["status"] == "completed"
-    assert stored_step["request"]["messages"][0]["parts"][0]["text"] == question
-    assert stored_step["response"]["content"][0]["text"] == "Tokyo"
+        return recall_step
 
-    await record_chat(recorder, pipeline, writer, "and the smallest?", "Vatican City")
-    other = next(r for r in pipeline.tracker.runs.values() if r.row.id != run_id)
-    away = True
-    before = set(pipeline.tracker.runs)
-    await record_chat(recorder, pipeline, writer, "and the smallest?", headers=retry)
-    assert len(set(pipeline.tracker.runs) - before) == 1  # placed on its own: the step stays as stored
-    stored = await store.get_run(other.row.id)
-    assert stored is not None and len(stored["steps"][0]["attempts"]) == 1
-    assert stored["steps"][0]["request"] is not None and stored["steps"][0]["response"] is not None
-    await pipeline.close()
-    await writer.close()
-    await store.close()
+    async with recording(tmp_path, recall_step=unless_away) as r:
+        question = "which city is largest?"
+        await r.call(question, "Tokyo")
+        ((run_id, run),) = r.pipeline.tracker.runs.items()
+        (step,) = run.steps
+        assert step.sent and step.row.request is None and step.row.response is None
+        retry = {"x-stainless-retry-count": "1"}
+        await r.call(question, headers=retry, status=500)
+        r.pipeline.tracker.tick(time.time() + 3 * r.pipeline.tracker.retry_window)  # the failure settles
+        await r.writer.flush()
+        stored = await r.store.get_run(run_id)
+        assert stored is not None
+        (stored_step,) = stored["steps"]
+        assert [a["status"] for a in stored_step["attempts"]] == ["completed", "failed"]
+        assert stored_step["status"] == "completed"
+        assert stored_step["request"]["messages"][0]["parts"][0]["text"] == question
+        assert stored_step["response"]["content"][0]["text"] == "Tokyo"
+
+        await r.call("and the smallest?", "Vatican City")
+        other = next(run for run in r.pipeline.tracker.runs.values() if run.row.id != run_id)
+        away = True
+        before = set(r.pipeline.tracker.runs)
+        await r.call("and the smallest?", headers=retry)
+        assert len(set(r.pipeline.tracker.runs) - before) == 1  # placed on its own: the step stays as stored
+        stored = await r.store.get_run(other.row.id)
+        assert stored is not None and len(stored["steps"][0]["attempts"]) == 1
+        assert stored["steps"][0]["request"] is not None and stored["steps"][0]["response"] is not None
 
 
 async def test_a_retry_right_after_success_finds_the_step_as_it_was_sent_not_as_last_committed(
@@ -625,36 +648,21 @@ async def test_a_retry_right_after_success_finds_the_step_as_it_was_sent_not_as_
     """The writer lingers before it commits: a retry arriving meanwhile must read the sent step
     back after its last snapshot is written, or it would take the step's older row (no response)
     for the step and write that back over the completed response."""
-    store = SqliteStore(str(tmp_path / "db.sqlite"))
-    await store.open()
-    writer = Writer(store, linger=0.2)
-    writer.start()
-    pipeline = Pipeline(
-        writer.submit,
-        recall=store.get_run,
-        history=store.find_history,
-        recall_step=functools.partial(writer.get_object, "step"),
-    )
-    pipeline.start()
-    recorder = Recorder(pipeline)
-    question = "which river is longest?"
-    await record_chat(recorder, pipeline, writer, question, "the Nile", stored=False)
-    ((run_id, run),) = pipeline.tracker.runs.items()
-    assert run.steps[0].sent
-    retry = {"x-stainless-retry-count": "1"}
-    await record_chat(recorder, pipeline, writer, question, headers=retry, status=500)
-    pipeline.tracker.tick(time.time() + 3 * pipeline.tracker.retry_window)
-    await writer.flush()
-    stored = await store.get_run(run_id)
-    assert stored is not None
-    (step,) = stored["steps"]
-    assert [a["status"] for a in step["attempts"]] == ["completed", "failed"]
-    assert step["status"] == "completed"
-    assert step["response"]["content"][0]["text"] == "the Nile"
-    assert len(await store.list_runs(RunFilter(q=question), 10, None)) == 1
-    await pipeline.close()
-    await writer.close()
-    await store.close()
+    async with recording(tmp_path, linger=0.2, recall_step=sent_steps) as r:
+        question = "which river is longest?"
+        await r.call(question, "the Nile", stored=False)
+        ((run_id, run),) = r.pipeline.tracker.runs.items()
+        assert run.steps[0].sent
+        await r.call(question, headers={"x-stainless-retry-count": "1"}, status=500)
+        r.pipeline.tracker.tick(time.time() + 3 * r.pipeline.tracker.retry_window)
+        await r.writer.flush()
+        stored = await r.store.get_run(run_id)
+        assert stored is not None
+        (step,) = stored["steps"]
+        assert [a["status"] for a in step["attempts"]] == ["completed", "failed"]
+        assert step["status"] == "completed"
+        assert step["response"]["content"][0]["text"] == "the Nile"
+        assert len(await r.store.list_runs(RunFilter(q=question), 10, None)) == 1
 
 
 async def test_only_a_retry_brings_a_sent_step_back_and_a_committed_one_comes_while_the_store_is_away(
@@ -664,43 +672,37 @@ async def test_only_a_retry_brings_a_sent_step_back_and_a_committed_one_comes_wh
     nothing back (an evaluation asking the same question again must not wait on commits). A
     retry reads the step from the store at once when what is stored is the step as last sent,
     so it joins its run also while the store refuses writes (another process holds the lock)."""
-    store = SqliteStore(str(tmp_path / "db.sqlite"))
-    await store.open()
-    writer = Writer(store, spool=Spool(tmp_path / "db.sqlite.spool", 1 << 20), linger=0)
-    writer.start()
     reads: list[str] = []
 
-    async def recall_step(step_id: str, current: Callable[[dict[str, Any]], bool]) -> dict | None:
-        reads.append(step_id)
-        return await writer.get_object("step", step_id, current)
+    def counted(writer: Writer) -> RecallStep:
+        async def recall_step(step_id: str, current: Callable[[dict[str, Any]], bool]) -> dict | None:
+            reads.append(step_id)
+            return await writer.get_object("step", step_id, current)
 
-    pipeline = Pipeline(
-        writer.submit, recall=store.get_run, history=store.find_history, recall_step=recall_step
-    )
-    pipeline.start()
-    recorder = Recorder(pipeline)
-    question = "which mountain is highest?"
-    for _ in range(6):
-        await record_chat(recorder, pipeline, writer, question, "Everest")
-    assert reads == [] and len(pipeline.tracker.runs) == 6
-    run_id, run = list(pipeline.tracker.runs.items())[-1]  # the newest: what a retry retries
-    blocker = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
-    try:
-        await record_chat(recorder, pipeline, writer, "and the deepest lake?", "Baikal")
-        assert writer.degraded
-        await record_chat(
-            recorder, pipeline, writer, question, "Everest", headers={"x-stainless-retry-count": "1"}
-        )
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
-    assert reads == [run.steps[0].row.id]
-    assert [a.status for a in run.steps[0].attempts] == ["completed", "completed"]
-    await writer.close()  # (probes the store, replays the spool)
-    stored = await store.get_run(run_id)
-    assert stored is not None
-    assert [a["retry_signal"] for a in stored["steps"][0]["attempts"]] == [None, "x-stainless-retry-count=1"]
-    assert stored["steps"][0]["response"]["content"][0]["text"] == "Everest"
-    await pipeline.close()
-    await store.close()
+        return recall_step
+
+    async with recording(tmp_path, spool=True, recall_step=counted) as r:
+        question = "which mountain is highest?"
+        for _ in range(6):
+            await r.call(question, "Everest")
+        assert reads == [] and len(r.pipeline.tracker.runs) == 6
+        run_id, run = list(r.pipeline.tracker.runs.items())[-1]  # the newest: what a retry retries
+        blocker = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            await r.call("and the deepest lake?", "Baikal")
+            assert r.writer.degraded
+            await r.call(question, "Everest", headers={"x-stainless-retry-count": "1"})
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert reads == [run.steps[0].row.id]
+        assert [a.status for a in run.steps[0].attempts] == ["completed", "completed"]
+        await r.writer.close()  # (probes the store, replays the spool)
+        stored = await r.store.get_run(run_id)
+        assert stored is not None
+        assert [a["retry_signal"] for a in stored["steps"][0]["attempts"]] == [
+            None,
+            "x-stainless-retry-count=1",
+        ]
+        assert stored["steps"][0]["response"]["content"][0]["text"] == "Everest"
