@@ -149,8 +149,11 @@ class Bench:
         return cls(Path(tempfile.mkdtemp(prefix="chatdebug-apps-")))
 
     def close(self) -> None:
+        """Stop both, and remove the bench: each app's HOME fills with its caches (~100-430 MB a
+        run), and every live run would leave them in /tmp."""
         self.sidecar.stop()
         self.server.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
     @property
     def upstream(self) -> str:
