@@ -226,7 +226,10 @@ def start_upstream(workdir: Path, certs: Certs) -> tuple[Service, int]:
     return service, int(service.wait_for(ready, 30, "ready line"))
 
 
-def start_mitmdump(workdir: Path, certs: Certs) -> tuple[Service, str, Path]:
+def start_mitmdump(
+    workdir: Path, certs: Certs, extra: list[str] | tuple[str, ...] = ()
+) -> tuple[Service, str, Path]:
+    """Bare mitmdump, quiet; `extra`: more of its options."""
     confdir = workdir / "mitmdump-conf"
     args = [
         str(BIN / "mitmdump"), "-q",
@@ -234,6 +237,7 @@ def start_mitmdump(workdir: Path, certs: Certs) -> tuple[Service, str, Path]:
         "--set", f"confdir={confdir}",
         "--set", f"ssl_verify_upstream_trusted_ca={certs.ca_file}",
         "--set", "flow_detail=0",
+        *extra,
     ]  # fmt: skip
     service = Service.spawn("mitmdump", args, workdir, child_env())
     port = service.listening_port(30)
