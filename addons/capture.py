@@ -50,6 +50,7 @@ class Capture:
         "encoding",
         "fault",
         "first_byte_at",
+        "held",
         "kept",
         "limit",
         "size",
@@ -66,6 +67,7 @@ class Capture:
         # would be CPU spent for nothing
         budget = whole + 1 if isinstance(whole, int) else max(RESPONSE_BUDGET, 4 * limit)
         self._whole = isinstance(whole, int)
+        self.held = False  # mitmproxy holds the body, and `take_whole` is given it at the end
         # a whole body is decoded after the response, off the event loop, to a byte past its
         # parser's limit: no chunk's expansion needs a bound of its own (a stream's does)
         self._decoder = (
@@ -85,6 +87,16 @@ class Capture:
         self.first_byte_at: float | None = None
         self.fault: str | None = None  # why recording (not the traffic) went wrong
         self.stopped = False  # the parser was given no more of the body
+
+    @property
+    def whole(self) -> bool:
+        """Its parser reads the body only at the end (no stream): it may arrive in one piece."""
+        return self._whole
+
+    def take_whole(self, data: bytes, first_byte_at: float | None) -> None:
+        """A body mitmproxy held, given at once; its first byte came with the headers."""
+        self.first_byte_at = first_byte_at
+        self.tap(data)
 
     def tap(self, data: bytes) -> bytes:
         if data:

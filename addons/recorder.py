@@ -1,8 +1,10 @@
 """The mitmproxy addon: picks LLM calls off flows and hands them on. Hooks only.
 
-Every hook is guarded: recording must never fail, stall or alter a flow. Request bodies are
-streamed on to the provider through a tee (`requestheaders`), responses through the stream tap
-(`responseheaders`): both are forwarded chunk by chunk as they arrive, a bounded copy kept.
+Every hook is guarded: recording must never fail, stall or alter a flow. A body that declares
+a length of at most `WHOLE_BODY` is held whole by mitmproxy, as bare mitmdump holds every body,
+and read in the `request` or `response` hook. Any other body, and every stream, is forwarded chunk
+by chunk as it arrives: a request through a tee (`requestheaders`), a response through the stream
+tap (`responseheaders`), a bounded copy kept.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ _HINT_PREFIX_B = HINT_PREFIX.encode()
 _KEY = "chatdebug"
 _TEE = "chatdebug-request"
 MAX_HINT = 200  # characters of an X-Chatdebug-* value: longer ones are ignored, never stored as ids
+# Bodies declared at most this long are held whole and forwarded in one write: passed chunk by
+# chunk through a tap, a chat call cost a tenth more CPU (bench/paired_bench.py). Holding delays
+# a body by its own transfer time only: 256 KiB is 20 ms at 100 Mbit/s, and the provider cannot
+# answer before it has the whole request anyway.
+WHOLE_BODY = 256 << 10
 
 
 class Sink(Protocol):
@@ -81,6 +88,8 @@ class Recorder:
         api = find_api(request.method, path)
         if api is not None:
             flow.metadata[_KEY] = (api, path, hints)
+            if _declared_within(request, WHOLE_BODY):
+                return  # mitmproxy holds it, and `request` reads it whole
             # the body goes on to the provider as it arrives, and a bounded copy stays with us:
             # as sent, so a compressed body is kept up to the limit its decoded form has too
             tee = RequestTee(MAX_PARSE_BYTES, head=self.capture_limit)
@@ -143,10 +152,18 @@ class Recorder:
         )
         capture = Capture(parser, response.headers.get("content-encoding", ""), self.capture_limit)
         exchange.capture = capture
-        response.stream = capture.tap
+        # a stream is passed on event by event whatever length it declares; its parser says so
+        if capture.whole and _declared_within(response, WHOLE_BODY):
+            capture.held = True  # mitmproxy holds it, and `response` gives it to the capture
+        else:
+            response.stream = capture.tap
 
     @_guarded
     def response(self, flow: http.HTTPFlow) -> None:
+        exchange = _exchange(flow)
+        capture = exchange.capture if exchange is not None else None
+        if capture is not None and capture.held and flow.response is not None:
+            capture.take_whole(flow.response.raw_content or b"", flow.response.timestamp_start)
         self._finish(flow, None)
 
     @_guarded
@@ -171,6 +188,12 @@ class Recorder:
         exchange.finished_at = time.time()
         exchange.error = error
         self.sink.finished(exchange)
+
+
+def _declared_within(message: http.Message, bound: int) -> bool:
+    """The message declares a body of at most `bound` bytes (a stream declares none)."""
+    length = message.headers.get("content-length")
+    return length is not None and length.isdigit() and int(length) <= bound
 
 
 def _exchange(flow: http.HTTPFlow) -> Exchange | None:

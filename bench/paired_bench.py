@@ -7,7 +7,8 @@ On a shared machine the speed drifts by a factor of two within minutes, so one r
 set-up after the other (as `bench/proxy_bench.py` does) compares two different machines. Here
 every set-up runs at once, idle while another is measured, and each round measures them all
 in turn, in a rotating order: the median of the per-round ratios is what a change is worth.
-A set-up is `mitmdump` or `chatdebug`, followed by options of its own. Same upstream, client and
+A set-up is `mitmdump` or `chatdebug`, followed by options of its own, and may start with
+NAME=value words for its environment. Same upstream, client and
 load as the proxy bench's throughput phase (32 keep-alive clients), bounded per round.
 """
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import os
 import shlex
 import shutil
 import statistics
@@ -60,18 +63,29 @@ class Setup:
 
 
 def start(label: str, index: int, workdir: Path, certs: Certs, upstream_port: int) -> Setup:
-    kind, *extra = shlex.split(label)
+    words = shlex.split(label)
+    env = dict(w.split("=", 1) for w in itertools.takewhile(lambda w: "=" in w, words))
+    kind, *extra = words[len(env) :]
     home = workdir / f"setup-{index}"
     home.mkdir()
     url = f"https://127.0.0.1:{upstream_port}/v1/chat/completions"
-    if kind == "mitmdump":
-        service, proxy, ca = start_mitmdump(home, certs, extra)
-        endpoint = Endpoint(url, trusting(ca), proxy, service.process.pid)
-    elif kind == "chatdebug":
-        service, proxy, ca, database = start_chatdebug(home, certs, upstream_port, extra)
-        endpoint = Endpoint(url, trusting(ca), proxy, service.process.pid, database)
-    else:
-        raise SystemExit(f"unknown set-up {kind!r}: mitmdump or chatdebug, then options")
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)  # the child's environment is copied from ours as it starts
+    try:
+        if kind == "mitmdump":
+            service, proxy, ca = start_mitmdump(home, certs, extra)
+            endpoint = Endpoint(url, trusting(ca), proxy, service.process.pid)
+        elif kind == "chatdebug":
+            service, proxy, ca, database = start_chatdebug(home, certs, upstream_port, extra)
+            endpoint = Endpoint(url, trusting(ca), proxy, service.process.pid, database)
+        else:
+            raise SystemExit(f"unknown set-up {kind!r}: mitmdump or chatdebug, then options")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return Setup(label, service, endpoint, TreeSampler(service.process.pid))
 
 

@@ -38,6 +38,7 @@ import pytest
 import trustme
 from aiohttp import web
 
+from addons.recorder import WHOLE_BODY
 from tests import wire
 from tests.conftest import Certs, Sidecar, start_sidecar, unique
 from tests.upstream import Close, Gate, Reply, Upstream
@@ -949,6 +950,51 @@ def test_upstream_resets_mid_body(
     attempt = attempt_of(sidecar, run_id)
     assert (attempt["status"], attempt["error"]["class"]) == ("failed", "connection_error")
     assert text_of(attempt) == "cut"  # events[0] is the role chunk
+
+
+def test_upstream_breaks_off_a_body_of_declared_length(
+    sidecar: Sidecar, upstream: Upstream, certs: Certs, control: Callable[..., Control]
+) -> None:
+    """A short whole body is held as bare mitmdump holds it (`WHOLE_BODY`): cut off midway, it
+    reaches the client as mitmproxy's 502 where directly it is a 200 that breaks off. To an SDK
+    both are a failed call that it retries; the attempt records the cut either way."""
+    body = wire.openai_completion("a whole answer " * 100, usage=USAGE)
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    reply = Reply(200, headers, [body[: len(body) // 2], 0.05, Close()])
+    with control():
+        plain, through, run_id = both_ways(sidecar, upstream, certs, reply, chat_body("broken off"), "cut")
+    assert (plain.status, plain.error) == (200, httpx.RemoteProtocolError)
+    assert (through.status, through.error) == (502, None)
+    assert b"without sending complete message body" in through.body
+    attempt = attempt_of(sidecar, run_id)
+    assert (attempt["status"], attempt["error"]["class"]) == ("failed", "connection_error")
+    assert f"expected {len(body)}" in attempt["error"]["message"]
+
+
+def test_a_body_of_declared_length_past_the_holding_bound_streams(
+    sidecar: Sidecar, upstream: Upstream, control: Callable[..., Control]
+) -> None:
+    """Past `WHOLE_BODY` a body is passed on as it comes, length or not; below, held whole."""
+    for size, streamed in ((WHOLE_BODY + 1, True), (WHOLE_BODY // 4, False)):
+        answer = wire.openai_completion("x" * size, usage=USAGE)
+        release = threading.Event()
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(answer))}
+        upstream.push(Reply(200, headers, [answer[:1000], Gate(release, 10), answer[1000:]]))
+        run_id, hint = run_header(f"bound-{size}")
+        first_at: list[float] = []
+        with control(), proxied(sidecar) as client:
+            request = client.build_request("POST", upstream.url + CHAT, json=chat_body("bound"), headers=hint)
+            released_at = time.monotonic() + 0.5  # the upstream holds the rest until then
+            threading.Timer(0.5, release.set).start()
+            response = client.send(request, stream=True)  # held: not even its headers before
+            received = b""
+            for chunk in response.iter_raw():
+                first_at.append(time.monotonic())
+                received += chunk
+            response.close()
+        assert received == answer
+        assert (first_at[0] < released_at) is streamed, size
+        assert attempt_of(sidecar, run_id)["status"] == "completed"
 
 
 def test_upstream_unreachable(hostile: Hostile, aux: Aux, certs: Certs) -> None:

@@ -55,6 +55,8 @@ class Recording:
         self.recorder.responseheaders(f)
         stream = f.response.stream if f.response else None
         forwarded = b"".join(stream(c) for c in [*chunks, b""]) if callable(stream) else b"".join(chunks)
+        if f.response and not callable(stream):  # a body mitmproxy holds is on the flow at the end
+            f.response.raw_content = forwarded
         self.recorder.response(f)
         return forwarded
 

@@ -130,6 +130,8 @@ def replay(calls: Iterable[dict[str, Any]]) -> list[Recorded]:
         if callable(stream):
             for chunk in [*chunks, b""]:
                 stream(chunk)
+        else:  # a body mitmproxy holds: it is on the flow when the response is
+            f.response.raw_content = b"".join(chunks)
         recorder.response(f)
         exchange = f.metadata.get("chatdebug")
         if isinstance(exchange, Exchange):
