@@ -7,6 +7,8 @@ On a shared machine the speed drifts by a factor of two within minutes, so one r
 set-up after the other (as `bench/proxy_bench.py` does) compares two different machines. Here
 every set-up runs at once, idle while another is measured, and each round measures them all
 in turn, in a rotating order: the median of the per-round ratios is what a change is worth.
+A round is the proxy bench's throughput phase (CPU per call, req/s), then sequential calls on
+one connection (p50 latency).
 A set-up is `mitmdump` or `chatdebug`, followed by options of its own, and may start with
 NAME=value words for its environment. Same upstream, client and
 load as the proxy bench's throughput phase (32 keep-alive clients), bounded per round.
@@ -42,6 +44,7 @@ from proxy_bench import (
     concurrent,
     landed_attempts,
     machine,
+    sequential,
     start_chatdebug,
     start_mitmdump,
     start_upstream,
@@ -60,6 +63,7 @@ class Setup:
     sampler: TreeSampler
     cpu_ms: list[float] = field(default_factory=list)
     rps: list[float] = field(default_factory=list)
+    p50_ms: list[float] = field(default_factory=list)  # sequential calls, one connection
 
 
 def start(label: str, index: int, workdir: Path, certs: Certs, upstream_port: int) -> Setup:
@@ -102,6 +106,10 @@ async def one_round(setup: Setup, load: Load, bodies: Bodies) -> None:
         raise SystemExit(f"{setup.label}: errors {dict(result.errors)}")
     setup.cpu_ms.append((setup.sampler.cpu_seconds() - cpu) * 1000 / (ok + load.clients))
     setup.rps.append(result.rps or 0.0)
+    await sequential(ep, load, bodies, result)
+    if result.errors:
+        raise SystemExit(f"{setup.label}: errors {dict(result.errors)}")
+    setup.p50_ms.append(statistics.median(result.seq_ms))
 
 
 async def run(setups: list[Setup], rounds: int, load: Load) -> None:
@@ -114,22 +122,27 @@ async def run(setups: list[Setup], rounds: int, load: Load) -> None:
         order = setups[r % len(setups) :] + setups[: r % len(setups)]
         for setup in order:
             await one_round(setup, load, bodies)
-        line = " · ".join(f"{s.label}: {s.cpu_ms[-1]:.2f} ms, {s.rps[-1]:.0f}/s" for s in setups)
+        line = " · ".join(
+            f"{s.label}: {s.cpu_ms[-1]:.2f} ms, {s.rps[-1]:.0f}/s, p50 {s.p50_ms[-1]:.2f} ms" for s in setups
+        )
         print(f"round {r + 1}: {line}", file=sys.stderr, flush=True)
 
 
 def report(setups: list[Setup]) -> str:
     base = setups[0]
     lines = [
-        "| set-up | CPU/call median | req/s median | CPU ÷ first (median of rounds) | req/s ÷ first |",
-        "| --- | --: | --: | --: | --: |",
+        "| set-up | CPU/call | req/s @32 | seq p50 | CPU ÷ first | req/s ÷ first | p50 ÷ first |",
+        "| --- | --: | --: | --: | --: | --: | --: |",
     ]
+
+    def ratio(mine: list[float], theirs: list[float]) -> str:  # the median of per-round ratios
+        return f"{statistics.median(a / b for a, b in zip(mine, theirs, strict=True)):.2f}x"
+
     for s in setups:
-        cpu_ratio = statistics.median(a / b for a, b in zip(s.cpu_ms, base.cpu_ms, strict=True))
-        rps_ratio = statistics.median(a / b for a, b in zip(s.rps, base.rps, strict=True))
         lines.append(
             f"| {s.label} | {statistics.median(s.cpu_ms):.2f} ms | {statistics.median(s.rps):.0f} "
-            f"| {cpu_ratio:.2f}x | {rps_ratio:.2f}x |"
+            f"| {statistics.median(s.p50_ms):.2f} ms | {ratio(s.cpu_ms, base.cpu_ms)} "
+            f"| {ratio(s.rps, base.rps)} | {ratio(s.p50_ms, base.p50_ms)} |"
         )
     return "\n".join(lines)
 
@@ -138,9 +151,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("setups", nargs="+", help='e.g. mitmdump "chatdebug --retry-window 0.2"')
     p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--calls", type=int, default=600, help="calls per set-up per round")
+    p.add_argument("--calls", type=int, default=600, help="concurrent calls per set-up per round")
+    p.add_argument("--sequential", type=int, default=100, help="then sequential calls, for the p50")
     args = p.parse_args()
-    load = Load(concurrent=args.calls, concurrent_seconds=20.0)
+    load = Load(warmup=5, sequential=args.sequential, concurrent=args.calls, concurrent_seconds=20.0)
     workdir = Path(tempfile.mkdtemp(prefix="chatdebug-paired-"))
     print("## Machine\n")
     print("\n".join(machine()), flush=True)
