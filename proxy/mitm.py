@@ -10,52 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mitmproxy import connection, http, options
+from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
+from mitmproxy.master import Master
+from mitmproxy.proxy import layer, layers
+from mitmproxy.proxy.mode_servers import ServerInstance
+from mitmproxy.proxy.server import ConnectionHandler
 
-def _addon_package_alone(name: str = "mitmproxy.addons") -> None:
-    """Registers mitmproxy's addon package without running its `__init__`, which imports all of
-    DumpMaster's default addons (Flask for the onboarding app, ldap3 for proxy auth, ...): ~11 MiB
-    that would stay in memory for the four we load. Its submodules import alone as usual; asking
-    the package itself for anything else (`default_addons`) runs the `__init__` then."""
-    if name in sys.modules:
-        return
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        return
-    package = importlib.util.module_from_spec(spec)
-    loader = spec.loader
-
-    def attribute(attr: str) -> Any:
-        if attr.startswith("__") or importlib.util.find_spec(f"{name}.{attr}") is not None:
-            raise AttributeError(attr)  # a submodule: the import system loads it alone
-        del package.__dict__["__getattr__"]
-        loader.exec_module(package)
-        return getattr(package, attr)
-
-    package.__dict__["__getattr__"] = attribute
-    sys.modules[name] = package
-
-
-_addon_package_alone()
-
-from mitmproxy import connection, http, options  # noqa: E402
-from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig  # noqa: E402
-from mitmproxy.master import Master  # noqa: E402
-from mitmproxy.proxy import layer, layers  # noqa: E402
-from mitmproxy.proxy.mode_servers import ServerInstance  # noqa: E402
-from mitmproxy.proxy.server import ConnectionHandler  # noqa: E402
-
-from addons.hosts import intercept_regexes  # noqa: E402
-from proxy.ca import publish_ca  # noqa: E402
-from proxy.preflight import StartupError, reason  # noqa: E402
-from proxy.settings import Settings  # noqa: E402
+from addons.hosts import intercept_regexes
+from proxy.ca import publish_ca
+from proxy.preflight import StartupError, reason
+from proxy.settings import Settings
 
 log = logging.getLogger(__name__)
 
