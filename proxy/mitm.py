@@ -2,8 +2,9 @@
 
 DumpMaster's ~35 default addons cost CPU on every hook; we load core, proxyserver, next_layer
 and tlsconfig, plus the recorder and two small addons of ours: `Drain` (what a clean stop needs
-to know) and `TunnelNotice`. Only provider hosts are intercepted (`allow_hosts`); every other
-CONNECT is relayed as plain TCP, without TLS interception.
+to know) and `TunnelNotice`, and dispatch hooks from a table (`proxy/hook_table.py`). Only
+provider hosts are intercepted (`allow_hosts`); every other CONNECT is relayed as plain TCP,
+without TLS interception.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mitmproxy.proxy.server import ConnectionHandler
 
 from addons.hosts import intercept_regexes
 from proxy.ca import publish_ca
+from proxy.hook_table import HookTable
 from proxy.preflight import StartupError, reason
 from proxy.settings import Settings
 
@@ -169,6 +171,7 @@ async def start_proxy(settings: Settings, *recorders: object) -> EmbeddedProxy:
     confdir.mkdir(parents=True, exist_ok=True)
     opts = options.Options(confdir=str(confdir), mode=modes(settings))
     master = Master(opts)
+    master.addons = HookTable(master)  # before any addon: the same dispatch, without the walk
     drain = Drain()
     master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig())
     master.addons.add(drain, TunnelNotice(), *recorders)

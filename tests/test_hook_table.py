@@ -1,0 +1,87 @@
+"""The hook table dispatches as mitmproxy's own addon manager does: same methods, same order,
+same arguments, errors logged, `AddonHalt` honoured, addons added or removed later seen."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from mitmproxy import exceptions, http
+from mitmproxy.addonmanager import AddonManager
+from mitmproxy.master import Master
+from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHook
+from mitmproxy.test import tflow
+
+from proxy.hook_table import HookTable
+
+Calls = list[tuple[str, str, str]]
+
+
+class Probe:
+    def __init__(self, name: str, calls: Calls, *, fail: bool = False, halt: bool = False) -> None:
+        self.name, self.calls, self.fail, self.halt = name, calls, fail, halt
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        self.calls.append((self.name, "request", flow.id))
+        if self.fail:
+            raise RuntimeError(f"{self.name} failed")
+        if self.halt:
+            raise exceptions.AddonHalt()
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        await asyncio.sleep(0)  # an async hook, awaited before the next addon's
+        self.calls.append((self.name, "response", flow.id))
+
+    def update(self, flows: list[http.HTTPFlow]) -> None:
+        self.calls.append((self.name, "update", ",".join(f.id for f in flows)))
+
+
+async def dispatched(manager_type: type[AddonManager], build: object) -> Calls:
+    master = Master(None)
+    master.addons = manager_type(master)
+    calls: Calls = []
+    build(master.addons, calls)  # type: ignore[operator]
+    flow = tflow.tflow(resp=True)
+    flow.id = "f1"
+    await master.addons.handle_lifecycle(HttpRequestHook(flow))
+    await master.addons.handle_lifecycle(HttpResponseHook(flow))
+    return calls
+
+
+def three(addons: AddonManager, calls: Calls) -> None:
+    addons.add(Probe("a", calls), Probe("b", calls, fail=True), Probe("c", calls))
+
+
+def halting(addons: AddonManager, calls: Calls) -> None:
+    addons.add(Probe("a", calls), Probe("b", calls, halt=True), Probe("c", calls))
+
+
+@pytest.mark.parametrize("build", [three, halting])
+async def test_the_table_calls_what_mitmproxy_calls(build: object, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR):
+        expected = await dispatched(AddonManager, build)
+        theirs = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        got = await dispatched(HookTable, build)
+        ours = [r.getMessage() for r in caplog.records]
+    assert got == expected
+    assert ours == theirs  # an addon's error is logged, and the next addon still called
+    assert ("c", "response", "f1") in got
+    assert (("c", "request", "f1") in got) is (build is three)  # AddonHalt stops that hook only
+
+
+async def test_addons_added_or_removed_after_a_dispatch_are_seen() -> None:
+    master = Master(None)
+    table = master.addons = HookTable(master)
+    calls: Calls = []
+    first = Probe("first", calls)
+    table.add(first)
+    flow = tflow.tflow()
+    await table.handle_lifecycle(HttpRequestHook(flow))
+    later = Probe("later", calls)
+    table.add(later)
+    await table.handle_lifecycle(HttpRequestHook(flow))
+    table.remove(first)
+    await table.handle_lifecycle(HttpRequestHook(flow))
+    assert [name for name, hook, _ in calls if hook == "request"] == ["first", "first", "later", "later"]
