@@ -138,11 +138,11 @@ class Pipeline:
     async def _consume(self) -> None:
         while True:
             kind, exchange = await self._queue.get()
-            # the traffic first: the hook that handed this over is still to let mitmproxy send
-            # its request or response on (the hook's task resumes on the loop's next turn, and
-            # this one woke before it); a held body would otherwise wait for this call's work
-            await asyncio.sleep(0)
             try:
+                # the traffic first: the hook that handed this over is still to let mitmproxy
+                # send its request or response on (the hook's task resumes on the loop's next
+                # turn, and this one woke before it); a held body would wait for this call's work
+                await asyncio.sleep(0)
                 if kind == "start":
                     await self._recall_forced_run(exchange)
                     read = self._read(exchange)

@@ -170,6 +170,10 @@ class Recorder:
     def error(self, flow: http.HTTPFlow) -> None:
         message = flow.error.msg if flow.error else "unknown error"
         exchange = _exchange(flow)
+        capture = exchange.capture if exchange is not None else None
+        if capture is not None and capture.held and flow.response is not None:
+            # its headers came; the part of the body that did stays in mitmproxy, unrecorded
+            capture.first_byte_at = flow.response.timestamp_start
         if exchange is not None:
             # who went away: HTTP/2 says "peer closed connection" for either side, so ask the connection
             exchange.client_gone = not flow.client_conn.connected or "client" in message.lower()

@@ -16,35 +16,50 @@ breaks, only that saving is lost. `install` must run before anything imports the
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
-from importlib.metadata import version
+import threading
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 
 def install() -> None:
     alone("mitmproxy.addons")
-    alone("aiohttp", __version__=version("aiohttp"))  # aiohttp.http imports it from the package
-    alone("genai_prices", __version__=version("genai-prices"))
+    # aiohttp.http imports `__version__` from the package; cost.py names genai-prices' version
+    alone("aiohttp", __version__=_version("aiohttp"))
+    alone("genai_prices", __version__=_version("genai-prices"))
 
 
 def alone(name: str, **attributes: Any) -> None:
-    """Registers package `name` without running its `__init__`; `attributes` are set on it."""
-    if name in sys.modules:
-        return  # imported already: nothing to save
+    """Registers package `name` without running its `__init__`; `attributes` are set on it. A
+    package imported already, or an attribute that cannot be known (None), leaves it as it is."""
+    if name in sys.modules or None in attributes.values():
+        return
     spec = importlib.util.find_spec(name)
     if spec is None or spec.loader is None:
         return
     package = importlib.util.module_from_spec(spec)
     package.__dict__.update(attributes)
     loader = spec.loader
+    lock = threading.Lock()
 
     def attribute(attr: str) -> Any:
-        if attr.startswith("__") or importlib.util.find_spec(f"{name}.{attr}") is not None:
-            raise AttributeError(attr)  # a submodule: the import system loads it alone
-        del package.__dict__["__getattr__"]
-        loader.exec_module(package)
+        if importlib.util.find_spec(f"{name}.{attr}") is not None:
+            return importlib.import_module(f"{name}.{attr}")  # as the `__init__` would bind it
+        if attr.startswith("__") and attr != "__all__":
+            raise AttributeError(attr)  # probes (`__wrapped__`, ...) that the package lacks
+        with lock:  # once, whoever asks first
+            if package.__dict__.pop("__getattr__", None) is not None:
+                loader.exec_module(package)
         return getattr(package, attr)
 
     package.__dict__["__getattr__"] = attribute
     sys.modules[name] = package
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:  # no metadata (a frozen build): the package loads whole
+        return None

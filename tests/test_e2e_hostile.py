@@ -882,7 +882,8 @@ def test_client_disconnects_before_the_request_body_is_complete(
         sock.close()
         time.sleep(1.0)
     assert upstream.seen == []  # the provider never got a whole request to answer
-    # the body was being streamed on: the attempt is recorded as far as it got, cut by the client
+    # a body that declares its length is held until it is whole: the attempt is recorded, cut
+    # by the client
     attempt = attempt_of(sidecar, run_id)
     assert (attempt["status"], attempt["error"]["class"]) == ("interrupted", "canceled")
 
@@ -969,6 +970,7 @@ def test_upstream_breaks_off_a_body_of_declared_length(
     attempt = attempt_of(sidecar, run_id)
     assert (attempt["status"], attempt["error"]["class"]) == ("failed", "connection_error")
     assert f"expected {len(body)}" in attempt["error"]["message"]
+    assert attempt["http_status"] == 200 and attempt["ttfb_ms"] is not None  # its headers came
 
 
 def test_a_body_of_declared_length_past_the_holding_bound_streams(
@@ -984,8 +986,8 @@ def test_a_body_of_declared_length_past_the_holding_bound_streams(
         first_at: list[float] = []
         with control(), proxied(sidecar) as client:
             request = client.build_request("POST", upstream.url + CHAT, json=chat_body("bound"), headers=hint)
-            released_at = time.monotonic() + 0.5  # the upstream holds the rest until then
-            threading.Timer(0.5, release.set).start()
+            released_at = time.monotonic() + 1.5  # the upstream holds the rest until then
+            threading.Timer(1.5, release.set).start()
             response = client.send(request, stream=True)  # held: not even its headers before
             received = b""
             for chunk in response.iter_raw():

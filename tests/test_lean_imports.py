@@ -31,9 +31,10 @@ def test_what_a_package_itself_defines_is_still_there_when_asked() -> None:
     out = run(
         "import proxy, aiohttp, genai_prices\n"
         "from aiohttp import web\n"
-        "print(aiohttp.__version__, aiohttp.ClientSession.__name__, web.Application.__name__,"
-        " genai_prices.calc_price.__name__)"
+        "print(aiohttp.__version__, genai_prices.update_prices.__name__, aiohttp.ClientSession.__name__,"
+        " web.Application.__name__, genai_prices.calc_price.__name__, len(aiohttp.__all__) > 10)"
     )
     version, *names = out.split()
     assert version[0].isdigit()
-    assert names == ["ClientSession", "Application", "calc_price"]
+    # a submodule the `__init__` would have bound, then names only the `__init__` defines
+    assert names == ["genai_prices.update_prices", "ClientSession", "Application", "calc_price", "True"]
