@@ -12,6 +12,8 @@ and `AddonHalt` stops the hook's dispatch as it does there.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 import logging
 from collections.abc import Callable
@@ -21,6 +23,12 @@ from mitmproxy import exceptions, hooks
 from mitmproxy.addonmanager import AddonManager
 
 log = logging.getLogger("mitmproxy.addonmanager")  # where mitmproxy logs an addon's error
+
+
+@functools.cache
+def _fields(hook: type[hooks.Hook]) -> tuple[str, ...]:
+    """A hook's arguments are its dataclass fields, in order (`Hook.args` asks for them anew)."""
+    return tuple(f.name for f in dataclasses.fields(hook))
 
 
 class HookTable(AddonManager):
@@ -51,7 +59,7 @@ class HookTable(AddonManager):
         handlers = self.handlers(event)
         if not handlers:
             return
-        args = event.args()
+        args = [getattr(event, name) for name in _fields(type(event))]  # as `Hook.args`, cached
         for func in handlers:
             try:
                 result = func(*args)
