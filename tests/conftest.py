@@ -150,20 +150,23 @@ def ready_addrs(line: str) -> dict[str, str]:
     return addrs
 
 
-def start_sidecar(workdir: Path, upstream: Upstream, certs: Certs, *extra: str) -> Sidecar:
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "sidecar.log"
-    args = [
-        str(Path(sys.executable).parent / "chatdebug"), "run",
+def sidecar_options(workdir: Path, upstream: Upstream, certs: Certs) -> list[str]:
+    """`chatdebug run`'s options for a sidecar of its own in `workdir`, recording `upstream`."""
+    return [
         "--proxy-addr", "127.0.0.1:0",
         "--api-addr", "127.0.0.1:0",
         "--database", f"sqlite:///{workdir / 'chatdebug.db'}",
         "--confdir", str(workdir / "conf"),
         "--intercept-host", f"127.0.0.1:{upstream.port}",
         "--upstream-ca", str(certs.ca_file),
-        "--retry-window", "2",
-        *extra,
     ]  # fmt: skip
+
+
+def start_sidecar(workdir: Path, upstream: Upstream, certs: Certs, *extra: str) -> Sidecar:
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "sidecar.log"
+    chatdebug = str(Path(sys.executable).parent / "chatdebug")
+    args = [chatdebug, "run", *sidecar_options(workdir, upstream, certs), "--retry-window", "2", *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATDEBUG_") and "PROXY" not in k.upper()}
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)

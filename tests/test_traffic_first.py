@@ -21,7 +21,7 @@ from proxy.app import Sidecar
 from proxy.cli import load_settings
 from storage.base import RunFilter
 from tests import wire
-from tests.conftest import Certs
+from tests.conftest import Certs, sidecar_options
 from tests.upstream import Reply, Seen, Upstream
 
 HOLD = 0.4  # seconds each pipeline turn holds the loop
@@ -52,14 +52,7 @@ async def test_a_slow_recording_turn_runs_after_the_flow_it_records_moved_on(
         return Reply.json(answer)
 
     upstream.responder = respond
-    settings = load_settings([
-        "--proxy-addr", "127.0.0.1:0",
-        "--api-addr", "127.0.0.1:0",
-        "--database", f"sqlite:///{tmp_path / 'chatdebug.db'}",
-        "--confdir", str(tmp_path / "conf"),
-        "--intercept-host", f"127.0.0.1:{upstream.port}",
-        "--upstream-ca", str(certs.ca_file),
-    ])  # fmt: skip
+    settings = load_settings(sidecar_options(tmp_path, upstream, certs))
     sidecar = await Sidecar.start(settings)
     try:
         assert sidecar.proxy is not None
