@@ -40,6 +40,10 @@ class HookTable(AddonManager):
         self._handlers.clear()
         return super().register(addon)
 
+    def add(self, *addons: Any) -> None:
+        super().add(*addons)
+        self._handlers.clear()  # again: an addon joins the chain only after its registration
+
     def remove(self, addon: Any) -> None:
         self._handlers.clear()
         super().remove(addon)
@@ -51,8 +55,13 @@ class HookTable(AddonManager):
     def handlers(self, event: hooks.Hook) -> tuple[Callable[..., Any], ...]:
         found = self._handlers.get(event.name)
         if found is None:
-            found = tuple(func for addon in self.chain for _, func in self._iter_hooks(addon, event))
-            self._handlers[event.name] = found
+            methods: list[Callable[..., Any]] = []
+            for addon in self.chain:
+                try:
+                    methods += [func for _, func in self._iter_hooks(addon, event)]
+                except exceptions.AddonManagerError as e:  # a hook's name on something not callable
+                    log.error(f"Addon error: {e}")  # as mitmproxy says it; the other addons go on
+            found = self._handlers[event.name] = tuple(methods)
         return found
 
     async def trigger_event(self, event: hooks.Hook) -> None:

@@ -45,10 +45,10 @@ def alone(name: str, **attributes: Any) -> None:
     lock = threading.Lock()
 
     def attribute(attr: str) -> Any:
-        if importlib.util.find_spec(f"{name}.{attr}") is not None:
-            return importlib.import_module(f"{name}.{attr}")  # as the `__init__` would bind it
         if attr.startswith("__") and attr != "__all__":
             raise AttributeError(attr)  # probes (`__wrapped__`, ...) that the package lacks
+        if _submodule(f"{name}.{attr}"):
+            return importlib.import_module(f"{name}.{attr}")  # as the `__init__` would bind it
         with lock:  # once, whoever asks first
             if package.__dict__.pop("__getattr__", None) is not None:
                 loader.exec_module(package)
@@ -56,6 +56,13 @@ def alone(name: str, **attributes: Any) -> None:
 
     package.__dict__["__getattr__"] = attribute
     sys.modules[name] = package
+
+
+def _submodule(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a name no module can have
+        return False
 
 
 def _version(distribution: str) -> str | None:
