@@ -201,12 +201,12 @@ async def serve(settings: Settings) -> None:
     # process: frozen, the cyclic collector stops walking it on every full collection, which
     # otherwise ran through all of it a few times a minute under load (~30 % of its time)
     gc.freeze()
-    sys.stderr.write(f"{sidecar.describe()}\n")  # one write: a log line from a thread cannot split it
-    sys.stderr.flush()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the ready line: a stop signalled on it is clean
         loop.add_signal_handler(sig, stop.set)
+    sys.stderr.write(f"{sidecar.describe()}\n")  # one write: a log line from a thread cannot split it
+    sys.stderr.flush()
     try:
         await stop.wait()
     finally:
