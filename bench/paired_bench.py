@@ -1,4 +1,4 @@
-"""Two or more proxy set-ups side by side, measured in interleaved rounds: CPU per call and req/s.
+"""Two or more proxy set-ups side by side, in interleaved rounds: CPU per call, req/s and p50.
 
     .venv/bin/python bench/paired_bench.py mitmdump chatdebug
     .venv/bin/python bench/paired_bench.py chatdebug "chatdebug --retry-window 0.2" --rounds 8
@@ -7,11 +7,11 @@ On a shared machine the speed drifts by a factor of two within minutes, so one r
 set-up after the other (as `bench/proxy_bench.py` does) compares two different machines. Here
 every set-up runs at once, idle while another is measured, and each round measures them all
 in turn, in a rotating order: the median of the per-round ratios is what a change is worth.
-A round is the proxy bench's throughput phase (CPU per call, req/s), then sequential calls on
-one connection (p50 latency).
+A round is the proxy bench's throughput phase (32 keep-alive clients; CPU per call counted until
+its rows have landed and half a second after, and req/s), then sequential calls on one
+connection (p50 latency), with the proxy bench's upstream and client, bounded per round.
 A set-up is `mitmdump` or `chatdebug`, followed by options of its own, and may start with
-NAME=value words for its environment. Same upstream, client and
-load as the proxy bench's throughput phase (32 keep-alive clients), bounded per round.
+NAME=value words for its environment (`PYTHONPATH=<a checkout>` runs that checkout's code).
 """
 
 from __future__ import annotations
