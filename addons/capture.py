@@ -94,7 +94,8 @@ class Capture:
         return self._whole
 
     def take_whole(self, data: bytes, first_byte_at: float | None) -> None:
-        """A body mitmproxy held, given at once; its first byte came with the headers."""
+        """A body mitmproxy held, given at once and once; its first byte came with the headers."""
+        self.held = False
         self.first_byte_at = first_byte_at
         self.tap(data)
 

@@ -160,20 +160,14 @@ class Recorder:
 
     @_guarded
     def response(self, flow: http.HTTPFlow) -> None:
-        exchange = _exchange(flow)
-        capture = exchange.capture if exchange is not None else None
-        if capture is not None and capture.held and flow.response is not None:
-            capture.take_whole(flow.response.raw_content or b"", flow.response.timestamp_start)
+        _take_held(flow)
         self._finish(flow, None)
 
     @_guarded
     def error(self, flow: http.HTTPFlow) -> None:
         message = flow.error.msg if flow.error else "unknown error"
+        _take_held(flow)  # cut off: only its headers came (mitmproxy keeps the part that did)
         exchange = _exchange(flow)
-        capture = exchange.capture if exchange is not None else None
-        if capture is not None and capture.held and flow.response is not None:
-            # its headers came; the part of the body that did stays in mitmproxy, unrecorded
-            capture.first_byte_at = flow.response.timestamp_start
         if exchange is not None:
             # who went away: HTTP/2 says "peer closed connection" for either side, so ask the connection
             exchange.client_gone = not flow.client_conn.connected or "client" in message.lower()
@@ -198,6 +192,14 @@ def _declared_within(message: http.Message, bound: int) -> bool:
     """The message declares a body of at most `bound` bytes (a stream declares none)."""
     length = message.headers.get("content-length")
     return length is not None and length.isdigit() and int(length) <= bound
+
+
+def _take_held(flow: http.HTTPFlow) -> None:
+    """A held response's body, whole (none when it was cut off), to its capture, once."""
+    exchange = _exchange(flow)
+    capture = exchange.capture if exchange is not None else None
+    if capture is not None and capture.held and flow.response is not None:
+        capture.take_whole(flow.response.raw_content or b"", flow.response.timestamp_start)
 
 
 def _exchange(flow: http.HTTPFlow) -> Exchange | None:

@@ -535,6 +535,15 @@ class Recording:
         if stored:
             await self.writer.flush()
 
+    async def settled_step(self, run_id: str) -> dict[str, Any]:
+        """The run's one step as stored once its failures have settled (the retry window past)."""
+        self.pipeline.tracker.tick(time.time() + 3 * self.pipeline.tracker.retry_window)
+        await self.writer.flush()
+        stored = await self.store.get_run(run_id)
+        assert stored is not None
+        (step,) = stored["steps"]
+        return step
+
 
 @contextlib.asynccontextmanager
 async def recording(
@@ -620,11 +629,7 @@ async def test_a_sent_steps_request_and_response_leave_memory_and_come_back_for_
         assert step.sent and step.row.request is None and step.row.response is None
         retry = {"x-stainless-retry-count": "1"}
         await r.call(question, headers=retry, status=500)
-        r.pipeline.tracker.tick(time.time() + 3 * r.pipeline.tracker.retry_window)  # the failure settles
-        await r.writer.flush()
-        stored = await r.store.get_run(run_id)
-        assert stored is not None
-        (stored_step,) = stored["steps"]
+        stored_step = await r.settled_step(run_id)
         assert [a["status"] for a in stored_step["attempts"]] == ["completed", "failed"]
         assert stored_step["status"] == "completed"
         assert stored_step["request"]["messages"][0]["parts"][0]["text"] == question
@@ -653,11 +658,7 @@ async def test_a_retry_right_after_success_finds_the_step_as_it_was_sent_not_as_
         ((run_id, run),) = r.pipeline.tracker.runs.items()
         assert run.steps[0].sent
         await r.call(question, headers={"x-stainless-retry-count": "1"}, status=500)
-        r.pipeline.tracker.tick(time.time() + 3 * r.pipeline.tracker.retry_window)
-        await r.writer.flush()
-        stored = await r.store.get_run(run_id)
-        assert stored is not None
-        (step,) = stored["steps"]
+        step = await r.settled_step(run_id)
         assert [a["status"] for a in step["attempts"]] == ["completed", "failed"]
         assert step["status"] == "completed"
         assert step["response"]["content"][0]["text"] == "the Nile"
