@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from storage.postgres import CONNECT_SECONDS
 from tests import wire
 from tests.conftest import Certs, Sidecar, start_sidecar, unique
 from tests.postgres import PostgresServer
@@ -172,8 +173,10 @@ def test_postgres_stopped_mid_load_loses_nothing(
     stop = threading.Event()
 
     def load() -> None:
+        # paced, so that calls go on through the whole outage however fast the machine is
+        # (400 calls as fast as they came were sometimes over by the time the server stopped)
         i = 0
-        while not stop.is_set() and i < 400:
+        while not stop.wait(0.03) and i < 450:
             try:
                 completion = client.chat.completions.create(
                     model="gpt-4.1", messages=[{"role": "user", "content": f"{marker} call {i}"}]
@@ -188,14 +191,25 @@ def test_postgres_stopped_mid_load_loses_nothing(
     try:
         time.sleep(1.0)
         postgres_server.stop_server()
-        time.sleep(3.0)  # calls go on; their records are spooled
-        down = httpx.get(f"{sidecar.api_url}/readyz", timeout=5)
+        at_stop = len(answers)
+        # calls go on; their records are spooled. A batch that finds the pool's connections
+        # gone waits up to the pool's timeout for a new one before the store counts as away.
+        outage = time.monotonic()
+        deadline = outage + 2 * CONNECT_SECONDS
+        while True:
+            down = httpx.get(f"{sidecar.api_url}/readyz", timeout=5)
+            waited = time.monotonic() - outage
+            if (down.status_code == 503 and waited >= 3.0) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        during = len(answers) - at_stop
         postgres_server.start_server()
         time.sleep(1.0)
     finally:
         stop.set()
         thread.join(60)
     assert not errors, errors[:3]
+    assert during > 20, during  # the database was away while calls were recorded
     assert down.status_code == 503 and "database" in down.text
     calls = len(answers)
     assert calls > 20
