@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from mitmproxy import exceptions, hooks
+from mitmproxy import exceptions, flow, hooks
 from mitmproxy.addonmanager import AddonManager
 
 log = logging.getLogger("mitmproxy.addonmanager")  # where mitmproxy logs an addon's error
@@ -63,6 +63,19 @@ class HookTable(AddonManager):
                     log.error(f"Addon error: {e}")  # as mitmproxy says it; the other addons go on
             found = self._handlers[event.name] = tuple(methods)
         return found
+
+    async def handle_lifecycle(self, event: hooks.Hook) -> None:
+        """As mitmproxy's: the hook, then `update` with its flow, only asked for when an addon
+        implements `update` (none of ours does: the hook of every flow event built and
+        dispatched for nothing)."""
+        await self.trigger_event(event)
+        updates = self._handlers.get("update")
+        if updates is None:
+            updates = self.handlers(hooks.UpdateHook([]))
+        if updates:
+            message = getattr(event, _fields(type(event))[0])
+            if isinstance(message, flow.Flow):
+                await self.trigger_event(hooks.UpdateHook([message]))
 
     async def trigger_event(self, event: hooks.Hook) -> None:
         handlers = self.handlers(event)

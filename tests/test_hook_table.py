@@ -50,6 +50,16 @@ async def dispatched(manager_type: type[AddonManager], build: object) -> Calls:
     return calls
 
 
+class Unwatched:
+    """An addon without `update`: with only such addons, no `update` is dispatched at all."""
+
+    def __init__(self, name: str, calls: Calls) -> None:
+        self.name, self.calls = name, calls
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.calls.append((self.name, "response", flow.id))
+
+
 def _unplaced(message: str) -> str:
     return re.sub(r" at 0x[0-9a-f]+", "", message)  # objects' addresses differ between runs
 
@@ -69,6 +79,10 @@ def misnamed(addons: AddonManager, calls: Calls) -> None:
     addons.add(Probe("a", calls), odd, Probe("c", calls))
 
 
+def unwatched(addons: AddonManager, calls: Calls) -> None:
+    addons.add(Unwatched("a", calls), Unwatched("b", calls))
+
+
 @pytest.mark.parametrize("build", [three, halting, misnamed])
 async def test_the_table_calls_what_mitmproxy_calls(build: object, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR):
@@ -82,6 +96,24 @@ async def test_the_table_calls_what_mitmproxy_calls(build: object, caplog: pytes
     assert ("c", "response", "f1") in got
     assert (("c", "request", "f1") in got) is (build is not halting)  # AddonHalt stops that hook only
     assert bool(ours) is (build is not halting)
+
+
+async def test_update_is_dispatched_only_while_an_addon_implements_it() -> None:
+    expected = await dispatched(AddonManager, unwatched)
+    assert (
+        await dispatched(HookTable, unwatched)
+        == expected
+        == [("a", "response", "f1"), ("b", "response", "f1")]
+    )
+    master = Master(None)
+    table = master.addons = HookTable(master)
+    calls: Calls = []
+    table.add(Unwatched("a", calls))
+    flow = tflow.tflow(resp=True)
+    await table.handle_lifecycle(HttpResponseHook(flow))
+    table.add(Probe("watching", calls))
+    await table.handle_lifecycle(HttpResponseHook(flow))
+    assert [hook for name, hook, _ in calls if name == "watching"] == ["response", "update"]
 
 
 async def test_addons_added_or_removed_after_a_dispatch_are_seen() -> None:
