@@ -26,7 +26,7 @@ from proxy.mitm import EmbeddedProxy, start_proxy
 from proxy.preflight import StartupError, reason
 from proxy.settings import Settings
 from storage.backends import store_for
-from storage.base import Store
+from storage.base import Store, StoreUnavailable
 from storage.records import now
 from storage.retention import end_previous_runs, run_folding, run_retention, run_sweep
 from storage.spool import Spool
@@ -74,8 +74,9 @@ class Sidecar:
             stale_after=settings.stale_after,
             profiles=settings.profiles,
             prices=settings.prices,
-            recall=store.get_run,
-            history=store.find_history,
+            # bounded, and failing at once while the store is silent: a call waits on them
+            recall=lambda run_id: writer.read(store.get_run(run_id)),
+            history=lambda hashes, previous: writer.read(store.find_history(hashes, previous)),
             # through the writer: the step's last snapshot may still be waiting to be committed
             recall_step=functools.partial(writer.get_object, "step"),
             shared=settings.postgres,
@@ -171,9 +172,12 @@ class Sidecar:
         if self.traces is not None:  # after the writer: the last runs it committed go out too
             await self.traces.close()
         try:
-            await self.store.interrupt_open(now())
+            if self.writer.degraded:  # the database is away or silent: the next start ends them
+                raise StoreUnavailable(self.writer.unavailable or "the database is unavailable")
+            async with asyncio.timeout(self.writer.store_timeout):  # a server that stops answering
+                await self.store.interrupt_open(now())
         except Exception as e:  # the database is unavailable: the next start ends them
-            log.warning("could not end open runs: %s", e)
+            log.warning("could not end open runs: %s", str(e) or "the database did not answer")
         await self.store.close()
 
     def describe(self) -> str:

@@ -67,6 +67,14 @@ SCRUB_SLICE = 0.002
 LINGER = 0.05
 SHARED_LINGER = 0.01
 READ_TIMEOUT = 5.0  # seconds a read behind the queued rows (`get_object`) waits for them
+# Seconds the writer waits for the store to answer one write, probe, call or job. A server that
+# stops answering (its host hangs, a network drops its packets) raises nothing and keeps its
+# connections open: unbounded, the write in flight would hold the writer until the queue
+# overflowed. Past the bound the store counts as away and the rows are spooled; the call ends
+# by itself (psycopg gives up on a cancelled query within seconds, a SQLite write in its thread
+# when the disk answers), and a write that lands after all is written again by the replay, to
+# the same effect (rows are upserts, an older snapshot never replaces a newer one).
+STORE_TIMEOUT = 10.0
 
 
 @dataclass(slots=True)
@@ -118,6 +126,8 @@ class Writer:
         self.max_probe_every = max_probe_every
         self.linger = linger
         self.read_timeout = READ_TIMEOUT
+        self.store_timeout = STORE_TIMEOUT
+        self.silent: str | None = None  # the store stopped answering: reads fail at once until a probe
         # None wakes the loop: a lane found the store unavailable, so probes are due
         self._queue: asyncio.Queue[Row | _Call | None] = asyncio.Queue(max_queue)
         # someone awaits a call behind the rows (a read of what they wrote): no lingering
@@ -182,11 +192,22 @@ class Writer:
         once when `current` says what it holds is that; otherwise once the rows before are written
         (while the store is away, that fails: they are spooled)."""
         if current is not None:
-            stored = await self.store.get_object(kind, object_id)
+            stored = await self.read(self.store.get_object(kind, object_id))
             if stored is not None and current(stored):
                 return stored
         async with asyncio.timeout(self.read_timeout):  # a caller waits: a hung write must not hold it
             return await self.execute(lambda store: store.get_object(kind, object_id), probe=False)
+
+    async def read[T](self, work: Awaitable[T]) -> T:
+        """A read straight from the store (not behind the queued rows), for a caller that waits
+        on it (a call being placed), bounded by `read_timeout`. One left unanswered makes the
+        store away (it is probed, rows are spooled); until a probe finds it answering, reads
+        fail at once, so that calls coming meanwhile are not each held for the bound."""
+        if self.silent is not None:
+            if asyncio.iscoroutine(work):
+                work.close()
+            raise StoreUnavailable(self.silent)
+        return await self._answered(work, "a read", self.read_timeout)
 
     async def execute_rows(self, fn: Job) -> list[Row]:
         """`execute` for a write that returns the rows it changed: listeners are told of them."""
@@ -233,7 +254,7 @@ class Writer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        if self.degraded:
+        if self.degraded and self.silent is None:  # a store that stopped answering would hold the stop
             await self._recover()
 
     # ---- the task -------------------------------------------------------------------------
@@ -395,7 +416,7 @@ class Writer:
                     await self._recover()
                 if self.degraded:
                     raise StoreUnavailable("the database is unavailable; records are being spooled")
-            result = await call.fn(self.store)
+            result = await self._answered(call.fn(self.store), "a call")
             if not call.done.done():
                 call.done.set_result(result)
         except Exception as e:
@@ -434,7 +455,7 @@ class Writer:
 
     async def _commit(self, rows: list[Row]) -> None:
         started = time.perf_counter()
-        gone = await self.store.write(rows)
+        gone = await self._answered(self.store.write(rows), "a write")
         self.last_batch_seconds = time.perf_counter() - started
         if gone:
             self._drop_gone(gone)
@@ -442,6 +463,25 @@ class Writer:
             rows = [r for r in rows if id(r) not in left_out]
         self.written += len(rows)
         self._tell(rows, self.last_batch_seconds)
+
+    async def _answered[T](self, work: Awaitable[T], what: str, seconds: float | None = None) -> T:
+        """The store's answer, or `StoreUnavailable` once it has kept silent `store_timeout`
+        seconds (or `seconds`): the call is then cancelled and left to end by itself, never
+        awaited again, and the store is away (and silent) until a probe is answered."""
+        seconds = self.store_timeout if seconds is None else seconds
+        task = asyncio.ensure_future(work)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=seconds)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task in done:
+            return task.result()
+        task.cancel()
+        task.add_done_callback(_ended)
+        self.silent = f"the database did not answer {what} within {seconds:g} s"
+        self._degrade(self.silent)  # probed from now on: the answer to a probe ends the silence
+        raise StoreUnavailable(self.silent)
 
     def _tell(self, rows: list[Row], seconds: float) -> None:
         if not rows:
@@ -481,7 +521,7 @@ class Writer:
         self._next_probe = time.monotonic() + self._probe_delay
         replayed = 0
         try:
-            await self.store.probe()
+            await self._answered(self.store.probe(), "a probe")
             if self.spool is not None:
                 self.spool.take_torn()  # counted once the replay has read the whole spool
                 for rows in self.spool.batches(self.max_batch):
@@ -496,6 +536,7 @@ class Writer:
             return
         self.degraded = False
         self.unavailable = None
+        self.silent = None
         self._probe_delay = self.probe_every
         if self._warned is not None or replayed:
             log.info(
@@ -508,7 +549,7 @@ class Writer:
         while self._jobs:
             try:
                 started = time.perf_counter()
-                rows = await self._jobs[0](self.store)
+                rows = await self._answered(self._jobs[0](self.store), "a job")
             except StoreUnavailable as e:
                 self._degrade(str(e))
                 return
@@ -561,3 +602,9 @@ class Writer:
                 self.dropped,
                 exc_info=exc_info,
             )
+
+
+def _ended(task: asyncio.Future[Any]) -> None:
+    """A store call given up on has ended: how is of no interest (its rows went to the spool)."""
+    if not task.cancelled():
+        task.exception()

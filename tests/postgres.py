@@ -13,6 +13,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -104,6 +105,30 @@ class PostgresServer:
         """Stop the cluster (fast: connections are cut, as when a server goes away)."""
         assert self.datadir is not None, "only a cluster started here can be stopped"
         self._run(str(_bindir() / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+
+    def _cluster_pids(self) -> list[int]:
+        """The postmaster (its pid file's first line) and every process it started."""
+        assert self.datadir is not None, "only a cluster started here can be frozen"
+        postmaster = int((self.datadir / "postmaster.pid").read_text().split()[0])
+        pids = [postmaster]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # the parent pid is the second field after the command, which may hold spaces
+                if int(stat.read_text().rpartition(")")[2].split()[1]) == postmaster:
+                    pids.append(int(stat.parent.name))
+        return pids
+
+    def freeze(self) -> None:
+        """Stop every process of the cluster (SIGSTOP): connections stay open and nothing
+        answers, as when the server's host hangs or the network drops its packets."""
+        for pid in self._cluster_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self._cluster_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def start_server(self) -> None:
         """Start the cluster (again) on its port; only loopback, tuned for tests (no fsync)."""

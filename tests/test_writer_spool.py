@@ -367,6 +367,75 @@ async def test_a_read_behind_a_hung_write_gives_up_and_the_writer_goes_on(tmp_pa
     await store.close()
 
 
+async def test_a_store_that_stops_answering_is_away_after_the_bound(tmp_path: Path) -> None:
+    """A server that hangs raises nothing: its write, its probe and a call on it are given up
+    after `store_timeout` (and cancelled), the rows are spooled, and all land once it answers."""
+    store, writer, spool = await open_writer(tmp_path)
+    writer.store_timeout = 0.3
+    writer.submit(run(1))
+    await writer.flush()
+    silent, cancelled = asyncio.Event(), []
+    write, probe = store.write, store.probe
+
+    def hanging[T](real: Any) -> Any:
+        async def call(*args: Any) -> T:
+            try:
+                await silent.wait()
+            except asyncio.CancelledError:
+                cancelled.append(real.__name__)
+                raise
+            return await real(*args)
+
+        return call
+
+    store.write, store.probe = hanging(write), hanging(probe)  # type: ignore[method-assign]
+    writer.submit(run(1, "completed"))
+    writer.submit(run(2))
+    started = time.monotonic()
+    await writer.flush()
+    assert 0.3 <= time.monotonic() - started < 3
+    assert writer.degraded and "did not answer a write within 0.3 s" in (writer.unavailable or "")
+    assert spool.size > 0 and "write" in cancelled
+    with pytest.raises(StoreUnavailable):
+        await writer.execute(lambda s: s.delete_runs(["run_0001"]))  # its probe hangs too
+    assert "probe" in cancelled
+    store.write, store.probe = write, probe  # type: ignore[method-assign]
+    silent.set()
+    await writer.execute(lambda s: s.get_run("run_0001"))  # a call probes first: it answers
+    await writer.close()
+    assert not writer.degraded and not spool
+    assert statuses(tmp_path / "db.sqlite") == {"run_0001": "completed", "run_0002": "in_progress"}
+    assert writer.dropped == 0
+    await store.close()
+
+
+async def test_a_read_left_unanswered_makes_the_store_away_until_a_probe_answers(tmp_path: Path) -> None:
+    """`Writer.read` is bounded by `read_timeout`; once one is left unanswered, the next fail at
+    once (calls being placed are not each held for the bound) until a probe is answered."""
+    store, writer, _ = await open_writer(tmp_path)
+    writer.read_timeout = 0.2
+    writer.submit(run(1))
+    await writer.flush()
+    silent = asyncio.Event()
+
+    async def unanswered() -> None:
+        await silent.wait()
+
+    with pytest.raises(StoreUnavailable, match=r"did not answer a read within 0\.2 s"):
+        await writer.read(unanswered())
+    assert writer.degraded
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await writer.read(store.get_run("run_0001"))  # at once: not sent to a silent store
+    assert time.monotonic() - started < 0.1
+    await writer.execute(lambda s: s.get_run("run_0001"))  # a call probes first: it answers
+    assert not writer.degraded and writer.silent is None
+    stored = await writer.read(store.get_run("run_0001"))
+    assert stored is not None and stored["id"] == "run_0001"
+    await writer.close()
+    await store.close()
+
+
 async def test_the_writer_keeps_no_batch_once_it_is_written(tmp_path: Path) -> None:
     """Rows carry bodies and requests of up to a MiB each, and a batch up to `max_batch` of
     them: once written, none is kept waiting for the next row (an idle sidecar after a burst)."""
