@@ -19,6 +19,7 @@ from addons.recorder import Recorder
 from addons.redact import Redactor, install_log_redaction
 from proxy import preflight
 from proxy.api import ApiContext, make_app
+from proxy.api.context import AnsweringStore
 from proxy.api.events import EventHub
 from proxy.ca import publish_ca
 from proxy.metrics import Metrics
@@ -45,6 +46,7 @@ class Sidecar:
     writer: Writer
     pipeline: Pipeline
     hub: EventHub
+    api_store: Store  # the store as the API reads it (`AnsweringStore`)
     proxy: EmbeddedProxy | None = None
     api: web.AppRunner | None = None
     traces: otlp.RunExporter | None = None
@@ -81,7 +83,8 @@ class Sidecar:
             recall_step=functools.partial(writer.get_object, "step"),
             shared=settings.postgres,
         )
-        sidecar = cls(settings, store, writer, pipeline, EventHub(store.get_object))
+        api_store = AnsweringStore.of(store, lambda: writer.silent)
+        sidecar = cls(settings, store, writer, pipeline, EventHub(api_store.get_object), api_store)
         try:
             await sidecar._start()
         except BaseException:
@@ -107,7 +110,7 @@ class Sidecar:
         )
         self.proxy = await start_proxy(settings, recorder)
         ctx = ApiContext(
-            store=self.store,
+            store=self.api_store,
             ca_path=publish_ca(settings.confdir),
             token=settings.token,
             ready=self.ready,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -12,6 +13,35 @@ from storage.records import Row
 class StoreUnavailable(Exception):
     """The database cannot take writes now (locked, read-only, full, gone): worth retrying later.
     Any other error from a write is about the rows themselves."""
+
+
+class StoreSilent(StoreUnavailable):
+    """The database did not answer in time: a server that stops answering (its host hangs, a
+    network drops its packets) raises nothing and keeps its connections open."""
+
+
+async def within[T](work: Awaitable[T], seconds: float, what: str) -> T:
+    """`work`'s result, or `StoreSilent` after `seconds`: the work is then cancelled and left to
+    end by itself, never awaited again (psycopg gives up on a cancelled query within seconds, a
+    SQLite call in its thread ends when the disk answers); awaiting its cancellation could take
+    as long as the silence."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    task.add_done_callback(_ended)
+    raise StoreSilent(f"the database did not answer {what} within {seconds:g} s")
+
+
+def _ended(task: asyncio.Future[Any]) -> None:
+    """A call given up on has ended: how is of no interest to anyone."""
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclass(slots=True)

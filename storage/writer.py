@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage import sql
-from storage.base import Store, StoreUnavailable
+from storage.base import Store, StoreSilent, StoreUnavailable, within
 from storage.records import AttemptRow, Row, RunRow
 from storage.spool import Spool
 
@@ -71,9 +71,8 @@ READ_TIMEOUT = 5.0  # seconds a read behind the queued rows (`get_object`) waits
 # stops answering (its host hangs, a network drops its packets) raises nothing and keeps its
 # connections open: unbounded, the write in flight would hold the writer until the queue
 # overflowed. Past the bound the store counts as away and the rows are spooled; the call ends
-# by itself (psycopg gives up on a cancelled query within seconds, a SQLite write in its thread
-# when the disk answers), and a write that lands after all is written again by the replay, to
-# the same effect (rows are upserts, an older snapshot never replaces a newer one).
+# by itself (`within`), and a write that lands after all is written again by the replay, to the
+# same effect (rows are upserts, an older snapshot never replaces a newer one).
 STORE_TIMEOUT = 10.0
 
 
@@ -465,23 +464,14 @@ class Writer:
         self._tell(rows, self.last_batch_seconds)
 
     async def _answered[T](self, work: Awaitable[T], what: str, seconds: float | None = None) -> T:
-        """The store's answer, or `StoreUnavailable` once it has kept silent `store_timeout`
-        seconds (or `seconds`): the call is then cancelled and left to end by itself, never
-        awaited again, and the store is away (and silent) until a probe is answered."""
-        seconds = self.store_timeout if seconds is None else seconds
-        task = asyncio.ensure_future(work)
+        """The store's answer within `store_timeout` (or `seconds`); left unanswered, the store
+        is away and silent (`within`) until a probe is answered."""
         try:
-            done, _ = await asyncio.wait({task}, timeout=seconds)
-        except asyncio.CancelledError:
-            task.cancel()
+            return await within(work, self.store_timeout if seconds is None else seconds, what)
+        except StoreSilent as e:
+            self.silent = str(e)
+            self._degrade(self.silent)  # probed from now on: the answer to a probe ends the silence
             raise
-        if task in done:
-            return task.result()
-        task.cancel()
-        task.add_done_callback(_ended)
-        self.silent = f"the database did not answer {what} within {seconds:g} s"
-        self._degrade(self.silent)  # probed from now on: the answer to a probe ends the silence
-        raise StoreUnavailable(self.silent)
 
     def _tell(self, rows: list[Row], seconds: float) -> None:
         if not rows:
@@ -602,9 +592,3 @@ class Writer:
                 self.dropped,
                 exc_info=exc_info,
             )
-
-
-def _ended(task: asyncio.Future[Any]) -> None:
-    """A store call given up on has ended: how is of no interest (its rows went to the spool)."""
-    if not task.cancelled():
-        task.exception()

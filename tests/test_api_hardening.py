@@ -3,7 +3,9 @@ and mistyped parameters. Through the real sidecar where a process can show it, e
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from proxy.api.context import CTX
+from proxy.api.context import CTX, AnsweringStore
 from tests.api_seed import SeededApi, seeded_api
 from tests.conftest import Sidecar
 
@@ -225,3 +227,36 @@ async def test_allowed_hosts_and_anonymous_beyond_loopback(
     ctx.allow_anonymous = True  # --api-allow-anonymous: served beyond loopback, still no foreign name
     assert (await client.get("/api/v1/runs", headers=far)).status == 200
     assert (await client.get("/api/v1/runs", headers={**far, "Host": "evil.example"})).status == 403
+
+
+async def test_a_silent_database_is_a_prompt_503_not_a_held_request(
+    seeded: SeededApi, aiohttp_client: Callable[..., Any]
+) -> None:
+    """The sidecar's API reads through `AnsweringStore`: refused at once while the writer knows
+    the database silent, and given up after its bound when the database keeps still unannounced."""
+    silent: list[str] = []
+    seeded.app[CTX].store = AnsweringStore.of(seeded.store, lambda: silent[0] if silent else None, 0.3)
+    client: TestClient = await aiohttp_client(seeded.app)
+    assert (await client.get("/api/v1/runs")).status == 200
+    silent.append("the database did not answer a write within 10 s")
+    started = time.monotonic()
+    refused = await client.get("/api/v1/runs")
+    assert time.monotonic() - started < 0.2
+    assert refused.status == 503
+    assert "did not answer a write within 10 s" in (await refused.json())["error"]["message"]
+    silent.clear()
+    listed, still = seeded.store.list_runs, asyncio.Event()
+
+    async def keeping_still(*args: Any) -> Any:
+        await still.wait()
+        return await listed(*args)
+
+    seeded.store.list_runs = keeping_still  # type: ignore[method-assign]
+    started = time.monotonic()
+    given_up = await client.get("/api/v1/runs")
+    assert 0.3 <= time.monotonic() - started < 3
+    assert given_up.status == 503
+    assert "did not answer a read within 0.3 s" in (await given_up.json())["error"]["message"]
+    seeded.store.list_runs = listed  # type: ignore[method-assign]
+    still.set()
+    assert (await client.get("/api/v1/runs")).status == 200

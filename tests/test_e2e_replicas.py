@@ -254,6 +254,10 @@ def test_postgres_away_mid_load_loses_nothing(
                 break
             time.sleep(0.2)
         during = len(answers) - at_outage
+        # the query API answers too: that the database is unavailable, not after its silence
+        listed = httpx.get(
+            f"{sidecar.api_url}/api/v1/runs", params={"q": marker}, timeout=2 * CONNECT_SECONDS
+        )
     finally:
         back()
         time.sleep(1.0)
@@ -262,6 +266,7 @@ def test_postgres_away_mid_load_loses_nothing(
     assert not errors, errors[:3]
     assert during > 20, during  # the database was away while calls were recorded
     assert down.status_code == 503 and "database" in down.text, waited
+    assert listed.status_code == 503 and "unavailable" in listed.text, listed.text
     calls = len(answers)
     deadline = time.monotonic() + 60
     runs: list[dict[str, Any]] = []
