@@ -27,7 +27,7 @@ from proxy.mitm import EmbeddedProxy, start_proxy
 from proxy.preflight import StartupError, reason
 from proxy.settings import Settings
 from storage.backends import store_for
-from storage.base import Store, StoreUnavailable
+from storage.base import Store, StoreUnavailable, within
 from storage.records import now
 from storage.retention import end_previous_runs, run_folding, run_retention, run_sweep
 from storage.spool import Spool
@@ -177,10 +177,9 @@ class Sidecar:
         try:
             if self.writer.degraded:  # the database is away or silent: the next start ends them
                 raise StoreUnavailable(self.writer.unavailable or "the database is unavailable")
-            async with asyncio.timeout(self.writer.store_timeout):  # a server that stops answering
-                await self.store.interrupt_open(now())
+            await within(self.store.interrupt_open(now()), self.writer.store_timeout, "the end of open runs")
         except Exception as e:  # the database is unavailable: the next start ends them
-            log.warning("could not end open runs: %s", str(e) or "the database did not answer")
+            log.warning("could not end open runs: %s", e)
         await self.store.close()
 
     def describe(self) -> str:

@@ -21,25 +21,29 @@ class StoreSilent(StoreUnavailable):
 
 
 async def within[T](work: Awaitable[T], seconds: float, what: str) -> T:
-    """`work`'s result, or `StoreSilent` after `seconds`: the work is then cancelled and left to
-    end by itself, never awaited again (psycopg gives up on a cancelled query within seconds, a
-    SQLite call in its thread ends when the disk answers); awaiting its cancellation could take
-    as long as the silence."""
+    """`work`'s result, or `StoreSilent` after `seconds`: the work is then abandoned."""
     task = asyncio.ensure_future(work)
     try:
         done, _ = await asyncio.wait({task}, timeout=seconds)
     except asyncio.CancelledError:
-        task.cancel()
+        abandon(task)
         raise
     if task in done:
         return task.result()
-    task.cancel()
-    task.add_done_callback(_ended)
+    abandon(task)
     raise StoreSilent(f"the database did not answer {what} within {seconds:g} s")
 
 
+def abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel a store call and leave it to end by itself, never awaited again: psycopg gives up
+    on a cancelled query within seconds, a SQLite call in its thread ends when the disk
+    answers, and awaiting either could take as long as the silence."""
+    task.cancel()
+    task.add_done_callback(_ended)
+
+
 def _ended(task: asyncio.Future[Any]) -> None:
-    """A call given up on has ended: how is of no interest to anyone."""
+    """An abandoned call has ended: how is of no interest to anyone."""
     if not task.cancelled():
         task.exception()
 
@@ -71,6 +75,10 @@ class Store(Protocol):
         and probes open the store when it is not open yet."""
 
     async def close(self) -> None: ...
+
+    async def answers(self) -> bool:
+        """Whether the database answers something new now (a fresh connection), within a few
+        seconds: tells a slow call from a server that has stopped answering altogether."""
 
     async def write(self, rows: list[Row]) -> list[Row]:
         """Upsert rows in one transaction (runs before steps before attempts). Rows whose run,

@@ -39,7 +39,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from storage import queries, sql, stats
-from storage.base import RunFilter, StoreUnavailable
+from storage.base import RunFilter, StoreUnavailable, within
 from storage.migrations import MIGRATIONS
 from storage.records import WRITE_ORDER, AttemptRow, BodyRow, Row, RunRow, StepRow, dumps, now, valid_text
 from storage.sql import POSTGRES as D
@@ -317,6 +317,16 @@ class PostgresStore(queries.Reads):
         if row["standby"]:
             raise StoreUnavailable("the server is a read-only standby")
         self._size = int(row["size"])
+
+    async def answers(self) -> bool:
+        """A fresh connection, bounded by `connect_timeout` (libpq's, over the whole start-up)."""
+        try:
+            conn = await within(_connect(self.url), CONNECT_SECONDS + 1, "a new connection")
+        except Exception:  # refused, timed out, or the server said no: nothing new is answered
+            return False
+        with contextlib.suppress(Exception):
+            await conn.close()
+        return True
 
     async def ping(self) -> bool:
         try:

@@ -28,7 +28,7 @@ import aiosqlite
 import orjson
 
 from storage import queries, sql, stats
-from storage.base import RunFilter, StoreUnavailable
+from storage.base import RunFilter, StoreSilent, StoreUnavailable, within
 from storage.files import create_private, tighten
 from storage.migrations import MIGRATIONS
 from storage.records import (
@@ -45,6 +45,7 @@ from storage.records import (
 log = logging.getLogger(__name__)
 
 BUSY_SECONDS = 1.0  # a locked database fails fast: the writer spools meanwhile
+ANSWER_SECONDS = 5.0  # a stat of the database file: a disk slower than this has stopped answering
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",  # WAL + NORMAL: durable across process crashes, fast commits
@@ -201,6 +202,19 @@ class SqliteStore(queries.Reads):
         except BaseException:
             self._close_writer()  # a fresh descriptor next time: the file may have been made writable
             raise
+
+    async def answers(self) -> bool:
+        """The file's metadata, read beside the writer thread (which may be the one held): a
+        disk that has stopped answering holds that too."""
+        if self.path == ":memory:":
+            return True
+        try:
+            await within(asyncio.to_thread(os.stat, self.path), ANSWER_SECONDS, "a stat")
+        except StoreSilent:
+            return False
+        except OSError:  # gone, say: the disk answered, and the write will say what is wrong
+            pass
+        return True
 
     async def ping(self) -> bool:
         """True when the database takes writes (opening or reopening it as needed)."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage import sql
-from storage.base import Store, StoreSilent, StoreUnavailable, within
+from storage.base import Store, StoreSilent, StoreUnavailable, abandon, within
 from storage.records import AttemptRow, Row, RunRow
 from storage.spool import Spool
 
@@ -66,13 +66,16 @@ SCRUB_SLICE = 0.002
 # there (its tool loop would start a run of its own), so the window stays near a commit's time.
 LINGER = 0.05
 SHARED_LINGER = 0.01
-READ_TIMEOUT = 5.0  # seconds a read behind the queued rows (`get_object`) waits for them
-# Seconds the writer waits for the store to answer one write, probe, call or job. A server that
-# stops answering (its host hangs, a network drops its packets) raises nothing and keeps its
-# connections open: unbounded, the write in flight would hold the writer until the queue
-# overflowed. Past the bound the store counts as away and the rows are spooled; the call ends
-# by itself (`within`), and a write that lands after all is written again by the replay, to the
-# same effect (rows are upserts, an older snapshot never replaces a newer one).
+READ_TIMEOUT = 5.0  # seconds a caller waits for a read through the writer (`get_object`, `read`)
+# A write, probe, call or job still unanswered after this many seconds makes the writer ask the
+# store whether it answers anything new (`Store.answers`: a fresh connection, a stat). A slow
+# one (a long migration, a fold over many hours, a loaded server) is waited for as long as it
+# takes. A server that has stopped answering (its host hangs, a network drops its packets) raises
+# nothing and keeps its connections open: unbounded, the write in flight would hold the writer
+# until the queue overflowed. Its call is abandoned (`abandon`), the store is away and silent
+# until a probe is answered, and the rows are spooled. Should the abandoned write land after
+# all, it lands before the replay writes those rows again: PostgreSQL holds the rows' locks
+# until its transaction ends, and SQLite's one writer thread runs it before the next.
 STORE_TIMEOUT = 10.0
 
 
@@ -199,14 +202,19 @@ class Writer:
 
     async def read[T](self, work: Awaitable[T]) -> T:
         """A read straight from the store (not behind the queued rows), for a caller that waits
-        on it (a call being placed), bounded by `read_timeout`. One left unanswered makes the
-        store away (it is probed, rows are spooled); until a probe finds it answering, reads
-        fail at once, so that calls coming meanwhile are not each held for the bound."""
+        on it (a call being placed): bounded by `read_timeout`, and failing at once while the
+        store is silent. A slow read is the caller's failure alone, unless the store answers
+        nothing new either: then it is silent, as for a write."""
         if self.silent is not None:
             if asyncio.iscoroutine(work):
                 work.close()
             raise StoreUnavailable(self.silent)
-        return await self._answered(work, "a read", self.read_timeout)
+        try:
+            return await within(work, self.read_timeout, "a read")
+        except StoreSilent:
+            if not await self.store.answers():
+                self._fall_silent(f"a read in {self.read_timeout:g} s")
+            raise
 
     async def execute_rows(self, fn: Job) -> list[Row]:
         """`execute` for a write that returns the rows it changed: listeners are told of them."""
@@ -463,15 +471,27 @@ class Writer:
         self.written += len(rows)
         self._tell(rows, self.last_batch_seconds)
 
-    async def _answered[T](self, work: Awaitable[T], what: str, seconds: float | None = None) -> T:
-        """The store's answer within `store_timeout` (or `seconds`); left unanswered, the store
-        is away and silent (`within`) until a probe is answered."""
+    async def _answered[T](self, work: Awaitable[T], what: str) -> T:
+        """The store's answer, however slow, while it answers anything new (`STORE_TIMEOUT`);
+        else `StoreSilent`, the work abandoned and the store away until a probe is answered."""
+        task = asyncio.ensure_future(work)
         try:
-            return await within(work, self.store_timeout if seconds is None else seconds, what)
-        except StoreSilent as e:
-            self.silent = str(e)
-            self._degrade(self.silent)  # probed from now on: the answer to a probe ends the silence
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.store_timeout)
+                if task in done:
+                    return task.result()
+                if not await self.store.answers():
+                    break
+        except asyncio.CancelledError:
+            abandon(task)
             raise
+        abandon(task)
+        raise StoreSilent(self._fall_silent(f"{what} in {self.store_timeout:g} s"))
+
+    def _fall_silent(self, what: str) -> str:
+        self.silent = f"the database did not answer {what}, nor anything new"
+        self._degrade(self.silent)  # probed from now on: the answer to a probe ends the silence
+        return self.silent
 
     def _tell(self, rows: list[Row], seconds: float) -> None:
         if not rows:

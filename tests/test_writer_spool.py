@@ -16,7 +16,7 @@ import pytest
 
 from addons.redact import REDACTED, Learned, Redactor
 from proxy.api.events import EventHub, ReplayFailed
-from storage.base import StoreUnavailable
+from storage.base import StoreSilent, StoreUnavailable
 from storage.records import AttemptRow, Row, RunRow, StepRow
 from storage.spool import Spool
 from storage.sqlite import SqliteStore
@@ -367,40 +367,51 @@ async def test_a_read_behind_a_hung_write_gives_up_and_the_writer_goes_on(tmp_pa
     await store.close()
 
 
+def held_until[T](released: asyncio.Event, real: Any, cancelled: list[str]) -> Any:
+    """`real`, once `released` is set; a cancellation meanwhile is noted by its name."""
+
+    async def call(*args: Any) -> T:
+        try:
+            await released.wait()
+        except asyncio.CancelledError:
+            cancelled.append(real.__name__)
+            raise
+        return await real(*args)
+
+    return call
+
+
 async def test_a_store_that_stops_answering_is_away_after_the_bound(tmp_path: Path) -> None:
-    """A server that hangs raises nothing: its write, its probe and a call on it are given up
-    after `store_timeout` (and cancelled), the rows are spooled, and all land once it answers."""
+    """A server that hangs raises nothing: a write, a probe or a call on it, unanswered after
+    `store_timeout` while the store answers nothing new either, is abandoned (cancelled), the
+    rows are spooled, and all land once it answers."""
     store, writer, spool = await open_writer(tmp_path)
     writer.store_timeout = 0.3
     writer.submit(run(1))
     await writer.flush()
-    silent, cancelled = asyncio.Event(), []
+    released, cancelled, asked = asyncio.Event(), [], []
     write, probe = store.write, store.probe
 
-    def hanging[T](real: Any) -> Any:
-        async def call(*args: Any) -> T:
-            try:
-                await silent.wait()
-            except asyncio.CancelledError:
-                cancelled.append(real.__name__)
-                raise
-            return await real(*args)
+    async def nothing_new() -> bool:
+        asked.append(time.monotonic())
+        return False
 
-        return call
-
-    store.write, store.probe = hanging(write), hanging(probe)  # type: ignore[method-assign]
+    store.write, store.probe = held_until(released, write, cancelled), held_until(released, probe, cancelled)  # type: ignore[method-assign]
+    store.answers = nothing_new  # type: ignore[method-assign]
     writer.submit(run(1, "completed"))
     writer.submit(run(2))
     started = time.monotonic()
     await writer.flush()
-    assert 0.3 <= time.monotonic() - started < 3
-    assert writer.degraded and "did not answer a write within 0.3 s" in (writer.unavailable or "")
+    assert 0.3 <= time.monotonic() - started < 3 and asked
+    assert writer.degraded and "did not answer a write in 0.3 s, nor anything new" in (
+        writer.unavailable or ""
+    )
     assert spool.size > 0 and "write" in cancelled
     with pytest.raises(StoreUnavailable):
         await writer.execute(lambda s: s.delete_runs(["run_0001"]))  # its probe hangs too
     assert "probe" in cancelled
-    store.write, store.probe = write, probe  # type: ignore[method-assign]
-    silent.set()
+    del store.write, store.probe, store.answers
+    released.set()
     await writer.execute(lambda s: s.get_run("run_0001"))  # a call probes first: it answers
     await writer.close()
     assert not writer.degraded and not spool
@@ -409,25 +420,48 @@ async def test_a_store_that_stops_answering_is_away_after_the_bound(tmp_path: Pa
     await store.close()
 
 
+async def test_a_slow_write_is_waited_for_while_the_store_answers(tmp_path: Path) -> None:
+    """A write longer than `store_timeout` on a store that still answers (a loaded server, a long
+    fold) is no silence: it is waited for, and lands."""
+    store, writer, spool = await open_writer(tmp_path)
+    writer.store_timeout = 0.1
+    released, cancelled = asyncio.Event(), []
+    store.write = held_until(released, store.write, cancelled)  # type: ignore[method-assign]
+    writer.submit(run(3))
+    await asyncio.sleep(0.5)  # five bounds: each time the store answers a stat of its file
+    assert not writer.degraded and not cancelled
+    released.set()
+    await writer.flush()
+    assert statuses(tmp_path / "db.sqlite") == {"run_0003": "in_progress"} and not spool
+    await writer.close()
+    await store.close()
+
+
 async def test_a_read_left_unanswered_makes_the_store_away_until_a_probe_answers(tmp_path: Path) -> None:
-    """`Writer.read` is bounded by `read_timeout`; once one is left unanswered, the next fail at
-    once (calls being placed are not each held for the bound) until a probe is answered."""
+    """`Writer.read` is bounded by `read_timeout`. A slow read fails alone while the store answers;
+    one left unanswered while it answers nothing new makes the store silent: the next fail at once
+    (calls being placed are not each held for the bound) until a probe is answered."""
     store, writer, _ = await open_writer(tmp_path)
     writer.read_timeout = 0.2
     writer.submit(run(1))
     await writer.flush()
-    silent = asyncio.Event()
+    never = asyncio.Event()
+    with pytest.raises(StoreSilent, match=r"did not answer a read within 0\.2 s"):
+        await writer.read(never.wait())
+    assert not writer.degraded  # the store answered a stat: the read was only slow
 
-    async def unanswered() -> None:
-        await silent.wait()
+    async def nothing_new() -> bool:
+        return False
 
-    with pytest.raises(StoreUnavailable, match=r"did not answer a read within 0\.2 s"):
-        await writer.read(unanswered())
-    assert writer.degraded
+    store.answers = nothing_new  # type: ignore[method-assign]
+    with pytest.raises(StoreSilent):
+        await writer.read(never.wait())
+    assert writer.degraded and writer.silent is not None
     started = time.monotonic()
     with pytest.raises(StoreUnavailable):
         await writer.read(store.get_run("run_0001"))  # at once: not sent to a silent store
     assert time.monotonic() - started < 0.1
+    del store.answers
     await writer.execute(lambda s: s.get_run("run_0001"))  # a call probes first: it answers
     assert not writer.degraded and writer.silent is None
     stored = await writer.read(store.get_run("run_0001"))
