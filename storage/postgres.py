@@ -39,7 +39,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from storage import queries, sql, stats
-from storage.base import RunFilter, StoreUnavailable, within
+from storage.base import RunFilter, StoreSilent, StoreUnavailable, within
 from storage.migrations import MIGRATIONS
 from storage.records import WRITE_ORDER, AttemptRow, BodyRow, Row, RunRow, StepRow, dumps, now, valid_text
 from storage.sql import POSTGRES as D
@@ -49,6 +49,17 @@ log = logging.getLogger(__name__)
 CHANNEL = "chatdebug"
 NOTIFY_BYTES = 7000  # a NOTIFY payload holds under 8000 bytes
 CONNECT_SECONDS = 5.0
+# How each connection is made. A peer gone without a word (its host died, a NAT forgot the flow)
+# leaves a connection half open: unacknowledged data ends it after `tcp_user_timeout`, an idle
+# one is probed by keepalives, instead of the kernel's ~15 minutes of retransmissions.
+_CONNECTION: dict[str, Any] = {
+    "connect_timeout": CONNECT_SECONDS,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 LOCK_SECONDS = 1.0  # a table or conversation another session holds fails fast: the writer spools
 STATEMENT_SECONDS = 30.0
 DELETED_MEMORY = 10_000
@@ -125,7 +136,7 @@ class PostgresStore(queries.Reads):
                 self.url,
                 min_size=1,
                 max_size=self.pool_size,
-                kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_SECONDS},
+                kwargs={"autocommit": True, "row_factory": dict_row, **_CONNECTION},
                 configure=self._configure,
                 check=AsyncConnectionPool.check_connection,  # a server restart leaves dead connections
                 timeout=CONNECT_SECONDS,
@@ -134,8 +145,10 @@ class PostgresStore(queries.Reads):
             )
             try:
                 await pool.open(wait=True, timeout=CONNECT_SECONDS)
-            except Exception as e:
-                await pool.close()
+            except BaseException as e:  # a read given up on (cancelled) too: no pool left behind
+                await asyncio.shield(pool.close())
+                if not isinstance(e, Exception):
+                    raise
                 raise StoreUnavailable(_why(e)) from e
             self._pool = pool
 
@@ -319,13 +332,16 @@ class PostgresStore(queries.Reads):
         self._size = int(row["size"])
 
     async def answers(self) -> bool:
-        """A fresh connection, bounded by `connect_timeout` (libpq's, over the whole start-up)."""
+        """A fresh connection and a `SELECT 1` on it (psycopg bounds each address's connect by
+        `connect_timeout`). Only silence is no: an error is an answer (too many clients, starting
+        up: the server is there, only busy; refused: the host is, and a connection to a server
+        gone ends by itself, `_CONNECTION`)."""
         try:
-            conn = await within(_connect(self.url), CONNECT_SECONDS + 1, "a new connection")
-        except Exception:  # refused, timed out, or the server said no: nothing new is answered
+            await within(_select_one(self.url), 3 * CONNECT_SECONDS, "a new connection")
+        except (StoreSilent, psycopg.errors.ConnectionTimeout):
             return False
-        with contextlib.suppress(Exception):
-            await conn.close()
+        except Exception:
+            return True
         return True
 
     async def ping(self) -> bool:
@@ -503,9 +519,12 @@ def day_of(run_id: str) -> int:
 
 
 async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
-    return await psycopg.AsyncConnection.connect(
-        url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_SECONDS
-    )
+    return await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row, **_CONNECTION)
+
+
+async def _select_one(url: str) -> None:
+    async with await _connect(url) as conn:
+        await conn.execute("SELECT 1")
 
 
 async def _migrate(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -74,6 +74,10 @@ class SqliteStore(queries.Reads):
         self._reader_file: FileId = None
         self._reader_generation = 0
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="chatdebug-sqlite-writer")
+        # `answers`: its own thread, one stat at a time (a disk that hangs holds it, not the
+        # default executor's, which name lookups share)
+        self._stat_thread = ThreadPoolExecutor(1, thread_name_prefix="chatdebug-sqlite-stat")
+        self._stat: asyncio.Future[os.stat_result] | None = None
         self._deleted: OrderedDict[str, None] = OrderedDict()  # written on the writer thread only
 
     @property
@@ -205,11 +209,14 @@ class SqliteStore(queries.Reads):
 
     async def answers(self) -> bool:
         """The file's metadata, read beside the writer thread (which may be the one held): a
-        disk that has stopped answering holds that too."""
+        disk that has stopped answering holds that too (a disk that answers from its caches
+        alone looks alive)."""
         if self.path == ":memory:":
             return True
-        try:
-            await within(asyncio.to_thread(os.stat, self.path), ANSWER_SECONDS, "a stat")
+        if self._stat is None or self._stat.done():
+            self._stat = asyncio.get_running_loop().run_in_executor(self._stat_thread, os.stat, self.path)
+        try:  # a stat still held from before is waited for again, not joined by another
+            await within(asyncio.shield(self._stat), ANSWER_SECONDS, "a stat")
         except StoreSilent:
             return False
         except OSError:  # gone, say: the disk answered, and the write will say what is wrong

@@ -73,9 +73,12 @@ READ_TIMEOUT = 5.0  # seconds a caller waits for a read through the writer (`get
 # takes. A server that has stopped answering (its host hangs, a network drops its packets) raises
 # nothing and keeps its connections open: unbounded, the write in flight would hold the writer
 # until the queue overflowed. Its call is abandoned (`abandon`), the store is away and silent
-# until a probe is answered, and the rows are spooled. Should the abandoned write land after
-# all, it lands before the replay writes those rows again: PostgreSQL holds the rows' locks
-# until its transaction ends, and SQLite's one writer thread runs it before the next.
+# until a probe is answered, and the rows are spooled. An abandoned write seldom lands after
+# all: SQLite's one writer thread finishes it before the probe and the replay (or never runs
+# it), and PostgreSQL rolls it back when psycopg closes its connection, unless its COMMIT was
+# already sent, when the thawed server commits it as it resumes, in practice before a probe
+# gets through. Were a replay to come first, a run still keeps its newer snapshot (`sql.py`),
+# and a step, attempt or body takes its newer one with its next change.
 STORE_TIMEOUT = 10.0
 
 
@@ -130,6 +133,7 @@ class Writer:
         self.read_timeout = READ_TIMEOUT
         self.store_timeout = STORE_TIMEOUT
         self.silent: str | None = None  # the store stopped answering: reads fail at once until a probe
+        self._asking: asyncio.Future[bool] | None = None  # `Store.answers`, in flight
         # None wakes the loop: a lane found the store unavailable, so probes are due
         self._queue: asyncio.Queue[Row | _Call | None] = asyncio.Queue(max_queue)
         # someone awaits a call behind the rows (a read of what they wrote): no lingering
@@ -205,14 +209,14 @@ class Writer:
         on it (a call being placed): bounded by `read_timeout`, and failing at once while the
         store is silent. A slow read is the caller's failure alone, unless the store answers
         nothing new either: then it is silent, as for a write."""
-        if self.silent is not None:
+        if (refused := self.refusing_reads()) is not None:
             if asyncio.iscoroutine(work):
                 work.close()
-            raise StoreUnavailable(self.silent)
+            raise StoreUnavailable(refused)
         try:
             return await within(work, self.read_timeout, "a read")
         except StoreSilent:
-            if not await self.store.answers():
+            if not await self._answers():  # slow alone, or silent?
                 self._fall_silent(f"a read in {self.read_timeout:g} s")
             raise
 
@@ -232,6 +236,10 @@ class Writer:
         listeners are told of the rows it returns."""
         self._jobs.append(job)
         self._jobs_due = 0.0
+
+    def refusing_reads(self) -> str | None:
+        """Why a read sent to the store now would only wait, and its caller with it."""
+        return self.silent
 
     @property
     def depth(self) -> int:
@@ -423,7 +431,7 @@ class Writer:
                     await self._recover()
                 if self.degraded:
                     raise StoreUnavailable("the database is unavailable; records are being spooled")
-            result = await self._answered(call.fn(self.store), "a call")
+            result = await self.answered(call.fn(self.store), "a call")
             if not call.done.done():
                 call.done.set_result(result)
         except Exception as e:
@@ -462,7 +470,7 @@ class Writer:
 
     async def _commit(self, rows: list[Row]) -> None:
         started = time.perf_counter()
-        gone = await self._answered(self.store.write(rows), "a write")
+        gone = await self.answered(self.store.write(rows), "a write")
         self.last_batch_seconds = time.perf_counter() - started
         if gone:
             self._drop_gone(gone)
@@ -471,7 +479,7 @@ class Writer:
         self.written += len(rows)
         self._tell(rows, self.last_batch_seconds)
 
-    async def _answered[T](self, work: Awaitable[T], what: str) -> T:
+    async def answered[T](self, work: Awaitable[T], what: str) -> T:
         """The store's answer, however slow, while it answers anything new (`STORE_TIMEOUT`);
         else `StoreSilent`, the work abandoned and the store away until a probe is answered."""
         task = asyncio.ensure_future(work)
@@ -480,7 +488,10 @@ class Writer:
                 done, _ = await asyncio.wait({task}, timeout=self.store_timeout)
                 if task in done:
                     return task.result()
-                if not await self.store.answers():
+                answers = await self._answers()
+                if task.done():  # it ended while the store was asked: its answer stands
+                    return task.result()
+                if not answers:
                     break
         except asyncio.CancelledError:
             abandon(task)
@@ -488,7 +499,22 @@ class Writer:
         abandon(task)
         raise StoreSilent(self._fall_silent(f"{what} in {self.store_timeout:g} s"))
 
+    async def _answers(self) -> bool:
+        """`Store.answers`, asked once at a time however many calls wait (each would open a
+        connection)."""
+        if self._asking is None:
+            self._asking = asyncio.ensure_future(self.store.answers())
+        asking = self._asking
+        try:
+            answers = await asyncio.shield(asking)
+        finally:
+            if self._asking is asking and asking.done():
+                self._asking = None
+        return answers
+
     def _fall_silent(self, what: str) -> str:
+        if self.silent is not None:  # the first call found unanswered names the silence
+            return self.silent
         self.silent = f"the database did not answer {what}, nor anything new"
         self._degrade(self.silent)  # probed from now on: the answer to a probe ends the silence
         return self.silent
@@ -531,7 +557,9 @@ class Writer:
         self._next_probe = time.monotonic() + self._probe_delay
         replayed = 0
         try:
-            await self._answered(self.store.probe(), "a probe")
+            if self.silent is not None and not await self._answers():  # bounded, unlike a probe
+                raise StoreSilent(self.silent)
+            await self.answered(self.store.probe(), "a probe")
             if self.spool is not None:
                 self.spool.take_torn()  # counted once the replay has read the whole spool
                 for rows in self.spool.batches(self.max_batch):
@@ -559,7 +587,7 @@ class Writer:
         while self._jobs:
             try:
                 started = time.perf_counter()
-                rows = await self._answered(self._jobs[0](self.store), "a job")
+                rows = await self.answered(self._jobs[0](self.store), "a job")
             except StoreUnavailable as e:
                 self._degrade(str(e))
                 return

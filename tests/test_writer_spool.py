@@ -382,9 +382,9 @@ def held_until[T](released: asyncio.Event, real: Any, cancelled: list[str]) -> A
 
 
 async def test_a_store_that_stops_answering_is_away_after_the_bound(tmp_path: Path) -> None:
-    """A server that hangs raises nothing: a write, a probe or a call on it, unanswered after
-    `store_timeout` while the store answers nothing new either, is abandoned (cancelled), the
-    rows are spooled, and all land once it answers."""
+    """A server that hangs raises nothing: a write on it, unanswered after `store_timeout` while
+    the store answers nothing new either, is abandoned (cancelled), the rows are spooled, no probe
+    is sent while the store still answers nothing, and all land once it answers."""
     store, writer, spool = await open_writer(tmp_path)
     writer.store_timeout = 0.3
     writer.submit(run(1))
@@ -407,9 +407,10 @@ async def test_a_store_that_stops_answering_is_away_after_the_bound(tmp_path: Pa
         writer.unavailable or ""
     )
     assert spool.size > 0 and "write" in cancelled
-    with pytest.raises(StoreUnavailable):
-        await writer.execute(lambda s: s.delete_runs(["run_0001"]))  # its probe hangs too
-    assert "probe" in cancelled
+    asked.clear()
+    with pytest.raises(StoreUnavailable):  # a call probes first: the store is asked, not probed
+        await writer.execute(lambda s: s.delete_runs(["run_0001"]))
+    assert asked and "probe" not in cancelled
     del store.write, store.probe, store.answers
     released.set()
     await writer.execute(lambda s: s.get_run("run_0001"))  # a call probes first: it answers
@@ -425,14 +426,44 @@ async def test_a_slow_write_is_waited_for_while_the_store_answers(tmp_path: Path
     fold) is no silence: it is waited for, and lands."""
     store, writer, spool = await open_writer(tmp_path)
     writer.store_timeout = 0.1
-    released, cancelled = asyncio.Event(), []
+    released, cancelled, asked = asyncio.Event(), [], []
+    answers = store.answers
+
+    async def counted() -> bool:
+        asked.append(await answers())  # the real one: a stat of the file
+        return asked[-1]
+
     store.write = held_until(released, store.write, cancelled)  # type: ignore[method-assign]
+    store.answers = counted  # type: ignore[method-assign]
     writer.submit(run(3))
-    await asyncio.sleep(0.5)  # five bounds: each time the store answers a stat of its file
+    await asyncio.sleep(0.5)  # about five bounds, each followed by a question the store answers
+    assert len(asked) >= 2 and all(asked)
     assert not writer.degraded and not cancelled
     released.set()
     await writer.flush()
     assert statuses(tmp_path / "db.sqlite") == {"run_0003": "in_progress"} and not spool
+    await writer.close()
+    await store.close()
+
+
+async def test_a_write_that_ends_while_the_store_is_asked_stands(tmp_path: Path) -> None:
+    """The store is asked whether it answers anything new (a second or more): a write that ends
+    meanwhile is answered, even if the question comes back unanswered, and nothing is spooled."""
+    store, writer, spool = await open_writer(tmp_path)
+    writer.store_timeout = 0.1
+    released, cancelled = asyncio.Event(), []
+    store.write = held_until(released, store.write, cancelled)  # type: ignore[method-assign]
+
+    async def slowly_nothing() -> bool:
+        released.set()  # the write ends while the store is being asked
+        await asyncio.sleep(0.2)
+        return False
+
+    store.answers = slowly_nothing  # type: ignore[method-assign]
+    writer.submit(run(4))
+    await writer.flush()
+    assert not writer.degraded and writer.silent is None and not cancelled and not spool
+    assert statuses(tmp_path / "db.sqlite") == {"run_0004": "in_progress"}
     await writer.close()
     await store.close()
 
