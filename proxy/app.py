@@ -27,7 +27,7 @@ from proxy.mitm import EmbeddedProxy, start_proxy
 from proxy.preflight import StartupError, reason
 from proxy.settings import Settings
 from storage.backends import store_for
-from storage.base import Store, StoreUnavailable
+from storage.base import Store
 from storage.records import now
 from storage.retention import end_previous_runs, run_folding, run_retention, run_sweep
 from storage.spool import Spool
@@ -83,7 +83,7 @@ class Sidecar:
             recall_step=functools.partial(writer.get_object, "step"),
             shared=settings.postgres,
         )
-        api_store = AnsweringStore.of(store, writer.refusing_reads)
+        api_store = AnsweringStore.of(store, lambda: writer.silent)
         sidecar = cls(settings, store, writer, pipeline, EventHub(api_store.get_object), api_store)
         try:
             await sidecar._start()
@@ -174,12 +174,13 @@ class Sidecar:
         await self.writer.close()
         if self.traces is not None:  # after the writer: the last runs it committed go out too
             await self.traces.close()
-        try:
-            if self.writer.degraded:  # the database is away or silent: the next start ends them
-                raise StoreUnavailable(self.writer.unavailable or "the database is unavailable")
-            await self.writer.answered(self.store.interrupt_open(now()), "the end of open runs")
-        except Exception as e:  # the database is unavailable: the next start ends them
-            log.warning("could not end open runs: %s", e)
+        if self.writer.degraded:  # the database is away or silent: the next start ends them
+            log.warning("could not end open runs: %s", self.writer.unavailable)
+        else:
+            try:
+                await self.writer.answered(self.store.interrupt_open(now()), "the end of open runs")
+            except Exception as e:  # the database is unavailable: the next start ends them
+                log.warning("could not end open runs: %s", e)
         await self.store.close()
 
     def describe(self) -> str:

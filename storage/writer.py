@@ -209,10 +209,10 @@ class Writer:
         on it (a call being placed): bounded by `read_timeout`, and failing at once while the
         store is silent. A slow read is the caller's failure alone, unless the store answers
         nothing new either: then it is silent, as for a write."""
-        if (refused := self.refusing_reads()) is not None:
+        if self.silent is not None:
             if asyncio.iscoroutine(work):
                 work.close()
-            raise StoreUnavailable(refused)
+            raise StoreUnavailable(self.silent)
         try:
             return await within(work, self.read_timeout, "a read")
         except StoreSilent:
@@ -236,10 +236,6 @@ class Writer:
         listeners are told of the rows it returns."""
         self._jobs.append(job)
         self._jobs_due = 0.0
-
-    def refusing_reads(self) -> str | None:
-        """Why a read sent to the store now would only wait, and its caller with it."""
-        return self.silent
 
     @property
     def depth(self) -> int:
