@@ -7,20 +7,12 @@ guard that callable (an exception there silently drops the chunk), so the tap ne
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from concurrent.futures import ThreadPoolExecutor
 
+from addons import offloop
 from addons.decoding import CHUNK_SECONDS, RESPONSE_BUDGET, STEP, BodyDecoder, decodable
 from addons.normalized import Response
 from addons.providers.base import ResponseParser
-
-
-@functools.cache
-def _decoding_thread() -> ThreadPoolExecutor:
-    """One thread for every flow's deferred decoding: zlib, brotli and zstd release the GIL while
-    they work, so it runs beside the proxy's loop, and never on more than one core."""
-    return ThreadPoolExecutor(1, thread_name_prefix="chatdebug-decoding")
 
 
 class Capture:
@@ -152,7 +144,7 @@ class Capture:
         """Decode what the tap kept as it came, on the decoding thread; call once the response
         has ended (no more taps). `result` does it inline for a capture never settled."""
         if self._wire is not None:
-            await asyncio.get_running_loop().run_in_executor(_decoding_thread(), self._decode_wire)
+            await asyncio.get_running_loop().run_in_executor(offloop.worker(), self._decode_wire)
 
     def _decode_wire(self) -> None:
         wire, self._wire = self._wire, None
@@ -180,6 +172,12 @@ class Capture:
     @property
     def body(self) -> bytes:
         return b"".join(self._chunks)
+
+    @property
+    def unread(self) -> int:
+        """Bytes `result` still has to read: a whole body's (its parser reads it at the end), none
+        of a stream's (its events were read as they came)."""
+        return self.kept if self._whole else 0
 
     def result(self) -> Response:
         self._decode_wire()

@@ -77,6 +77,22 @@ class Index[V]:
         return len(self._items)
 
 
+# a request's hash of every prefix of its conversation, and its own (also for no messages)
+type Hashes = tuple[list[str], str]
+
+
+def request_hashes(request: Request) -> Hashes:
+    """What the index knows a request by: a function of the request alone (a large one's hashes
+    are made off the loop with its parsing, `addons.offloop`)."""
+    seed = digest(request.api.encode(), (request.system or "").encode())
+    hashes = chain(_conversation(request), seed=seed)
+    return hashes, hashes[-1] if hashes else digest(b"empty", seed.encode())
+
+
+def _conversation(request: Request) -> list[Message]:
+    return [m for m in request.messages if m.role != "system"]
+
+
 @dataclass(slots=True)
 class Lookup:
     """What the index knows of a request, strongest evidence first."""
@@ -119,11 +135,11 @@ class Grouper:
 
     # ---- questions -------------------------------------------------------------------------
 
-    def lookup(self, request: Request) -> Lookup:
-        conversation = [m for m in request.messages if m.role != "system"]
-        seed = digest(request.api.encode(), (request.system or "").encode())
-        hashes = chain(conversation, seed=seed)
-        found = Lookup(conversation, hashes[-1] if hashes else digest(b"empty", seed.encode()), hashes)
+    def lookup(self, request: Request, hashes: Hashes | None = None) -> Lookup:
+        """`hashes`: the request's `request_hashes`, when they were made already."""
+        conversation = _conversation(request)
+        hashes, full_hash = hashes or request_hashes(request)
+        found = Lookup(conversation, full_hash, hashes)
         if hashes:
             found.same = self.requests.get(hashes[-1])
         if previous := request.signals.previous_response_id:

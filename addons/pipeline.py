@@ -17,15 +17,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from addons import redact
-from addons.classify import Classifier
+from addons import offloop, redact
+from addons.classify import Classification, Classifier
 from addons.cost import Prices
 from addons.decoding import binary, is_text, request_body
 from addons.exchange import Exchange
-from addons.grouping import Lookup, StepRef
+from addons.grouping import Hashes, Lookup, StepRef, request_hashes
 from addons.normalized import Error, Request, Response
 from addons.outcome import Outcome, decide
-from addons.providers.base import ParseError, cap_request_texts, loads
+from addons.providers.base import ParseError, cap_request_texts, loads, too_many_containers
 from addons.tracker import RUN_ID, Tracker
 from storage.records import AttemptRow, Row, timestamp
 
@@ -48,12 +48,25 @@ class Counters:
 
 @dataclasses.dataclass(slots=True)
 class _Read:
-    """A request as read off its exchange, before it is placed."""
+    """A request as read off its exchange, before it is placed: all of it a function of the
+    exchange (and the classifier's rules), so a large one is read off the loop (`addons.offloop`)."""
 
     request: Request | None
     fault: str | None
     body_text: str
     truncated: bool
+    classification: Classification
+    dump: dict[str, Any] | None = None  # the request as stored (texts cut)
+    hashes: Hashes | None = None  # what the grouping index looks it up by
+
+
+@dataclasses.dataclass(slots=True)
+class _Result:
+    """A response as read off its capture, and why it may be missing."""
+
+    response: Response | None
+    fault: str | None
+    dump: dict[str, Any] | None
 
 
 class Pipeline:
@@ -145,14 +158,18 @@ class Pipeline:
                 await asyncio.sleep(0)
                 if kind == "start":
                     await self._recall_forced_run(exchange)
-                    read = self._read(exchange)
-                    request = read.request
-                    found = await self._lookup(request, exchange.hints) if request is not None else None
+                    # learned first: every row is scrubbed of them
+                    redact.secret_values(exchange.request_headers, exchange.url)
+                    reading = functools.partial(_read, exchange, self.classifier)
+                    read = await offloop.run(len(exchange.request_body), reading)
+                    found = await self._lookup(read, exchange.hints) if read.request is not None else None
                     self._begin(exchange, read, found)
-                else:
-                    if exchange.capture is not None:  # what the tap kept undecoded, decoded off the loop
-                        await exchange.capture.settle()
-                    self._finish(exchange)
+                elif exchange.flow_id in self.tracker.flights:  # else its start found the queue full
+                    capture = exchange.capture
+                    if capture is not None:  # what the tap kept undecoded, decoded off the loop
+                        await capture.settle()
+                    unread = capture.unread if capture is not None else 0
+                    self._finish(exchange, await offloop.run(unread, functools.partial(_result, exchange)))
             except Exception as e:
                 self.counters.failed += 1
                 log.exception("could not record %s %s", exchange.call.method, exchange.url)
@@ -168,13 +185,15 @@ class Pipeline:
             except Exception:
                 log.exception("tracker tick failed")
 
-    async def _lookup(self, request: Request, hints: dict[str, str]) -> Lookup:
+    async def _lookup(self, read: _Read, hints: dict[str, str]) -> Lookup:
         """What memory knows of the request's history; the store is asked when memory knows
         nothing of a history the request carries (after a restart, or another replica's) and, in
         a shared store, whenever the request is not one memory has seen (another replica may
         have added the step it continues)."""
+        request = read.request
+        assert request is not None
         index = self.tracker.index
-        found = index.lookup(request)
+        found = index.lookup(request, read.hashes)
         if self.history is None or not index.unknown_history(found, anywhere=self.shared):
             if (ref := found.same) is not None and self.tracker.let_go_early(ref):
                 await self._take_up(ref)  # a retry of a run a busy proxy let go: the store has it
@@ -195,7 +214,7 @@ class Pipeline:
             if previous and s["response_id"] == previous:
                 refs.append((f"resp:{previous}", ref))
         index.learn_stored(list(reversed(refs)))  # the newest last: it wins
-        found = index.lookup(request)
+        found = index.lookup(request, read.hashes)
         if self.shared:
             await self._take_up(found.same or found.continues)
         await self._restore(found.same, request, hints)
@@ -246,20 +265,12 @@ class Pipeline:
 
     def _start(self, ex: Exchange) -> None:
         """Read and begin an attempt on what memory knows (the consumer also asks the store)."""
-        self._begin(ex, self._read(ex), None)
-
-    def _read(self, ex: Exchange) -> _Read:
-        redact.secret_values(ex.request_headers, ex.url)  # learned: every row is scrubbed of them
-        decoded = request_body(ex.request_body, ex.request_encoding, ex.call.capture_limit)
-        body_text, truncated = decoded.text, decoded.truncated
-        request, fault = _parse_request(ex, decoded.data) if decoded.fault is None else (None, decoded.fault)
-        return _Read(request, fault, body_text, truncated)
+        redact.secret_values(ex.request_headers, ex.url)
+        self._begin(ex, _read(ex, self.classifier), None)
 
     def _begin(self, ex: Exchange, read: _Read, found: Lookup | None) -> None:
         request, fault = read.request, read.fault
         body_text, truncated = read.body_text, read.truncated
-        classification = self.classifier.classify(request, ex.call.path, ex.hints)
-        request_dump = _dump(cap_request_texts(request, ex.call.text_limit)) if request else None
         attempt = AttemptRow(
             id=f"att_{ex.flow_id.replace('-', '')}",
             method=ex.call.method,
@@ -271,14 +282,14 @@ class Pipeline:
         flight = self.tracker.begin(
             ex.flow_id,
             request,
-            classification,
+            read.classification,
             attempt,
             api=ex.api.name,
             provider=ex.provider,
             endpoint=f"{ex.call.host}{ex.call.path}",
             started_at=ex.started_at,
             hints=ex.hints,
-            request_dump=request_dump,
+            request_dump=read.dump,
             found=found,
         )
         flight.fault = fault
@@ -294,12 +305,13 @@ class Pipeline:
         outcome = Outcome("failed", Error.model_validate({"class": "proxy_error", "message": message}))
         self.tracker.end(ex.flow_id, outcome, None, None, ex.finished_at or ex.started_at)
 
-    def _finish(self, ex: Exchange) -> None:
+    def _finish(self, ex: Exchange, result: _Result | None = None) -> None:
         flight = self.tracker.flights.get(ex.flow_id)
         if flight is None:
             return
         attempt, body = flight.attempt, flight.body
-        response, fault = _result(ex)
+        result = result or _result(ex)
+        response, fault = result.response, result.fault
         outcome = decide(ex.status, response, ex.error, flight.fault or ex.fault or fault, ex.client_gone)
         capture = ex.capture
         attempt.http_status = ex.status
@@ -314,13 +326,27 @@ class Pipeline:
             kept = capture.body  # joined once: it is up to the capture limit (1 MiB) long
             body.response_body = kept.decode("utf-8", "replace") if is_text(kept) else binary(kept)
             body.response_truncated = capture.truncated
-        response_dump = _dump(response) if response is not None else None
-        self.tracker.end(ex.flow_id, outcome, response, response_dump, finished)
+        self.tracker.end(ex.flow_id, outcome, response, result.dump, finished)
         self.submit(body)
         self.counters.recorded += 1
 
 
 # ---- helpers: plain functions over bytes and models ---------------------------------------------
+
+
+def _read(ex: Exchange, classifier: Classifier) -> _Read:
+    """The request decoded, parsed, classified, hashed for the index and dumped as stored. The
+    pipeline's one consumer calls it: one classification at a time, on the loop or off it."""
+    decoded = request_body(ex.request_body, ex.request_encoding, ex.call.capture_limit)
+    request, fault = _parse_request(ex, decoded.data) if decoded.fault is None else (None, decoded.fault)
+    classification = classifier.classify(request, ex.call.path, ex.hints)
+    if request is None and fault is not None and classification.source == "default":
+        classification = dataclasses.replace(classification, reason=fault)  # why it was not read
+    read = _Read(request, fault, decoded.text, decoded.truncated, classification)
+    if request is not None:
+        read.dump = _dump(cap_request_texts(request, ex.call.text_limit))
+        read.hashes = request_hashes(request)
+    return read
 
 
 def _parse_request(ex: Exchange, raw: bytes) -> tuple[Request | None, str | None]:
@@ -332,24 +358,24 @@ def _parse_request(ex: Exchange, raw: bytes) -> tuple[Request | None, str | None
         body = loads(raw)
     except ParseError as e:
         return None, f"could not parse the {ex.api.name} request: the body is not JSON ({e})"
+    if (why := too_many_containers(body, raw)) is not None:
+        return None, f"the request body ({ex.request_size} bytes) {why}"
     try:
         return ex.api.parse_request(body, dataclasses.replace(ex.call, text_limit=_UNLIMITED)), None
     except Exception as e:  # the boundary keeps what it can; this is a bug, recorded as ours
         return None, f"could not parse the {ex.api.name} request: {type(e).__name__}: {e}"
 
 
-def _result(ex: Exchange) -> tuple[Response | None, str | None]:
+def _result(ex: Exchange) -> _Result:
     capture = ex.capture
     if capture is None:
-        return None, None
+        return _Result(None, None, None)
     try:
         response = capture.result()
     except Exception as e:
-        return (
-            None,
-            capture.fault or f"could not parse the {ex.api.name} response: {type(e).__name__}: {e}",
-        )
-    return response, capture.fault
+        fault = capture.fault or f"could not parse the {ex.api.name} response: {type(e).__name__}: {e}"
+        return _Result(None, fault, None)
+    return _Result(response, capture.fault, _dump(response))
 
 
 def _is_stream(ex: Exchange) -> bool:

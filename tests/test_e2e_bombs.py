@@ -505,3 +505,31 @@ def test_a_reply_brotli_packs_a_thousandfold_is_recorded_whole(
     assert attempt["response"]["finish_reason"] == "stop"  # the reply's end was decoded
     recorded_text = "".join(p["text"] for p in attempt["response"]["content"] if p["type"] == "text")
     assert len(recorded_text) >= 10_000 and text.startswith(recorded_text)  # as stored: capped
+
+
+# ---- many small things -------------------------------------------------------------------------------
+
+
+def test_a_request_of_400_000_short_messages_passes_and_is_not_read(proxy: Sidecar, bombs: BombServer) -> None:
+    """15 MiB, under the byte bound, but 400,000 objects: reading it held the proxy's one loop for
+    4 s, and every neighbour's call with it. It passes as sent, is recorded unread with the
+    reason, and what reading there is happens beside the loop (the neighbour's slowest call is
+    printed)."""
+    key = unique("many")
+    messages = [{"role": "user", "content": key}] + [{"role": "user", "content": "m"}] * 400_000
+    body = json.dumps({"model": "gpt-4.1", "messages": messages}).encode()
+    assert len(body) < 16 * MB
+    run_id, headers = run_headers(key)
+    with Watch(proxy, bombs) as watch:
+        size, _, _ = receive(proxy, bombs.url(f"upload={key}"), body, headers)
+    watch.report(f"{len(messages):,} messages in {len(body) / MB:.1f} MiB")
+    assert bombs.received[key] == (len(body), hashlib.sha256(body).hexdigest())
+    assert size > 0
+    _, attempt = recorded(proxy, run_id)
+    assert (attempt["status"], attempt["request_bytes"]) == ("completed", len(body))
+    assert attempt["error"]["class"] == "proxy_error"
+    assert attempt["error"]["message"] == (
+        f"the request body ({len(body)} bytes) holds more than 100,000 JSON objects and arrays:"
+        " too many to read for recording"
+    )
+    assert attempt["response"]["content"] == [{"type": "text", "text": "neighbour ok"}]

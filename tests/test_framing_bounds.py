@@ -16,7 +16,15 @@ import pytest
 
 from addons.decoding import BURST, EXPANSION, BodyDecoder, request_body
 from addons.providers import openai_chat
-from addons.providers.base import MAX_DEPTH, TOO_DEEP, Call, loads, parse_arguments
+from addons.providers.base import (
+    MAX_CONTAINERS,
+    MAX_DEPTH,
+    TOO_DEEP,
+    Call,
+    loads,
+    parse_arguments,
+    too_many_containers,
+)
 from addons.providers.framing import (
     MAX_ITEM,
     EventStreamDecoder,
@@ -397,3 +405,38 @@ def test_a_brotli_body_decodes_whole_however_far_one_chunk_expands(burst: bool) 
         )
     else:
         assert (out, decoder.stopped) == (plain, None)
+
+
+# ---- containers -----------------------------------------------------------------------------------
+
+
+def _objects(count: int, padding: str = "") -> bytes:
+    """A JSON array holding `count - 1` small objects: `count` containers in all."""
+    return b"[" + b",".join([b'{"p":"' + padding.encode() + b'"}'] * (count - 1)) + b"]"
+
+
+@pytest.mark.parametrize("padding", ["", "x" * 40])
+def test_a_body_of_more_containers_than_can_be_read_is_told_apart_at_the_bound(padding: str) -> None:
+    at, past = _objects(MAX_CONTAINERS, padding), _objects(MAX_CONTAINERS + 1, padding)
+    assert too_many_containers(loads(at), at) is None
+    assert too_many_containers(loads(past), past) == (
+        f"holds more than {MAX_CONTAINERS:,} JSON objects and arrays: too many to read for recording"
+    )
+
+
+def test_brackets_inside_strings_are_not_containers() -> None:
+    text = orjson.dumps({"messages": [{"content": "{[" * MAX_CONTAINERS}]})
+    assert text.count(b"{") + text.count(b"[") > MAX_CONTAINERS
+    assert too_many_containers(loads(text), text) is None
+
+
+def test_a_response_of_too_many_containers_is_kept_unread_with_the_reason() -> None:
+    call = Call("POST", "h", "/v1/chat/completions")
+    body = orjson.dumps({"choices": [{"message": {"content": "hi"}}], "extra": [[]] * MAX_CONTAINERS})
+    parser = openai_chat.API.response_parser(call, "application/json", 200)
+    parser.feed(body)
+    response = parser.finish()
+    assert response.content == []
+    assert response.warnings == [
+        f"the body holds more than {MAX_CONTAINERS:,} JSON objects and arrays: too many to read for recording"
+    ]

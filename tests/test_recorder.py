@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
+import orjson
 import pytest
 from mitmproxy import http
 from mitmproxy.test import tflow, tutils
 
+from addons import offloop
 from addons.pipeline import Pipeline
 from addons.providers import openai_chat
 from addons.recorder import Recorder
@@ -125,3 +129,45 @@ def test_malformed_request_is_recorded_as_proxy_error() -> None:
     assert finished.error_class == "proxy_error"
     assert "invalid JSON" in (finished.error or {})["message"]
     assert finished.http_status == 200
+
+
+def _history(messages: int) -> bytes:
+    turns = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " * 8} for i in range(messages)
+    ]
+    return orjson.dumps({"model": "gpt-4.1", "messages": turns, "stream": True})
+
+
+async def test_a_large_request_is_read_beside_the_loop_and_a_small_one_on_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reading a large body on the loop held every other flow for as long (a 15 MiB history, 4 s).
+    Proof that it runs beside the loop: its reading waits for a task on the loop to run, which
+    could never happen were the reading on the loop itself."""
+    rec = Recording()
+    loop = asyncio.get_running_loop()
+    readers: list[tuple[str, bool]] = []  # (thread, whether the loop ran while it read)
+    classify = rec.pipeline.classifier.classify
+
+    def waiting_classify(request: Any, path: str, hints: dict[str, str]) -> Any:
+        loop_ran = threading.Event()
+        if request is not None and len(request.messages) > 100:
+            loop.call_soon_threadsafe(loop_ran.set)
+            loop_ran.wait(5)
+        readers.append((threading.current_thread().name, loop_ran.is_set()))
+        return classify(request, path, hints)
+
+    monkeypatch.setattr(rec.pipeline.classifier, "classify", waiting_classify)
+    rec.pipeline.start()
+    try:
+        raw = b"".join(wire.openai_stream(["read"]))
+        small, large = flow(), flow(body=_history(2000))
+        assert len(large.request.raw_content or b"") > offloop.OFF_LOOP_BYTES > len(BODY)
+        for f in (small, large):
+            assert rec.through(f, [raw]) == raw
+        await asyncio.wait_for(rec.pipeline.drain(), 20)
+    finally:
+        await rec.pipeline.close()
+    assert readers == [("MainThread", False), ("chatdebug-recording_0", True)]
+    ended = {r.id: r.status for r in rec.rows if isinstance(r, AttemptRow)}  # each row's last write
+    assert list(ended.values()) == ["completed", "completed"]

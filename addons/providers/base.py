@@ -278,6 +278,34 @@ def loads(data: bytes | str) -> Any:
     return _cut(value, MAX_DEPTH) if _too_deep(value, data) else value
 
 
+# Objects and arrays of one whole body that are read for recording. Bytes alone do not bound the
+# time: 15 MiB of short messages hold 400,000 objects and took ~10 s of CPU to normalize, hash and
+# dump; a coding agent's longest histories hold ~15,000 (4,000 messages), read in ~0.1 s.
+MAX_CONTAINERS = 100_000
+
+
+def too_many_containers(value: Any, data: bytes) -> str | None:
+    """Why a decoded body holds too many objects and arrays to be read for recording, if it does:
+    counted in C when it plainly holds few (brackets in the text bound them), else walked."""
+    if len(data) <= 2 * MAX_CONTAINERS or data.count(b"{") + data.count(b"[") <= MAX_CONTAINERS:
+        return None
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            continue
+        count += 1
+        if count > MAX_CONTAINERS:
+            return (
+                f"holds more than {MAX_CONTAINERS:,} JSON objects and arrays: too many to read for recording"
+            )
+    return None
+
+
 def _too_deep(value: Any, data: bytes | str) -> bool:
     if len(data) < 4096:  # counting is cheaper than writing for small texts, most of them events
         opening = (b"[", b"{") if isinstance(data, bytes) else ("[", "{")
@@ -439,7 +467,10 @@ class JsonBodyParser:
             except ParseError:
                 body = raw.decode("utf-8", "replace").strip() or None
             return Response(error=error_from_body(body, self._status), finish_reason="error")
-        return self._parse(loads(raw))
+        body = loads(raw)
+        if (why := too_many_containers(body, raw)) is not None:
+            return Response(warnings=[f"the body {why}"])
+        return self._parse(body)
 
 
 def tool_turn_first(role: str, parts: list[Part]) -> list[Message]:
