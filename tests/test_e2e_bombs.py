@@ -510,7 +510,9 @@ def test_a_reply_brotli_packs_a_thousandfold_is_recorded_whole(
 # ---- many small things -------------------------------------------------------------------------------
 
 
-def test_a_request_of_400_000_short_messages_passes_and_is_not_read(proxy: Sidecar, bombs: BombServer) -> None:
+def test_a_request_of_400_000_short_messages_passes_and_is_not_read(
+    proxy: Sidecar, bombs: BombServer
+) -> None:
     """15 MiB, under the byte bound, but 400,000 objects: reading it held the proxy's one loop for
     4 s, and every neighbour's call with it. It passes as sent, is recorded unread with the
     reason, and what reading there is happens beside the loop (the neighbour's slowest call is
