@@ -25,7 +25,7 @@ from addons.exchange import Exchange
 from addons.grouping import Hashes, Lookup, StepRef, request_hashes
 from addons.normalized import Error, Request, Response
 from addons.outcome import Outcome, decide
-from addons.providers.base import ParseError, cap_request_texts, loads, too_many_containers
+from addons.providers.base import ParseError, cap_request_texts, read_json, too_many_containers
 from addons.tracker import RUN_ID, Tracker
 from storage.records import AttemptRow, Row, timestamp
 
@@ -355,15 +355,18 @@ def _parse_request(ex: Exchange, raw: bytes) -> tuple[Request | None, str | None
     if not ex.request_complete:
         return None, f"the request body ({ex.request_size} bytes) is too large to parse for recording"
     try:
-        body = loads(raw)
+        body, lenient = read_json(raw)
     except ParseError as e:
         return None, f"could not parse the {ex.api.name} request: the body is not JSON ({e})"
     if (why := too_many_containers(body, raw)) is not None:
         return None, f"the request body ({ex.request_size} bytes) {why}"
     try:
-        return ex.api.parse_request(body, dataclasses.replace(ex.call, text_limit=_UNLIMITED)), None
+        request = ex.api.parse_request(body, dataclasses.replace(ex.call, text_limit=_UNLIMITED))
     except Exception as e:  # the boundary keeps what it can; this is a bug, recorded as ours
         return None, f"could not parse the {ex.api.name} request: {type(e).__name__}: {e}"
+    if lenient is not None:  # the provider may refuse it: the request shows why
+        request.warnings.append(f"the body is {lenient}")
+    return request, None
 
 
 def _result(ex: Exchange) -> _Result:

@@ -535,3 +535,22 @@ def test_a_request_of_400_000_short_messages_passes_and_is_not_read(
         " too many to read for recording"
     )
     assert attempt["response"]["content"] == [{"type": "text", "text": "neighbour ok"}]
+
+
+def test_a_request_of_many_messages_under_the_bound_is_read_whole(proxy: Sidecar, bombs: BombServer) -> None:
+    """Just under the container bound: read and recorded whole, off the loop (the neighbour's
+    slowest call is printed: what the loop still does with a request this large)."""
+    key = unique("under")
+    messages = [{"role": "user", "content": key}] + [
+        {"role": "user" if i % 2 else "assistant", "content": f"message {i}"} for i in range(90_000)
+    ]
+    body = json.dumps({"model": "gpt-4.1", "messages": messages}).encode()
+    run_id, headers = run_headers(key)
+    with Watch(proxy, bombs) as watch:  # until it is recorded: the neighbour meets the recording
+        receive(proxy, bombs.url(f"upload={key}"), body, headers)
+        step, attempt = recorded(proxy, run_id, timeout=60)
+    watch.report(f"{len(messages):,} messages in {len(body) / MB:.1f} MiB, read")
+    assert bombs.received[key] == (len(body), hashlib.sha256(body).hexdigest())
+    assert (attempt["status"], attempt["error"]) == ("completed", None)
+    assert len(step["request"]["messages"]) == len(messages)
+    assert step["request"]["messages"][-1]["parts"] == [{"type": "text", "text": "message 89999"}]

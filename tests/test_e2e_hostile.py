@@ -22,8 +22,10 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +36,7 @@ from typing import Any
 import aiohttp
 import brotli
 import httpx
+import orjson
 import pytest
 import trustme
 from aiohttp import web
@@ -344,7 +347,6 @@ def text_of(attempt: dict[str, Any]) -> str:
 BROKEN_REQUESTS = {
     "truncated": b'{"model": "gpt-4.1", "messages": [{"role": "user", "content": "cut he',
     "malformed": b'{"model": gpt-4.1, messages: [{role: user}]}',
-    "not_utf8": b'{"model": "gpt-4.1", "messages": [{"role": "user", "content": "\xff\xfe\xfd"}]}',
     "empty": b"",
     "not_an_object": b'["model", "gpt-4.1"]',
 }
@@ -372,9 +374,56 @@ def test_a_broken_request_body_passes_untouched_and_records_proxy_error(
         assert "could not parse the openai.chat_completions request" in attempt["error"]["message"]
     assert attempt["request_bytes"] == len(sent)
     assert text_of(attempt) == "whatever you meant"  # the response is still understood
-    stored = bodies(sidecar, attempt)["request_body"]
-    if name != "not_utf8":
-        assert stored == sent.decode()
+    assert bodies(sidecar, attempt)["request_body"] == sent.decode()
+
+
+def _python_json(text: str) -> bytes:
+    """What Python's json.dumps writes by default for a tool result holding a float it could
+    not measure: NaN, which no strict reader takes."""
+    body = chat_body(text)
+    body["messages"].append({"role": "user", "content": json.dumps({"score": float("nan")})})
+    body["temperature"] = float("nan")
+    return json.dumps(body).encode()
+
+
+# body as sent, the first message's text as read, what a strict reader says of it
+NOT_STRICT = {
+    "not_utf8": (
+        b'{"model": "gpt-4.1", "messages": [{"role": "user", "content": "caf\xe9 \xff"}]}',
+        "caf\ufffd \ufffd",
+        "str is not valid UTF-8",
+    ),
+    "python_nan": (_python_json("measured"), "measured", "unexpected character, expected a JSON value"),
+    "byte_order_mark": (b"\xef\xbb\xbf" + json.dumps(chat_body("bom")).encode(), "bom", "byte order mark"),
+    "control_character": (
+        b'{"model": "gpt-4.1", "messages": [{"role": "user", "content": "two\nlines"}]}',
+        "two\nlines",
+        "unexpected control character in string",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", NOT_STRICT)
+def test_a_request_strict_readers_refuse_is_read_leniently_with_the_reason(
+    name: str, sidecar: Sidecar, upstream: Upstream, certs: Certs, control: Callable[..., Control]
+) -> None:
+    """JSON as its senders' own languages write it, that orjson refuses: recorded as read, with
+    a warning that says where it is not strict (the provider may refuse it for that reason)."""
+    sent, text, why = NOT_STRICT[name]
+    answer = wire.openai_completion("read anyway", usage=USAGE)
+    with control():
+        plain, through, run_id = both_ways(sidecar, upstream, certs, Reply.json(answer), sent, name)
+    same_as_direct(plain, through, answer)
+    assert [s.body for s in upstream.seen] == [sent, sent]
+    attempt = attempt_of(sidecar, run_id)
+    assert (attempt["status"], attempt["error"]) == ("completed", None)
+    run = sidecar.get(f"/api/v1/runs/{run_id}")
+    request = run["steps"][0]["request"]
+    assert request["messages"][0]["parts"] == [{"type": "text", "text": text}]
+    (warning,) = request["warnings"]
+    assert warning.startswith("the body is not strict JSON (") and why in warning, warning
+    assert warning.endswith("): read leniently")
+    assert text_of(attempt) == "read anyway"
 
 
 # ---- response bodies --------------------------------------------------------------------------
@@ -1221,3 +1270,39 @@ def test_token_counts_past_64_bits_end_their_attempt(
             client.post(upstream.url + CHAT, json=chat_body("u64 usage"), headers=headers).content == poison
         )
     assert attempt_of(sidecar, run_id, timeout=5)["status"] == "completed"
+
+
+# JavaScript's own JSON: a string cut by UTF-16 index keeps half of the emoji it cuts, and
+# JSON.stringify writes that half as an escape the Anthropic API refuses (Claude Code has met it
+# with long tool outputs: "The request body is not valid JSON: no low surrogate in string").
+CUT_IN_AN_EMOJI = """
+const [marker] = process.argv.slice(1);
+const text = `${marker} fixed it 🎉🎉`.slice(0, -1);
+process.stdout.write(JSON.stringify({
+  model: "claude-sonnet-4-5", max_tokens: 64, messages: [{ role: "user", content: text }],
+}));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node, to write JavaScript's own JSON")
+def test_a_javascript_string_cut_inside_an_emoji_is_recorded_with_the_providers_refusal(
+    sidecar: Sidecar, upstream: Upstream
+) -> None:
+    marker = unique("emoji")
+    sent = subprocess.run(["node", "-e", CUT_IN_AN_EMOJI, marker], capture_output=True, check=True).stdout
+    assert sent.endswith(b'\\ud83c"}]}')  # the first half of U+1F389
+    with pytest.raises(orjson.JSONDecodeError) as strict:
+        orjson.loads(sent)
+    refusal = f"The request body is not valid JSON: {strict.value}"
+    upstream.push(Reply.json(wire.anthropic_error("invalid_request_error", refusal), status=400))
+    run_id, headers = run_header("emoji")
+    headers |= {"x-api-key": "sk-ant-api03-not-a-real-key", "anthropic-version": "2023-06-01"}
+    with proxied(sidecar) as client:
+        got = fetch(client, upstream.url + "/v1/messages", sent, headers=headers)
+    assert got.status == 400 and orjson.loads(got.body)["error"]["message"] == refusal
+    assert upstream.seen[-1].body == sent
+    attempt = attempt_of(sidecar, run_id)
+    assert (attempt["http_status"], attempt["error"]["message"]) == (400, refusal)
+    request = sidecar.get(f"/api/v1/runs/{run_id}")["steps"][0]["request"]
+    assert request["messages"][0]["parts"] == [{"type": "text", "text": f"{marker} fixed it 🎉\ufffd"}]
+    assert request["warnings"] == [f"the body is not strict JSON ({strict.value}): read leniently"]

@@ -21,8 +21,10 @@ from addons.providers.base import (
     MAX_DEPTH,
     TOO_DEEP,
     Call,
+    ParseError,
     loads,
     parse_arguments,
+    read_json,
     too_many_containers,
 )
 from addons.providers.framing import (
@@ -440,3 +442,62 @@ def test_a_response_of_too_many_containers_is_kept_unread_with_the_reason() -> N
     assert response.warnings == [
         f"the body holds more than {MAX_CONTAINERS:,} JSON objects and arrays: too many to read for recording"
     ]
+
+
+# ---- JSON strict readers refuse ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "why"),
+    [
+        (b'{"t": "cut \\ud83c"}', {"t": "cut \ufffd"}, "no low surrogate in string"),  # JavaScript
+        (b'{"t": "\\udf89 alone"}', {"t": "\ufffd alone"}, "invalid high surrogate"),
+        (b'{"\\ud83c": 1}', {"\ufffd": 1}, "no low surrogate"),  # in a key too
+        (b'{"x": NaN, "y": -Infinity}', {"x": None, "y": None}, "expected a JSON value"),  # Python
+        (b'{"x": 1e999}', {"x": None}, "number is infinity"),
+        (b'\xef\xbb\xbf{"x": 1}', {"x": 1}, "byte order mark"),
+        ('{"x": "é"}'.encode("utf-16"), {"x": "é"}, "not valid UTF-8"),
+        (b'{"x": "caf\xe9"}', {"x": "caf\ufffd"}, "not valid UTF-8"),
+        (b'{"x": "a\tb"}', {"x": "a\tb"}, "control character"),
+    ],
+)
+def test_json_its_senders_write_but_strict_readers_refuse_is_read_with_the_reason(
+    text: bytes, value: object, why: str
+) -> None:
+    read, lenient = read_json(text)
+    assert orjson.loads(orjson.dumps(read)) == value  # and it can be written again
+    assert lenient is not None and lenient.startswith("not strict JSON (") and why in lenient, lenient
+    assert loads(text) == read
+
+
+def test_strict_json_is_read_without_a_note_and_what_is_not_json_stays_an_error() -> None:
+    assert read_json(b'{"t": "\\ud83c\\udf89"}') == ({"t": "\U0001f389"}, None)  # a whole pair
+    for broken in (b'{"t": "cut', b"{'t': 1}", b"", b'{"t": 1} trailing'):
+        with pytest.raises(ParseError, match=r"^invalid JSON: "):
+            read_json(broken)
+
+
+def test_json_too_deep_and_not_strict_is_cut_and_read() -> None:
+    text = b'{"t": "\\ud83c", "deep": ' + b"[" * 5000 + b"1" + b"]" * 5000 + b"}"
+    value, lenient = read_json(text)
+    assert value["t"] == "\ufffd" and lenient is not None
+    inner = value["deep"]
+    for _ in range(MAX_DEPTH - 1):
+        inner = inner[0]
+    assert inner == TOO_DEEP
+
+
+def test_a_response_a_python_server_wrote_with_infinity_is_read_with_the_reason() -> None:
+    """OpenAI-compatible servers in Python write a token's log probability of zero as -Infinity."""
+    body = wire.openai_completion("sure", usage=wire.openai_usage(3, 1)).replace(
+        b'"logprobs": null', b'"logprobs": {"content": [{"token": "sure", "logprob": -Infinity}]}'
+    )
+    assert b"-Infinity" in body
+    parser = openai_chat.API.response_parser(
+        Call("POST", "h", "/v1/chat/completions"), "application/json", 200
+    )
+    parser.feed(body)
+    response = parser.finish()
+    assert [p.text for p in response.content] == ["sure"]  # type: ignore[union-attr]
+    (warning,) = response.warnings
+    assert warning.startswith("the body is not strict JSON (") and warning.endswith("): read leniently")

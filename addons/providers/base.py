@@ -6,6 +6,7 @@ knows nothing of mitmproxy: it gets bytes, decoded JSON and a `Call` (where the 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -264,18 +265,66 @@ _TEXT_PIECES = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)  # 
 
 
 def loads(data: bytes | str) -> Any:
-    """JSON as the parsers read it, with anything nested deeper than MAX_DEPTH cut."""
+    """JSON as the parsers read it (see `read_json`)."""
+    return read_json(data)[0]
+
+
+def read_json(data: bytes | str) -> tuple[Any, str | None]:
+    """JSON as the parsers read it, with anything nested deeper than MAX_DEPTH cut; and, for a
+    text strict JSON readers refuse but the senders' own languages write, why it was read
+    leniently (`_lenient`). ParseError for what is not JSON at all."""
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as e:
-        if "depth limit" not in str(e):
-            raise ParseError(f"invalid JSON: {e}") from None
-        raw = data.encode() if isinstance(data, str) else data
+        error = e
+        if "depth limit" in str(e):
+            data = _cut_text(data.encode() if isinstance(data, str) else data)
+            try:
+                return orjson.loads(data), None
+            except orjson.JSONDecodeError as e:
+                error = e
+        return _lenient(data, error), f"not strict JSON ({error}): read leniently"
+    return (_cut(value, MAX_DEPTH) if _too_deep(value, data) else value), None
+
+
+# Code points a strict reader refuses, though JSON's grammar has them as escapes and JavaScript
+# writes them: a string cut between the two halves of an emoji keeps one half.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lenient(data: bytes | str, error: orjson.JSONDecodeError) -> Any:
+    """What orjson refuses, read as the senders' languages read it: JavaScript's JSON.stringify
+    writes an unpaired surrogate as an escape (the half of an emoji a cut string keeps), Python's
+    json.dumps writes NaN and Infinity, editors write a byte order mark; bytes that are not UTF-8
+    are read as U+FFFD, control characters in strings as they are. Unpaired surrogates become
+    U+FFFD too: nothing past here could encode them. Python's reader is C too, and only such
+    texts take this path."""
+    try:
         try:
-            return orjson.loads(_cut_text(raw))
-        except orjson.JSONDecodeError as e:
-            raise ParseError(f"invalid JSON: {e}") from None
-    return _cut(value, MAX_DEPTH) if _too_deep(value, data) else value
+            value = _python_loads(data)
+        except RecursionError:  # deeper than Python reads: cut first, as for orjson
+            value = _python_loads(_cut_text(data.encode() if isinstance(data, str) else data))
+    except ValueError:
+        raise ParseError(f"invalid JSON: {error}") from None
+    return _mend(value, MAX_DEPTH)
+
+
+def _python_loads(data: bytes | str) -> Any:
+    try:  # bytes: a byte order mark, UTF-16 and UTF-32 are detected
+        return json.loads(data, strict=False)
+    except UnicodeDecodeError:
+        return json.loads(data.decode("utf-8", "replace") if isinstance(data, bytes) else data, strict=False)
+
+
+def _mend(value: Any, room: int) -> Any:
+    """`value` with unpaired surrogates as U+FFFD, and cut below MAX_DEPTH as `_cut` does."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_mend(k, 0): _mend(v, room - 1) for k, v in value.items()} if room else TOO_DEEP
+    if isinstance(value, list):
+        return [_mend(v, room - 1) for v in value] if room else TOO_DEEP
+    return value
 
 
 # Objects and arrays of one whole body that are read for recording. Bytes alone do not bound the
@@ -467,10 +516,13 @@ class JsonBodyParser:
             except ParseError:
                 body = raw.decode("utf-8", "replace").strip() or None
             return Response(error=error_from_body(body, self._status), finish_reason="error")
-        body = loads(raw)
+        body, lenient = read_json(raw)
         if (why := too_many_containers(body, raw)) is not None:
             return Response(warnings=[f"the body {why}"])
-        return self._parse(body)
+        response = self._parse(body)
+        if lenient is not None:
+            response.warnings.append(f"the body is {lenient}")
+        return response
 
 
 def tool_turn_first(role: str, parts: list[Part]) -> list[Message]:
