@@ -20,6 +20,7 @@ class Exchange:
     request_body: bytes  # as sent (maybe compressed); only its head when not complete
     request_size: int = 0  # bytes the client sent
     request_complete: bool = True  # False for a body too large to keep whole (it is not parsed)
+    unread: str | None = None  # why the body is not read for recording (only its head is kept)
     hints: dict[str, str] = field(default_factory=dict)  # X-Chatdebug-* headers, lower-case names
     status: int | None = None
     response_headers: list[tuple[str, str]] | None = None
@@ -28,6 +29,11 @@ class Exchange:
     error: str | None = None  # mitmproxy's flow error message: disconnects, resets, timeouts
     client_gone: bool = False  # the error came from the client's side (it went away)
     fault: str | None = None  # a recorder hook failed on this flow (the flow itself went on)
+
+    def leave_unread(self, why: str) -> None:
+        """Not read for recording: only the head a row stores is kept, and the reason."""
+        self.request_body = self.request_body[: self.call.capture_limit]
+        self.unread = why
 
     @property
     def request_encoding(self) -> str:

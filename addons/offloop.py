@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 # Bytes of a body from which reading it leaves the loop: a few milliseconds of work below it.
 OFF_LOOP_BYTES = 64 << 10
+
+# Bytes of such bodies that may wait for the thread, the one being read included. Reading goes at
+# a few MiB a second (~2 s for 14 MiB of 90,000 messages), and a client can send them far faster:
+# past this, a body is recorded unread (its reason said, and counted), as the traffic goes on.
+MAX_BACKLOG_BYTES = 32 << 20
 
 
 @functools.cache
@@ -28,9 +34,27 @@ def worker() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(1, thread_name_prefix="chatdebug-recording")
 
 
+# How long the thread may keep the GIL while the loop waits for it. The loop lets the GIL go at
+# every wait for its sockets, and then waits for the thread to let it go in turn: at Python's 5 ms
+# every step of every flow waits as long, and a neighbour's call took 3 s under a flood of large
+# requests; at 0.5 ms, 1 s, and the flood passed in two-thirds of the time.
+SWITCH_SECONDS = 0.0005
+
+
 async def run[T](size: int, work: Callable[[], T]) -> T:
     """`work()`, on the loop when `size` (the bytes it reads) is small, else on the thread. The
     work must touch nothing the loop changes meanwhile: it reads one flow's own data."""
     if size < OFF_LOOP_BYTES:
         return work()
-    return await asyncio.get_running_loop().run_in_executor(worker(), work)
+    return await asyncio.get_running_loop().run_in_executor(worker(), _yielding, work)
+
+
+def _yielding[T](work: Callable[[], T]) -> T:
+    """`work()` with the GIL handed over every SWITCH_SECONDS while it runs. The interval is the
+    process's own, so it is shortened only while the one thread works."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, SWITCH_SECONDS))
+    try:
+        return work()
+    finally:
+        sys.setswitchinterval(interval)

@@ -44,6 +44,7 @@ class Counters:
     failed: int = 0  # exchanges we could not turn into rows (a bug, counted not raised)
     dropped: int = 0  # exchanges that found the queue full
     hook_errors: int = 0
+    unread: int = 0  # requests recorded without reading their body: large ones waited already
 
 
 @dataclasses.dataclass(slots=True)
@@ -105,6 +106,7 @@ class Pipeline:
         self.tick_seconds = tick_seconds
         self.max_queue = max_queue  # bounds the calls waiting to start; a finish is never refused
         self._queue: asyncio.Queue[tuple[str, Exchange]] = asyncio.Queue()
+        self._backlog = 0  # bytes of large request bodies queued or being read (`offloop`)
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---- the recorder's sink: called from hooks, never blocks ----------------------------
@@ -125,9 +127,17 @@ class Pipeline:
             self.tracker.forget(run_id)
 
     def _put(self, kind: str, exchange: Exchange) -> None:
-        if kind == "start" and self._queue.qsize() >= self.max_queue:
-            self.counters.dropped += 1  # its finish finds nothing open and is ignored
-            return
+        if kind == "start":
+            if self._queue.qsize() >= self.max_queue:
+                self.counters.dropped += 1  # its finish finds nothing open and is ignored
+                return
+            if (size := _backlog_bytes(exchange)) and self._backlog + size > offloop.MAX_BACKLOG_BYTES:
+                self.counters.unread += 1
+                exchange.leave_unread(
+                    f"the request body ({exchange.request_size} bytes) was not read for recording:"
+                    f" {self._backlog} bytes of large bodies were waiting to be read before it"
+                )
+            self._backlog += _backlog_bytes(exchange)
         self._queue.put_nowait((kind, exchange))
 
     # ---- the task ---------------------------------------------------------------------------
@@ -161,7 +171,11 @@ class Pipeline:
                     # learned first: every row is scrubbed of them
                     redact.secret_values(exchange.request_headers, exchange.url)
                     reading = functools.partial(_read, exchange, self.classifier)
-                    read = await offloop.run(len(exchange.request_body), reading)
+                    size = _backlog_bytes(exchange)
+                    try:
+                        read = await offloop.run(size, reading)
+                    finally:
+                        self._backlog -= size
                     found = await self._lookup(read, exchange.hints) if read.request is not None else None
                     self._begin(exchange, read, found)
                 elif exchange.flow_id in self.tracker.flights:  # else its start found the queue full
@@ -349,9 +363,18 @@ def _read(ex: Exchange, classifier: Classifier) -> _Read:
     return read
 
 
+def _backlog_bytes(ex: Exchange) -> int:
+    """What a start adds to the bodies waiting to be read off the loop (none for a body too
+    small to leave the loop, or left unread)."""
+    size = len(ex.request_body)
+    return size if ex.unread is None and size >= offloop.OFF_LOOP_BYTES else 0
+
+
 def _parse_request(ex: Exchange, raw: bytes) -> tuple[Request | None, str | None]:
     """The normalized request (uncut: grouping hashes whole texts), or why there is none: only a
     body that is not JSON (or too large to read) has none; anything else the parser keeps."""
+    if ex.unread is not None:
+        return None, ex.unread
     if not ex.request_complete:
         return None, f"the request body ({ex.request_size} bytes) is too large to parse for recording"
     try:

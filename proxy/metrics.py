@@ -46,6 +46,11 @@ class _Snapshot(Collector):
         failed.add_metric(["queue_full"], c.dropped)
         failed.add_metric(["hook_error"], c.hook_errors)
         yield failed
+        yield CounterMetricFamily(
+            "chatdebug_requests_not_read",
+            "LLM calls recorded without reading their request body: large bodies waited already",
+            value=c.unread,
+        )
         yield CounterMetricFamily("chatdebug_rows_written", "rows committed to the database", value=w.written)
         dropped = CounterMetricFamily(
             "chatdebug_rows_dropped", "rows given up on, by reason", labels=["reason"]

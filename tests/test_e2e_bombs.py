@@ -14,14 +14,17 @@ request bodies as sent (aiohttp would otherwise inflate a gzip upload itself).
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import hashlib
 import json
+import re
 import ssl
 import threading
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -554,3 +557,64 @@ def test_a_request_of_many_messages_under_the_bound_is_read_whole(proxy: Sidecar
     assert (attempt["status"], attempt["error"]) == ("completed", None)
     assert len(step["request"]["messages"]) == len(messages)
     assert step["request"]["messages"][-1]["parts"] == [{"type": "text", "text": "message 89999"}]
+
+
+def _not_read(sidecar: Sidecar) -> float:
+    metrics = httpx.get(f"{sidecar.api_url}/metrics", timeout=10).text
+    return sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("chatdebug_requests_not_read")
+    )
+
+
+def test_a_flood_of_large_requests_is_recorded_within_a_memory_bound(
+    proxy: Sidecar, bombs: BombServer
+) -> None:
+    """14 MiB requests of 90,000 messages, eight at a time: each takes ~2 s to read, and they
+    came faster. Every one waited for its reading with its bytes (RSS grew by 1.2 GiB for 48 and
+    went on growing with each, and the traffic took 80 s instead of 7). Now what waits is bounded
+    in bytes (`offloop.MAX_BACKLOG_BYTES`): a body past it is recorded unread, with the reason,
+    and counted. What remains grows with the flows at once, not with the calls: eight calls in
+    flight keep their bodies and what was read of them until they end (~5x a body each), and one
+    read at a time needs ~15x its body while it runs."""
+    key = unique("flood")
+    text = "a line of a long tool output, " * 4
+    messages = [{"role": "user", "content": key}] + [
+        {"role": "user", "content": f"{text}{i}"} for i in range(90_000)
+    ]
+    body = json.dumps({"model": "gpt-4.1", "messages": messages}).encode()
+    calls, concurrency = 32, 8
+    ids = [f"{key}-{i}" for i in range(calls)]
+    not_read = _not_read(proxy)
+
+    def one(run_id: str) -> int:
+        headers = {"X-Chatdebug-Run": run_id, "Content-Type": "application/json"}
+        size, _, _ = receive(proxy, bombs.url(f"upload={run_id}"), body, headers)
+        return size
+
+    with Watch(proxy, bombs) as watch, ThreadPoolExecutor(concurrency) as pool:
+        started = time.perf_counter()
+        sizes = list(pool.map(one, ids))
+        passed = time.perf_counter() - started
+        attempts = [recorded(proxy, run_id, timeout=120)[1] for run_id in ids]
+    unread = re.compile(
+        rf"the request body \({len(body)} bytes\) was not read for recording: ([0-9]+) bytes of large"
+        " bodies were waiting to be read before it"
+    )
+    waited = [unread.fullmatch(a["error"]["message"]) if a["error"] else None for a in attempts]
+    reasons = collections.Counter(
+        "unread" if m else (a["error"] or {}).get("message", "read")
+        for a, m in zip(attempts, waited, strict=True)
+    )
+    watch.report(
+        f"{calls} requests of {len(body) / MB:.1f} MiB, {concurrency} at a time, passed in {passed:.1f}s;"
+        f" {reasons['read']} read"
+    )
+    assert all(size > 0 for size in sizes)
+    assert all(bombs.received[run_id] == (len(body), hashlib.sha256(body).hexdigest()) for run_id in ids)
+    assert {a["status"] for a in attempts} == {"completed"}
+    assert set(reasons) == {"read", "unread"}, reasons
+    assert all(int(m[1]) + len(body) > 32 * MB for m in waited if m)  # the bound, and only past it
+    assert _not_read(proxy) - not_read == reasons["unread"]
+    assert watch.growth < 1024 * MB, f"the sidecar grew by {watch.growth / MB:.0f} MiB"

@@ -171,3 +171,34 @@ async def test_a_large_request_is_read_beside_the_loop_and_a_small_one_on_it(
     assert readers == [("MainThread", False), ("chatdebug-recording_0", True)]
     ended = {r.id: r.status for r in rec.rows if isinstance(r, AttemptRow)}  # each row's last write
     assert list(ended.values()) == ["completed", "completed"]
+
+
+def test_large_bodies_past_the_backlog_bound_are_recorded_unread_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What waits to be read off the loop is bounded in bytes: a body past the bound keeps only
+    the head its row stores, and says why it was not read."""
+    body = _history(2000)
+    monkeypatch.setattr(offloop, "MAX_BACKLOG_BYTES", 2 * len(body) + 1)
+    rec = Recording()
+    raw = b"".join(wire.openai_stream(["ok"]))
+    flows = [flow(body=body) for _ in range(3)] + [flow()]  # queued before any is read
+    for f in flows:
+        rec.recorder.requestheaders(f)
+        rec.recorder.request(f)
+    assert rec.pipeline._backlog == 2 * len(body)  # the small one is read on the loop: not counted
+    assert rec.pipeline.counters.unread == 1
+    for f in flows:
+        respond(f)
+        rec.recorder.responseheaders(f)
+        stream = f.response.stream if f.response else None
+        assert callable(stream) and b"".join(stream(c) for c in [raw, b""]) == raw
+        rec.recorder.response(f)
+    attempts = {a.id: a for a in rec.attempts()}
+    assert [a.error_class for a in attempts.values()] == [None, None, "proxy_error", None]
+    third = list(attempts.values())[2]
+    assert third.error == {
+        "class": "proxy_error",
+        "message": f"the request body ({len(body)} bytes) was not read for recording:"
+        f" {2 * len(body)} bytes of large bodies were waiting to be read before it",
+    }
