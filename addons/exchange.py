@@ -21,6 +21,7 @@ class Exchange:
     request_size: int = 0  # bytes the client sent
     request_complete: bool = True  # False for a body too large to keep whole (it is not parsed)
     unread: str | None = None  # why the body is not read for recording (only its head is kept)
+    queued_at: float = 0.0  # monotonic: when its start was handed to the pipeline
     hints: dict[str, str] = field(default_factory=dict)  # X-Chatdebug-* headers, lower-case names
     status: int | None = None
     response_headers: list[tuple[str, str]] | None = None
@@ -33,6 +34,7 @@ class Exchange:
     def leave_unread(self, why: str) -> None:
         """Not read for recording: only the head a row stores is kept, and the reason."""
         self.request_body = self.request_body[: self.call.capture_limit]
+        self.request_complete = False
         self.unread = why
 
     @property

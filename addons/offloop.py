@@ -4,7 +4,8 @@ Every flow shares the loop, so reading a large body there (decoding, JSON, the n
 models, their hashes and dumps: ~4 s for 15 MiB of short messages, 30 ms for a coding agent's
 0.7 MiB history) holds every other call for that long. Such work runs on this thread instead.
 It is pure Python and takes the GIL too, but the interpreter hands the GIL back to a waiting
-thread every switch interval (5 ms), so the traffic goes on beside it rather than after it.
+thread every switch interval (shortened to 0.5 ms while it works), so the traffic goes on beside
+it rather than after it.
 
 Short bodies, nearly every call, stay on the loop: the hand-off would cost more than the work.
 One thread for every flow, so recording's heavy work never takes more than one core.
@@ -25,6 +26,10 @@ OFF_LOOP_BYTES = 64 << 10
 # a few MiB a second (~2 s for 14 MiB of 90,000 messages), and a client can send them far faster:
 # past this, a body is recorded unread (its reason said, and counted), as the traffic goes on.
 MAX_BACKLOG_BYTES = 32 << 20
+
+# Seconds a body may wait for the thread before it is recorded unread. Bytes do not bound the
+# time: a compressed body of a few hundred bytes may decode to the parse bound (16 MiB, ~2 s).
+MAX_WAIT_SECONDS = 10.0
 
 
 @functools.cache

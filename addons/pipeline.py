@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from addons import offloop, redact
 from addons.classify import Classification, Classifier
 from addons.cost import Prices
-from addons.decoding import binary, is_text, request_body
+from addons.decoding import binary, decodable, is_text, request_body
 from addons.exchange import Exchange
 from addons.grouping import Hashes, Lookup, StepRef, request_hashes
 from addons.normalized import Error, Request, Response
@@ -57,8 +58,9 @@ class _Read:
     body_text: str
     truncated: bool
     classification: Classification
-    dump: dict[str, Any] | None = None  # the request as stored (texts cut)
-    hashes: Hashes | None = None  # what the grouping index looks it up by
+    stored: Request | None = None  # the request as stored: texts cut (`request` stays whole)
+    dump: dict[str, Any] | None = None  # `stored`, dumped
+    hashes: Hashes | None = None  # what the grouping index looks it up by: whole texts
 
 
 @dataclasses.dataclass(slots=True)
@@ -126,6 +128,17 @@ class Pipeline:
         for run_id in run_ids:
             self.tracker.forget(run_id)
 
+    def _leave_unread_if_late(self, exchange: Exchange) -> None:
+        """A body that waited past MAX_WAIT_SECONDS for the thread is not read: reading is that
+        far behind, and the bodies that wait with it only fall further behind."""
+        waited = time.monotonic() - exchange.queued_at
+        if waited > offloop.MAX_WAIT_SECONDS:
+            self.counters.unread += 1
+            exchange.leave_unread(
+                f"the request body ({exchange.request_size} bytes) was not read for recording:"
+                f" it waited {waited:.0f} s to be read"
+            )
+
     def _put(self, kind: str, exchange: Exchange) -> None:
         if kind == "start":
             if self._queue.qsize() >= self.max_queue:
@@ -138,6 +151,7 @@ class Pipeline:
                     f" {self._backlog} bytes of large bodies were waiting to be read before it"
                 )
             self._backlog += _backlog_bytes(exchange)
+            exchange.queued_at = time.monotonic()
         self._queue.put_nowait((kind, exchange))
 
     # ---- the task ---------------------------------------------------------------------------
@@ -167,13 +181,15 @@ class Pipeline:
                 # turn, and this one woke before it); a held body would wait for this call's work
                 await asyncio.sleep(0)
                 if kind == "start":
-                    await self._recall_forced_run(exchange)
-                    # learned first: every row is scrubbed of them
-                    redact.secret_values(exchange.request_headers, exchange.url)
-                    reading = functools.partial(_read, exchange, self.classifier)
                     size = _backlog_bytes(exchange)
                     try:
-                        read = await offloop.run(size, reading)
+                        await self._recall_forced_run(exchange)
+                        if size:
+                            self._leave_unread_if_late(exchange)
+                        # learned first: every row is scrubbed of them
+                        redact.secret_values(exchange.request_headers, exchange.url)
+                        reading = functools.partial(_read, exchange, self.classifier)
+                        read = await offloop.run(_backlog_bytes(exchange), reading)
                     finally:
                         self._backlog -= size
                     found = await self._lookup(read, exchange.hints) if read.request is not None else None
@@ -283,7 +299,7 @@ class Pipeline:
         self._begin(ex, _read(ex, self.classifier), None)
 
     def _begin(self, ex: Exchange, read: _Read, found: Lookup | None) -> None:
-        request, fault = read.request, read.fault
+        request, fault = read.stored, read.fault  # the tracker keeps what is stored: texts cut
         body_text, truncated = read.body_text, read.truncated
         attempt = AttemptRow(
             id=f"att_{ex.flow_id.replace('-', '')}",
@@ -351,30 +367,39 @@ class Pipeline:
 def _read(ex: Exchange, classifier: Classifier) -> _Read:
     """The request decoded, parsed, classified, hashed for the index and dumped as stored. The
     pipeline's one consumer calls it: one classification at a time, on the loop or off it."""
-    decoded = request_body(ex.request_body, ex.request_encoding, ex.call.capture_limit)
-    request, fault = _parse_request(ex, decoded.data) if decoded.fault is None else (None, decoded.fault)
+    if ex.unread is not None:  # only the head a row stores is decoded
+        limit = ex.call.capture_limit
+        decoded = request_body(ex.request_body, ex.request_encoding, limit, parse_limit=limit)
+        request, fault = None, ex.unread
+    else:
+        decoded = request_body(ex.request_body, ex.request_encoding, ex.call.capture_limit)
+        request, fault = _parse_request(ex, decoded.data) if decoded.fault is None else (None, decoded.fault)
     classification = classifier.classify(request, ex.call.path, ex.hints)
     if request is None and fault is not None and classification.source == "default":
         classification = dataclasses.replace(classification, reason=fault)  # why it was not read
     read = _Read(request, fault, decoded.text, decoded.truncated, classification)
     if request is not None:
-        read.dump = _dump(cap_request_texts(request, ex.call.text_limit))
         read.hashes = request_hashes(request)
+        read.stored = cap_request_texts(request, ex.call.text_limit)
+        read.dump = _dump(read.stored)
     return read
 
 
 def _backlog_bytes(ex: Exchange) -> int:
-    """What a start adds to the bodies waiting to be read off the loop (none for a body too
-    small to leave the loop, or left unread)."""
+    """What a start adds to the bodies waiting to be read off the loop, in bytes as held: none
+    for a body small enough to read on the loop, one too large to read, or one left unread. A
+    compressed body is read off the loop however small: it may decode to the parse bound."""
+    if ex.unread is not None or not ex.request_complete:
+        return 0
     size = len(ex.request_body)
-    return size if ex.unread is None and size >= offloop.OFF_LOOP_BYTES else 0
+    if size >= offloop.OFF_LOOP_BYTES:
+        return size
+    return offloop.OFF_LOOP_BYTES if ex.request_encoding and decodable(ex.request_encoding) else 0
 
 
 def _parse_request(ex: Exchange, raw: bytes) -> tuple[Request | None, str | None]:
     """The normalized request (uncut: grouping hashes whole texts), or why there is none: only a
     body that is not JSON (or too large to read) has none; anything else the parser keeps."""
-    if ex.unread is not None:
-        return None, ex.unread
     if not ex.request_complete:
         return None, f"the request body ({ex.request_size} bytes) is too large to parse for recording"
     try:

@@ -501,3 +501,22 @@ def test_a_response_a_python_server_wrote_with_infinity_is_read_with_the_reason(
     assert [p.text for p in response.content] == ["sure"]  # type: ignore[union-attr]
     (warning,) = response.warnings
     assert warning.startswith("the body is not strict JSON (") and warning.endswith("): read leniently")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"[" * 100_000, b'{"model": "m", "t": "\\ud83c", "messages": ' + b"[" * 100_000],
+    ids=["unclosed", "unclosed-and-not-strict"],
+)
+def test_brackets_never_closed_are_not_json_whatever_else_is_wrong(text: bytes) -> None:
+    with pytest.raises(ParseError, match=r"^invalid JSON: "):
+        read_json(text)
+
+
+def test_integers_past_64_bits_read_leniently_are_floats_as_orjson_reads_them() -> None:
+    text = b'{"seed": ' + b"1" + b"0" * 30 + b', "huge": ' + b"9" * 400 + b', "t": "\\ud83c"}'
+    value, lenient = read_json(text)
+    assert lenient is not None
+    assert value["seed"] == 1e30 and value["huge"] == float("inf")
+    assert orjson.loads(orjson.dumps(value)) == {"seed": 1e30, "huge": None, "t": "\ufffd"}
+    assert orjson.loads(b'{"seed": 1' + b"0" * 30 + b"}") == {"seed": 1e30}  # the same as strict

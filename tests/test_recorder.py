@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import threading
 from typing import Any
 
@@ -12,7 +13,7 @@ from mitmproxy import http
 from mitmproxy.test import tflow, tutils
 
 from addons import offloop
-from addons.pipeline import Pipeline
+from addons.pipeline import Pipeline, _read
 from addons.providers import openai_chat
 from addons.recorder import Recorder
 from storage.records import AttemptRow, Row
@@ -202,3 +203,83 @@ def test_large_bodies_past_the_backlog_bound_are_recorded_unread_and_counted(
         "message": f"the request body ({len(body)} bytes) was not read for recording:"
         f" {2 * len(body)} bytes of large bodies were waiting to be read before it",
     }
+
+
+def test_grouping_hashes_whole_texts_and_the_stored_request_is_cut() -> None:
+    """Two histories that differ only past the text limit are different histories."""
+    rec = Recording()
+    reads = []
+    for ending in ("first", "second"):
+        long = "x" * 20_000 + ending
+        body = orjson.dumps({"model": "gpt-4.1", "messages": [{"role": "user", "content": long}]})
+        f = flow(body=body)
+        rec.recorder.requestheaders(f)
+        rec.recorder.request(f)
+        _, exchange = rec.pipeline._queue.get_nowait()
+        reads.append(_read(exchange, rec.pipeline.classifier))
+    first, second = reads
+    assert first.hashes != second.hashes
+    assert first.request is not None and first.stored is not None
+    assert first.request.messages[0].parts[0].text.endswith("first")  # whole, as read
+    stored = first.stored.messages[0].parts[0]
+    assert (len(stored.text), stored.original_length) == (10_000, 20_005)  # type: ignore[union-attr]
+
+
+async def test_a_compressed_request_is_read_beside_the_loop_however_small(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A few hundred bytes of zstd may decode to the parse bound: its size as sent says nothing."""
+    rec = Recording()
+    threads: list[str] = []
+    classify = rec.pipeline.classifier.classify
+
+    def noting(request: Any, path: str, hints: dict[str, str]) -> Any:
+        threads.append(threading.current_thread().name)
+        return classify(request, path, hints)
+
+    monkeypatch.setattr(rec.pipeline.classifier, "classify", noting)
+    body = _history(2000)
+    packed = gzip.compress(body)
+    assert len(packed) < offloop.OFF_LOOP_BYTES < len(body)
+    rec.pipeline.start()
+    try:
+        raw = b"".join(wire.openai_stream(["read"]))
+        assert rec.through(flow(body=packed, **{"content-encoding": "gzip"}), [raw]) == raw
+        await asyncio.wait_for(rec.pipeline.drain(), 20)
+    finally:
+        await rec.pipeline.close()
+    assert threads == ["chatdebug-recording_0"]
+    assert rec.pipeline._backlog == 0
+    ended = {r.id: r for r in rec.rows if isinstance(r, AttemptRow)}
+    assert [(a.status, a.error_class) for a in ended.values()] == [("completed", None)]
+
+
+async def test_a_large_body_that_waited_too_long_is_recorded_unread_and_nothing_stays_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rec = Recording()
+    monkeypatch.setattr(offloop, "MAX_WAIT_SECONDS", 0.0)
+    recall_forced = rec.pipeline._recall_forced_run
+
+    async def failing(exchange: Any) -> None:  # what runs before the read fails for one start
+        if exchange.hints.get("x-chatdebug-run") == "run-broken":
+            raise RuntimeError("resuming the stored run failed")
+        await recall_forced(exchange)
+
+    monkeypatch.setattr(rec.pipeline, "_recall_forced_run", failing)
+    raw = b"".join(wire.openai_stream(["ok"]))
+    late, broken = flow(body=_history(2000)), flow(body=_history(2000), **{"X-Chatdebug-Run": "run-broken"})
+    rec.pipeline.start()
+    try:
+        for f in (late, broken):
+            assert rec.through(f, [raw]) == raw
+        await asyncio.wait_for(rec.pipeline.drain(), 20)
+    finally:
+        await rec.pipeline.close()
+    assert rec.pipeline._backlog == 0  # the failed start's bytes too
+    assert (rec.pipeline.counters.unread, rec.pipeline.counters.failed) == (1, 1)
+    ended = {r.id: r for r in rec.rows if isinstance(r, AttemptRow)}
+    (only,) = ended.values()
+    assert only.error is not None and only.error["message"].startswith(
+        f"the request body ({len(late.request.raw_content or b'')} bytes) was not read for recording: it waited "
+    )

@@ -7,6 +7,7 @@ knows nothing of mitmproxy: it gets bytes, decoded JSON and a `Call` (where the 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -304,7 +305,7 @@ def _lenient(data: bytes | str, error: orjson.JSONDecodeError) -> Any:
             value = _python_loads(data)
         except RecursionError:  # deeper than Python reads: cut first, as for orjson
             value = _python_loads(_cut_text(data.encode() if isinstance(data, str) else data))
-    except ValueError:
+    except (ValueError, RecursionError):  # still too deep: brackets never closed are not cut
         raise ParseError(f"invalid JSON: {error}") from None
     return _mend(value, MAX_DEPTH)
 
@@ -317,9 +318,15 @@ def _python_loads(data: bytes | str) -> Any:
 
 
 def _mend(value: Any, room: int) -> Any:
-    """`value` with unpaired surrogates as U+FFFD, and cut below MAX_DEPTH as `_cut` does."""
+    """`value` with unpaired surrogates as U+FFFD, integers past 64 bits as floats (as orjson
+    reads them, and all it can write), and cut below MAX_DEPTH as `_cut` does."""
     if isinstance(value, str):
         return _LONE_SURROGATE.sub("\ufffd", value)
+    if type(value) is int and not -(1 << 63) <= value < 1 << 64:
+        try:
+            return float(value)
+        except OverflowError:  # past a double's range, as orjson's "number is infinity"
+            return math.inf if value > 0 else -math.inf
     if isinstance(value, dict):
         return {_mend(k, 0): _mend(v, room - 1) for k, v in value.items()} if room else TOO_DEEP
     if isinstance(value, list):
@@ -537,13 +544,22 @@ def tool_turn_first(role: str, parts: list[Part]) -> list[Message]:
 
 
 def cap_request_texts(request: Request, limit: int) -> Request:
-    """Cut every text part of a request to `limit` characters (a request arrives whole)."""
-    for message in request.messages:
-        for i, part in enumerate(message.parts):
-            if isinstance(part, TextPart | ReasoningPart) and len(part.text) > limit:
-                message.parts[i] = part.model_copy(
-                    update={"text": part.text[:limit], "original_length": len(part.text)}
-                )
-    if request.system and len(request.system) > limit:
-        request.system = request.system[:limit]
-    return request
+    """The request with every text part cut to `limit` characters (a request arrives whole, and
+    stays whole: grouping reads its whole texts). Messages with nothing to cut are shared."""
+    messages = [_capped(m, limit) for m in request.messages]
+    system = request.system[:limit] if request.system and len(request.system) > limit else request.system
+    if system is request.system and all(c is m for c, m in zip(messages, request.messages, strict=True)):
+        return request
+    return request.model_copy(update={"messages": messages, "system": system})
+
+
+def _capped(message: Message, limit: int) -> Message:
+    if not any(isinstance(p, TextPart | ReasoningPart) and len(p.text) > limit for p in message.parts):
+        return message
+    parts = [
+        p.model_copy(update={"text": p.text[:limit], "original_length": len(p.text)})
+        if isinstance(p, TextPart | ReasoningPart) and len(p.text) > limit
+        else p
+        for p in message.parts
+    ]
+    return message.model_copy(update={"parts": parts})
