@@ -32,7 +32,7 @@ from addons.providers.base import (
     as_list,
     each_event,
     finish,
-    loads,
+    loads_event,
     media_part,
     metadata_sessions,
     other_part,
@@ -292,7 +292,7 @@ class MessagesStream:
 
     def _event(self, data: str, name: str | None) -> None:
         try:
-            event = loads(data)
+            event = loads_event(data)
         except ParseError:
             self._response.warnings.append(f"unparseable event: {data[:200]}")
             return

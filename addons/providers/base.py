@@ -340,10 +340,25 @@ def _mend(value: Any, room: int) -> Any:
 MAX_CONTAINERS = 100_000
 
 
-def too_many_containers(value: Any, data: bytes) -> str | None:
-    """Why a decoded body holds too many objects and arrays to be read for recording, if it does:
-    counted in C when it plainly holds few (brackets in the text bound them), else walked."""
-    if len(data) <= 2 * MAX_CONTAINERS or data.count(b"{") + data.count(b"[") <= MAX_CONTAINERS:
+# The same for one event, element or line of a stream: each is read on the proxy's loop as it
+# arrives (up to 8 MiB), and a real one holds a few; 20,000 take ~50 ms to read.
+MAX_EVENT_CONTAINERS = 20_000
+
+
+def loads_event(data: bytes | str) -> Any:
+    """One event of a stream as `loads` reads it, or ParseError when it holds too many objects
+    and arrays to read on the loop."""
+    value = loads(data)
+    raw = data.encode() if isinstance(data, str) else data
+    if (why := too_many_containers(value, raw, MAX_EVENT_CONTAINERS)) is not None:
+        raise ParseError(f"the event {why}")
+    return value
+
+
+def too_many_containers(value: Any, data: bytes, bound: int = MAX_CONTAINERS) -> str | None:
+    """Why a decoded body holds more than `bound` objects and arrays to be read for recording, if
+    it does: counted in C when it plainly holds few (brackets in the text bound them), else walked."""
+    if len(data) <= 2 * bound or data.count(b"{") + data.count(b"[") <= bound:
         return None
     count, stack = 0, [value]
     while stack:
@@ -355,10 +370,8 @@ def too_many_containers(value: Any, data: bytes) -> str | None:
         else:
             continue
         count += 1
-        if count > MAX_CONTAINERS:
-            return (
-                f"holds more than {MAX_CONTAINERS:,} JSON objects and arrays: too many to read for recording"
-            )
+        if count > bound:
+            return f"holds more than {bound:,} JSON objects and arrays: too many to read for recording"
     return None
 
 

@@ -31,7 +31,7 @@ from addons.providers.base import (
     as_int,
     as_list,
     finish,
-    loads,
+    loads_event,
     media_part,
     other_part,
     parse_arguments,
@@ -236,7 +236,7 @@ class ConverseStream:
             r.finish_reason = "error"
             return
         try:
-            payload = loads(message.payload) if message.payload else {}
+            payload = loads_event(message.payload) if message.payload else {}
         except ParseError:
             r.warnings.append(f"unparseable event payload: {message.payload[:200]!r}")
             return

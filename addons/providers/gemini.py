@@ -36,7 +36,7 @@ from addons.providers.base import (
     as_int,
     as_list,
     error_from_body,
-    loads,
+    loads_event,
     media_part,
     metadata_sessions,
     other_part,
@@ -279,7 +279,7 @@ class GeminiParser:
 
     def _element(self, data: str | bytes) -> None:
         try:
-            chunk = loads(data)
+            chunk = loads_event(data)
         except ParseError:
             self._response.warnings.append(f"unparseable element: {str(data)[:200]}")
             return

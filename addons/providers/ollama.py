@@ -31,7 +31,7 @@ from addons.providers.base import (
     as_int,
     as_list,
     error_from_body,
-    loads,
+    loads_event,
     media_part,
     other_part,
     parse_arguments,
@@ -216,7 +216,7 @@ class OllamaStream:
 
     def _line(self, line: bytes) -> None:
         try:
-            self._reply.line(loads(line), self._status)
+            self._reply.line(loads_event(line), self._status)
         except ParseError:
             self._reply.response.warnings.append(f"unparseable line: {line[:200].decode('utf-8', 'replace')}")
 

@@ -33,7 +33,7 @@ from addons.providers.base import (
     as_list,
     each_event,
     finish,
-    loads,
+    loads_event,
     media_part,
     metadata_sessions,
     other_part,
@@ -348,7 +348,7 @@ class ChatStream:
             self._response.complete = True
             return
         try:
-            chunk = loads(data)
+            chunk = loads_event(data)
         except ParseError:
             self._response.warnings.append(f"unparseable event: {data[:200]}")
             return

@@ -27,7 +27,7 @@ from addons.providers.base import (
     TextBuffer,
     as_int,
     as_list,
-    loads,
+    loads_event,
     media_part,
     other_part,
     parse_arguments,
@@ -364,7 +364,7 @@ class ResponsesStream:
 
     def _event(self, data: str) -> None:
         try:
-            event = loads(data)
+            event = loads_event(data)
         except ParseError:
             self._response.warnings.append(f"unparseable event: {data[:200]}")
             return
