@@ -349,6 +349,8 @@ def loads_event(data: bytes | str) -> Any:
     """One event of a stream as `loads` reads it, or ParseError when it holds too many objects
     and arrays to read on the loop."""
     value = loads(data)
+    if len(data) <= 2 * MAX_EVENT_CONTAINERS:  # nearly every event: too short to hold that many
+        return value
     raw = data.encode() if isinstance(data, str) else data
     if (why := too_many_containers(value, raw, MAX_EVENT_CONTAINERS)) is not None:
         raise ParseError(f"the event {why}")
