@@ -162,9 +162,10 @@ class RunCalls:
             request_bytes=len(body_text),
             request_headers=headers,
         )
+        stored = cap_request_texts(request, TEXT_LIMIT)  # what the pipeline hands the tracker
         flight = self.tracker.begin(
             flow_id,
-            request,
+            stored,
             classification,
             attempt,
             api=model.api,
@@ -172,7 +173,7 @@ class RunCalls:
             endpoint=model.endpoint,
             started_at=when,
             hints=hints,
-            request_dump=_dump(cap_request_texts(request, TEXT_LIMIT)),
+            request_dump=_dump(stored),
         )
         flight.streamed = plan.streamed
         flight.body.request_body = body_text
