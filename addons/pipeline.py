@@ -128,16 +128,17 @@ class Pipeline:
         for run_id in run_ids:
             self.tracker.forget(run_id)
 
+    def _leave_unread(self, exchange: Exchange, why: str) -> None:
+        self.counters.unread += 1
+        exchange.leave_unread(
+            f"the request body ({exchange.request_size} bytes) was not read for recording: {why}"
+        )
+
     def _leave_unread_if_late(self, exchange: Exchange) -> None:
         """A body that waited past MAX_WAIT_SECONDS for the thread is not read: reading is that
         far behind, and the bodies that wait with it only fall further behind."""
-        waited = time.monotonic() - exchange.queued_at
-        if waited > offloop.MAX_WAIT_SECONDS:
-            self.counters.unread += 1
-            exchange.leave_unread(
-                f"the request body ({exchange.request_size} bytes) was not read for recording:"
-                f" it waited {waited:.0f} s to be read"
-            )
+        if (waited := time.monotonic() - exchange.queued_at) > offloop.MAX_WAIT_SECONDS:
+            self._leave_unread(exchange, f"it waited {waited:.0f} s to be read")
 
     def _put(self, kind: str, exchange: Exchange) -> None:
         if kind == "start":
@@ -145,10 +146,8 @@ class Pipeline:
                 self.counters.dropped += 1  # its finish finds nothing open and is ignored
                 return
             if (size := _backlog_bytes(exchange)) and self._backlog + size > offloop.MAX_BACKLOG_BYTES:
-                self.counters.unread += 1
-                exchange.leave_unread(
-                    f"the request body ({exchange.request_size} bytes) was not read for recording:"
-                    f" {self._backlog} bytes of large bodies were waiting to be read before it"
+                self._leave_unread(
+                    exchange, f"{self._backlog} bytes of large bodies were waiting to be read before it"
                 )
             self._backlog += _backlog_bytes(exchange)
             exchange.queued_at = time.monotonic()
