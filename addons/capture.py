@@ -6,7 +6,6 @@ guard that callable (an exception there silently drops the chunk), so the tap ne
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from addons import offloop
@@ -26,7 +25,7 @@ class Capture:
 
     A compressed whole body is not decoded in the tap at all: its parser reads it only at the end,
     so the tap keeps the bytes as they came (a bounded copy) and `settle` decodes them after the
-    response, on the decoding thread. The stream is not held up by decoding, and the proxy's loop
+    response, on the recording thread. The stream is not held up by decoding, and the proxy's loop
     does none of it.
     """
 
@@ -141,10 +140,10 @@ class Capture:
                 )
 
     async def settle(self) -> None:
-        """Decode what the tap kept as it came, on the decoding thread; call once the response
+        """Decode what the tap kept as it came, on the recording thread; call once the response
         has ended (no more taps). `result` does it inline for a capture never settled."""
         if self._wire is not None:
-            await asyncio.get_running_loop().run_in_executor(offloop.worker(), self._decode_wire)
+            await offloop.beside(self._decode_wire)
 
     def _decode_wire(self) -> None:
         wire, self._wire = self._wire, None
@@ -174,7 +173,7 @@ class Capture:
         return b"".join(self._chunks)
 
     @property
-    def unread(self) -> int:
+    def to_read(self) -> int:
         """Bytes `result` still has to read: a whole body's (its parser reads it at the end), none
         of a stream's (its events were read as they came)."""
         return self.kept if self._whole else 0

@@ -22,6 +22,7 @@ class Exchange:
     request_complete: bool = True  # False for a body too large to keep whole (it is not parsed)
     unread: str | None = None  # why the body is not read for recording (only its head is kept)
     queued_at: float = 0.0  # monotonic: when its start was handed to the pipeline
+    backlog: int = 0  # bytes its start counts among those waiting to be read off the loop
     hints: dict[str, str] = field(default_factory=dict)  # X-Chatdebug-* headers, lower-case names
     status: int | None = None
     response_headers: list[tuple[str, str]] | None = None

@@ -51,6 +51,11 @@ async def run[T](size: int, work: Callable[[], T]) -> T:
     work must touch nothing the loop changes meanwhile: it reads one flow's own data."""
     if size < OFF_LOOP_BYTES:
         return work()
+    return await beside(work)
+
+
+async def beside[T](work: Callable[[], T]) -> T:
+    """`work()` on the thread, whatever its size."""
     return await asyncio.get_running_loop().run_in_executor(worker(), _yielding, work)
 
 

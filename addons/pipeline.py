@@ -145,11 +145,14 @@ class Pipeline:
             if self._queue.qsize() >= self.max_queue:
                 self.counters.dropped += 1  # its finish finds nothing open and is ignored
                 return
-            if (size := _backlog_bytes(exchange)) and self._backlog + size > offloop.MAX_BACKLOG_BYTES:
+            size = _backlog_bytes(exchange)
+            if size and self._backlog + size > offloop.MAX_BACKLOG_BYTES:
                 self._leave_unread(
                     exchange, f"{self._backlog} bytes of large bodies were waiting to be read before it"
                 )
-            self._backlog += _backlog_bytes(exchange)
+                size = 0
+            exchange.backlog = size
+            self._backlog += size
             exchange.queued_at = time.monotonic()
         self._queue.put_nowait((kind, exchange))
 
@@ -180,25 +183,24 @@ class Pipeline:
                 # turn, and this one woke before it); a held body would wait for this call's work
                 await asyncio.sleep(0)
                 if kind == "start":
-                    size = _backlog_bytes(exchange)
                     try:
                         await self._recall_forced_run(exchange)
-                        if size:
+                        if exchange.backlog:
                             self._leave_unread_if_late(exchange)
                         # learned first: every row is scrubbed of them
                         redact.secret_values(exchange.request_headers, exchange.url)
                         reading = functools.partial(_read, exchange, self.classifier)
-                        read = await offloop.run(_backlog_bytes(exchange), reading)
+                        read = await offloop.run(0 if exchange.unread else exchange.backlog, reading)
                     finally:
-                        self._backlog -= size
+                        self._backlog -= exchange.backlog
                     found = await self._lookup(read, exchange.hints) if read.request is not None else None
                     self._begin(exchange, read, found)
                 elif exchange.flow_id in self.tracker.flights:  # else its start found the queue full
                     capture = exchange.capture
                     if capture is not None:  # what the tap kept undecoded, decoded off the loop
                         await capture.settle()
-                    unread = capture.unread if capture is not None else 0
-                    self._finish(exchange, await offloop.run(unread, functools.partial(_result, exchange)))
+                    to_read = capture.to_read if capture is not None else 0
+                    self._finish(exchange, await offloop.run(to_read, functools.partial(_result, exchange)))
             except Exception as e:
                 self.counters.failed += 1
                 log.exception("could not record %s %s", exchange.call.method, exchange.url)

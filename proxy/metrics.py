@@ -48,7 +48,7 @@ class _Snapshot(Collector):
         yield failed
         yield CounterMetricFamily(
             "chatdebug_requests_not_read",
-            "LLM calls recorded without reading their request body: large bodies waited already",
+            "LLM calls recorded without reading their request body: the recorder was behind",
             value=c.unread,
         )
         yield CounterMetricFamily("chatdebug_rows_written", "rows committed to the database", value=w.written)
