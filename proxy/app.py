@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from addons import offloop
 from addons.pipeline import Pipeline
 from addons.recorder import Recorder
 from addons.redact import Redactor, install_log_redaction
@@ -68,6 +69,7 @@ class Sidecar:
             lanes=store.write_lanes,
             linger=SHARED_LINGER if settings.postgres else LINGER,
             scrub=redactor.row,
+            beside=offloop.beside,  # with large bodies' reading, on the recording thread
         )
         writer.retry(end_previous_runs(now()))
         pipeline = Pipeline(

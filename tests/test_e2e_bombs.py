@@ -618,3 +618,33 @@ def test_a_flood_of_large_requests_is_recorded_within_a_memory_bound(
     assert all(int(m[1]) + len(body) > 32 * MB for m in waited if m)  # the bound, and only past it
     assert _not_read(proxy) - not_read == reasons["unread"]
     assert watch.growth < 1024 * MB, f"the sidecar grew by {watch.growth / MB:.0f} MiB"
+
+
+def test_a_large_request_full_of_secret_hints_is_scrubbed_beside_the_loop(
+    proxy: Sidecar, bombs: BombServer
+) -> None:
+    """A coding agent's long history talks of keys and tokens, and its request carries a key:
+    every string of it must be looked at by the redactor (~0.6 s of Python for 90,000 messages),
+    which holds no neighbour's call that long (its slowest call is printed). The key it sent
+    is gone from what is stored; the rest is kept."""
+    key = unique("hints")
+    secret = "sk-" + key.replace("-", "") + "0123456789abcdef"
+    messages = (
+        [{"role": "user", "content": key}]
+        + [
+            {"role": "user" if i % 2 else "assistant", "content": f"message {i}: set api_key and max_tokens"}
+            for i in range(90_000)
+        ]
+        + [{"role": "user", "content": f"my key is {secret}"}]
+    )
+    body = json.dumps({"model": "gpt-4.1", "messages": messages}).encode()
+    run_id, headers = run_headers(key)
+    headers["Authorization"] = f"Bearer {secret}"
+    with Watch(proxy, bombs) as watch:
+        receive(proxy, bombs.url(f"upload={key}"), body, headers)
+        step, attempt = recorded(proxy, run_id, timeout=60)
+    watch.report(f"{len(messages):,} messages full of secret hints, scrubbed")
+    assert (attempt["status"], attempt["error"]) == ("completed", None)
+    assert len(step["request"]["messages"]) == len(messages)
+    assert step["request"]["messages"][-1]["parts"] == [{"type": "text", "text": "my key is [REDACTED]"}]
+    assert secret not in json.dumps(step) + json.dumps(attempt)
