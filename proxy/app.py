@@ -19,8 +19,8 @@ from addons.pipeline import Pipeline
 from addons.recorder import Recorder
 from addons.redact import Redactor, install_log_redaction
 from proxy import preflight
-from proxy.api import ApiContext, make_app
-from proxy.api.context import AnsweringStore
+from proxy.api.app import make_app
+from proxy.api.context import AnsweringStore, ApiContext
 from proxy.api.events import EventHub
 from proxy.ca import publish_ca
 from proxy.metrics import Metrics
@@ -61,6 +61,7 @@ class Sidecar:
         # The store opens on the writer's first turn, or later: until then records are spooled
         # and /readyz says why. A previous process's open runs are ended once it takes writes.
         store = store_for(settings.database, replica=settings.replica_name)
+        store.beside = offloop.reading  # a large run read back is decoded there, not on the loop
         spool = Spool(settings.spool_file, settings.spool_max_bytes)
         writer = Writer(
             store,

@@ -36,6 +36,7 @@ import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from storage import queries, sql, stats
@@ -154,6 +155,7 @@ class PostgresStore(queries.Reads):
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Waits are bounded: a lock held elsewhere or a stuck statement is an error, not a hang."""
+        _json_as_text(conn)
         await conn.execute(f"SET lock_timeout = {int(self.lock_seconds * 1000)}")
         await conn.execute(f"SET statement_timeout = {int(STATEMENT_SECONDS * 1000)}")
 
@@ -519,7 +521,20 @@ def day_of(run_id: str) -> int:
 
 
 async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
-    return await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row, **_CONNECTION)
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row, **_CONNECTION)
+    _json_as_text(conn)
+    return conn
+
+
+def _json_as_text(conn: psycopg.AsyncConnection[Any]) -> None:
+    """jsonb comes back as its text, as SQLite gives it: psycopg would decode it as rows are
+    fetched, on the loop the traffic shares; the reads decode it (`storage.queries`), a large
+    one beside the loop, with orjson."""
+    set_json_loads(_as_sent, conn)
+
+
+def _as_sent(data: bytes) -> bytes:
+    return data
 
 
 async def _select_one(url: str) -> None:

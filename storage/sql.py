@@ -190,7 +190,7 @@ def row_from_db(kind: type[Row], row: Mapping[str, Any]) -> Row:
     values: dict[str, Any] = {}
     for column in names(kind):
         value = row[column]
-        if column in kind.json_columns and isinstance(value, str):
+        if column in kind.json_columns and isinstance(value, str | bytes):
             value = orjson.loads(value)
         elif column in _BOOLEANS:
             value = bool(value)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from storage.records import RunRow, timestamp
+from storage import queries
+from storage.records import RunRow, StepRow, timestamp
 from storage.retention import expire_once
+from storage.sqlite import SqliteStore
 from tests.api_seed import BASE, SeededApi, make_run, seeded_api
 
 
@@ -308,3 +312,37 @@ async def test_timestamps_at_the_ends_of_the_calendar(client: TestClient) -> Non
         len((await get(client, "/api/v1/runs", limit=500, until="9999-12-31T23:59:59-05:00"))["runs"]) == 40
     )
     assert (await get(client, "/api/v1/stats", since="0001-01-01T00:00:00+01:00"))["runs"]["total"] == 40
+
+
+async def test_a_read_of_large_payloads_is_shaped_beside_the_loop_or_passed_on_as_stored(
+    tmp_path: Path,
+) -> None:
+    """Decoding a run's payloads costs ~20 ms a MiB: past `LARGE_READ` of stored text a read
+    shapes its rows where the store's `beside` says (the process's reading thread), a small one
+    on the loop; the JSON API takes the payloads as stored and decodes nothing."""
+    store = SqliteStore(str(tmp_path / "reads.sqlite"))
+    await store.open()
+    asked: list[int] = []
+
+    async def beside(work: Callable[[], Any]) -> Any:
+        asked.append(1)
+        return await asyncio.to_thread(work)
+
+    store.beside = beside
+    small, large = make_run(1), make_run(2)
+    history = {
+        "messages": [{"role": "user", "parts": [{"type": "text", "text": f"m {i}"}]} for i in range(3000)]
+    }
+    large = [dataclasses.replace(r, request=history) if isinstance(r, StepRow) else r for r in large]
+    await store.write(small + large)
+    try:
+        assert len(orjson.dumps(history)) > queries.LARGE_READ
+        assert (await store.get_run(small[0].id)) is not None and asked == []
+        run = await store.get_run(large[0].id)
+        assert run is not None and run["steps"][0]["request"] == history and asked == [1]
+        stored = await store.get_run(large[0].id, as_stored=True)
+        assert stored is not None and asked == [1]
+        assert isinstance(stored["steps"][0]["request"], orjson.Fragment)
+        assert orjson.loads(orjson.dumps(stored))["steps"][0]["request"] == history
+    finally:
+        await store.close()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 from aiohttp.test_utils import TestClient
 
@@ -206,6 +207,29 @@ async def test_payloads_are_jsonb_and_counts_64_bit(postgres_url: str) -> None:
     assert types["steps.request"] == types["attempts.request_headers"] == "jsonb"
     assert types["runs.input_tokens"] == "bigint"
     assert types["attempts.ttfb_ms"] == "double precision"
+
+
+async def test_payloads_come_back_as_written_decoded_or_as_stored(postgres_url: str) -> None:
+    """jsonb reaches the reads as its text, decoded there (beside the loop when large) or passed
+    on as stored: a number jsonb writes back with more digits than 64 bits hold (1e30) is read
+    as the double it is, and the stored text is valid JSON of the same value."""
+    store = PostgresStore(postgres_url)
+    await store.open()
+    rows = make_run(7001)
+    step = next(r for r in rows if isinstance(r, StepRow))
+    payload = {"id": "resp", "logprob": 1e30, "text": 'caf\u00e9 "quoted" 😀', "parts": [{"n": 2**62}]}
+    rows = [dataclasses.replace(r, response=payload) if r is step else r for r in rows]
+    await store.write(rows)
+    try:
+        decoded = await store.get_run(step.run_id)
+        as_stored = await store.get_run(step.run_id, as_stored=True)
+    finally:
+        await store.close()
+    assert decoded is not None and as_stored is not None
+    assert decoded["steps"][0]["response"] == payload
+    fragment = as_stored["steps"][0]["response"]
+    assert isinstance(fragment, orjson.Fragment)
+    assert orjson.loads(orjson.dumps({"r": fragment}))["r"] == payload
 
 
 async def test_a_locked_table_spools_then_replays_in_order(postgres_url: str, tmp_path: Path) -> None:

@@ -93,6 +93,36 @@ async def test_a_page_of_500_runs_and_a_200_step_run_render(client: TestClient) 
     )
 
 
+async def test_a_very_long_history_shows_its_newest_messages_and_all_on_request(
+    tmp_path: Path, aiohttp_client
+) -> None:  # type: ignore[no-untyped-def]
+    """A step that sends 3,001 messages at once (a resumed session, a long agent history): its
+    run page shows the newest it added, its transcript the newest 2,000 and all when asked."""
+    rows = long_run(1)
+    step = next(r for r in rows if isinstance(r, StepRow))
+    messages = [{"role": "user", "parts": [{"type": "text", "text": f"message {i}"}]} for i in range(3001)]
+    step.request = {**(step.request or {}), "messages": messages}
+    api = await seeded_api(tmp_path, n=1)
+    await api.add(rows)  # type: ignore[arg-type]
+    try:
+        client = await aiohttp_client(api.app)
+        page, _ = await timed(client, "/runs/run_long_1")
+        shown = present.ADDED_MESSAGES
+        assert f"the last {shown} shown; {3001 - shown} earlier messages in the full transcript" in page
+        assert (
+            page.count('class="bubble user"') == shown
+            and "message 3000<" in page
+            and "message 2900<" not in page
+        )
+        transcript, _ = await timed(client, "/runs/run_long_1/steps/1")
+        assert transcript.count('class="bubble user"') == present.TRANSCRIPT_MESSAGES
+        assert "1001 earlier" in transcript and 'href="/runs/run_long_1/steps/1?all"' in transcript
+        everything, _ = await timed(client, "/runs/run_long_1/steps/1?all")
+        assert everything.count('class="bubble user"') == 3001 and "earlier" not in everything
+    finally:
+        await api.close()
+
+
 async def test_filters_and_fragments(client: TestClient) -> None:
     page, _ = await timed(client, "/runs?kind=compaction&status=interrupted&limit=500")
     rows = re.findall(r'<tr class="nav-row[^"]*" data-href="/runs/([^"]+)"', page)

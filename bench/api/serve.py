@@ -16,7 +16,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.api import ApiContext, make_app
+from proxy.api.app import make_app
+from proxy.api.context import ApiContext
 from proxy.api.events import EventHub
 from storage.backends import store_for
 

@@ -1,6 +1,3 @@
-"""The HTTP API dashboards and the viewer call: `make_app(ApiContext(...))` is all the process needs."""
-
-from proxy.api.app import make_app
-from proxy.api.context import ApiContext
-
-__all__ = ["ApiContext", "make_app"]
+"""The HTTP API dashboards and the viewer call: `app.make_app(context.ApiContext(...))` is all the
+process needs. Nothing is imported here, so that a module the API uses (`proxy.exports`) may be
+imported first."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SkipValidation, field_validator
 
 from storage.base import RunFilter
 
@@ -15,6 +15,10 @@ AttemptStatus = Literal["in_progress", "completed", "failed", "interrupted"]
 ConversationSource = Literal["header", "client_session", "continuation", "derived"]
 Source = Literal["header", "client_metadata", "profile", "heuristic", "default"]
 MAX_LIMIT = 500
+
+# A call's normalized request or response: validated as it was recorded (`addons.providers.base`),
+# and sent on as stored (an `orjson.Fragment` the encoder copies; a large one is MiBs of JSON).
+Payload = SkipValidation[dict[str, Any] | None]
 
 
 def stamp(value: datetime | None) -> str | None:
@@ -142,7 +146,7 @@ class Attempt(_Out):
     request_headers: dict[str, str]
     response_headers: dict[str, str] | None
     retry_signal: str | None
-    response: dict[str, Any] | None = Field(None, description="this attempt's own normalized response")
+    response: Payload = Field(None, description="this attempt's own normalized response")
     cost: Cost | None = Field(None, description="null when the model's price is not known")
 
 
@@ -160,8 +164,8 @@ class Step(_Out):
     status: Status
     started_at: str
     finished_at: str | None
-    request: dict[str, Any] | None
-    response: dict[str, Any] | None
+    request: Payload
+    response: Payload
     usage: Usage | None
     error: ErrorInfo | None
     cost: Cost | None = None

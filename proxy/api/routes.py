@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import orjson
 from aiohttp import web
 from aiohttp_sse import sse_response
 from pydantic import BaseModel
 
+from addons import offloop
 from proxy import exports
 from proxy.api import models as m
 from proxy.api.context import CTX
@@ -31,6 +33,19 @@ def json_response(model: BaseModel, status: int = 200) -> web.Response:
     )
 
 
+async def shaped(build: Callable[[], BaseModel]) -> web.Response:
+    """The model `build` makes, validated and encoded beside the loop (`offloop.reading`), with
+    its payloads as stored (`models.Payload`): a run of 90,000 messages decoded and encoded
+    again took 0.17 s of the loop the proxy's traffic shares, copied it takes 4 ms."""
+    body = await offloop.reading(lambda: _encode(build()))
+    return web.Response(body=body, content_type="application/json")
+
+
+def _encode(model: BaseModel) -> bytes:
+    # python mode hands a payload's Fragment to orjson untouched (json mode cannot encode one)
+    return orjson.dumps(model.model_dump(by_alias=True, warnings=False))
+
+
 # ---- runs -------------------------------------------------------------------------------------
 
 
@@ -40,21 +55,20 @@ async def list_runs(request: web.Request) -> web.Response:
     rows = await request.app[CTX].store.list_runs(where, q.limit + 1, decode_cursor(q.cursor))
     page = rows[: q.limit]
     cursor = encode_cursor(page[-1]["started_at"], page[-1]["id"]) if len(rows) > q.limit else None
-    return json_response(m.RunList(runs=[m.Run.model_validate(r) for r in page], next_cursor=cursor))
+    return await shaped(lambda: m.RunList(runs=[m.Run.model_validate(r) for r in page], next_cursor=cursor))
 
 
 async def get_run(request: web.Request) -> web.Response:
     run_id = request.match_info["id"]
-    return json_response(
-        m.RunDetail.model_validate(or_404(await request.app[CTX].store.get_run(run_id), "run", run_id))
-    )
+    found = or_404(await request.app[CTX].store.get_run(run_id, as_stored=True), "run", run_id)
+    return await shaped(lambda: m.RunDetail.model_validate(found))
 
 
 async def export_run(request: web.Request) -> web.Response:
     q = params(request, exports.ExportQuery)
     run_id = request.match_info["id"]
     run = or_404(await exports.load_run(request.app[CTX].store, run_id), "run", run_id)
-    body = orjson.dumps(exports.document(run, q.format, content=q.content))
+    body = await offloop.reading(lambda: orjson.dumps(exports.document(run, q.format, content=q.content)))
     response = web.Response(body=body, content_type=exports.MEDIA_TYPES[q.format])
     response.headers["Content-Disposition"] = f'attachment; filename="{exports.filename(run_id, q.format)}"'
     return response
@@ -81,8 +95,10 @@ async def delete_runs(request: web.Request) -> web.Response:
 
 async def get_attempt(request: web.Request) -> web.Response:
     attempt_id = request.match_info["id"]
-    found = await request.app[CTX].store.get_attempt(attempt_id)
-    return json_response(m.AttemptDetail.model_validate(or_404(found, "attempt", attempt_id)))
+    found = or_404(
+        await request.app[CTX].store.get_attempt(attempt_id, as_stored=True), "attempt", attempt_id
+    )
+    return await shaped(lambda: m.AttemptDetail.model_validate(found))
 
 
 # ---- conversations, stats, events -------------------------------------------------------------
@@ -93,8 +109,10 @@ async def list_conversations(request: web.Request) -> web.Response:
     rows = await request.app[CTX].store.list_conversations(q.limit + 1, decode_cursor(q.cursor), q.q or None)
     page = rows[: q.limit]
     cursor = encode_cursor(page[-1]["last_activity_at"], page[-1]["id"]) if len(rows) > q.limit else None
-    return json_response(
-        m.ConversationList(conversations=[m.Conversation.model_validate(r) for r in page], next_cursor=cursor)
+    return await shaped(
+        lambda: m.ConversationList(
+            conversations=[m.Conversation.model_validate(r) for r in page], next_cursor=cursor
+        )
     )
 
 
@@ -102,7 +120,8 @@ async def get_stats(request: web.Request) -> web.Response:
     q = params(request, m.StatsQuery)
     until = m.stamp(q.until) or timestamp(time.time())
     since = m.stamp(q.since) or timestamp((q.until.timestamp() if q.until else time.time()) - 86_400)
-    return json_response(m.Stats.model_validate(await request.app[CTX].store.stats(since, until)))
+    found = await request.app[CTX].store.stats(since, until)
+    return await shaped(lambda: m.Stats.model_validate(found))
 
 
 async def events(request: web.Request) -> web.StreamResponse:

@@ -127,6 +127,11 @@ def timeline(run: dict[str, Any]) -> dict[str, Bar]:
 # ---- what a step added --------------------------------------------------------------------------
 
 
+# Messages a page shows of one request at most, the newest: a history of 90,000 is 9 MB of HTML.
+ADDED_MESSAGES = 100  # of what a step added, on the run's page (its transcript has more)
+TRANSCRIPT_MESSAGES = 2_000  # of a step's transcript, unless all are asked for
+
+
 @dataclass(slots=True)
 class StepDiff:
     """The request of a step against the previous step's: what the application sent anew."""
