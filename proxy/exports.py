@@ -61,9 +61,10 @@ class ExportQuery(BaseModel):
     content: bool = Field(True, description="otlp-json: include message content in the spans")
 
 
-async def load_run(store: Store, run_id: str) -> dict[str, Any] | None:
-    """The run detail with each attempt's raw (redacted, capped) bodies."""
-    run = await store.get_run(run_id)
+async def load_run(store: Store, run_id: str, fmt: Format = "json") -> dict[str, Any] | None:
+    """The run detail with each attempt's raw (redacted, capped) bodies; for a JSON document its
+    payloads as stored, which it sends on as they are (`Store.get_run`)."""
+    run = await store.get_run(run_id, as_stored=fmt == "json")
     if run is None:
         return None
     bodies = await store.attempt_bodies(run_id)
@@ -82,7 +83,8 @@ def document(run: Mapping[str, Any], fmt: Format, *, content: bool = True) -> di
 
         return otlp_json(run_spans(run, content=content))
     export = m.Export(exported_at=timestamp(time.time()), generator=GENERATOR, run=run)  # type: ignore[arg-type]
-    return export.model_dump(mode="json", by_alias=True)
+    # python mode hands stored payloads (`orjson.Fragment`) to orjson untouched
+    return export.model_dump(by_alias=True, warnings=False)
 
 
 def filename(run_id: str, fmt: Format) -> str:
@@ -252,7 +254,7 @@ async def export_window(
         pages: list[dict[str, Any]] = []
         first = True
         for run_id in ids:
-            run = await load_run(store, run_id)
+            run = await load_run(store, run_id, fmt)
             if run is not None:
                 pages.append(har_page(run))
                 for entry in har_entries(run):
@@ -264,7 +266,7 @@ async def export_window(
         write(b'],"pages":' + orjson.dumps(pages) + b"}}\n")
         return done
     for run_id in ids:
-        run = await load_run(store, run_id)
+        run = await load_run(store, run_id, fmt)
         if run is not None:
             write(orjson.dumps(document(run, fmt, content=content)) + b"\n")
         done += 1
