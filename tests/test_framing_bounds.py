@@ -505,6 +505,27 @@ def test_a_response_a_python_server_wrote_with_infinity_is_read_with_the_reason(
     assert warning.startswith("the body is not strict JSON (") and warning.endswith("): read leniently")
 
 
+def test_a_stream_whose_events_are_not_strict_json_is_read_and_says_so_once() -> None:
+    """A Python server's stream carries -Infinity in every chunk's log probabilities: each event
+    is read leniently, and the response warns once for the stream, not once per event."""
+    chunks = [
+        c.replace(b'"logprobs":null', b'"logprobs":{"content":[{"token":"t","logprob":-Infinity}]}')
+        for c in wire.openai_stream(["one ", "two ", "three"], usage=wire.openai_usage(3, 3))
+    ]
+    assert sum(b"-Infinity" in c for c in chunks) >= 3
+    parser = openai_chat.API.response_parser(
+        Call("POST", "h", "/v1/chat/completions"), "text/event-stream", 200
+    )
+    for chunk in chunks:
+        parser.feed(chunk)
+    response = parser.finish()
+    assert [p.text for p in response.content] == ["one two three"]  # type: ignore[union-attr]
+    (warning,) = response.warnings
+    assert warning.startswith("events are not strict JSON, the first (") and warning.endswith(
+        "): read leniently"
+    )
+
+
 @pytest.mark.parametrize(
     "text",
     [b"[" * 100_000, b'{"model": "m", "t": "\\ud83c", "messages": ' + b"[" * 100_000],
@@ -543,5 +564,5 @@ def test_an_event_of_too_many_containers_is_skipped_and_the_stream_read_on() -> 
     (warning,) = response.warnings
     assert warning.startswith("unparseable event: ")
     with pytest.raises(ParseError, match=f"^the event holds more than {MAX_EVENT_CONTAINERS:,} JSON objects"):
-        loads_event(huge.removeprefix(b"data: ").strip())
-    assert loads_event(events[1].removeprefix(b"data: ").strip())["object"] == "chat.completion.chunk"
+        loads_event(huge.removeprefix(b"data: ").strip(), [])
+    assert loads_event(events[1].removeprefix(b"data: ").strip(), [])["object"] == "chat.completion.chunk"

@@ -292,7 +292,7 @@ class MessagesStream:
 
     def _event(self, data: str, name: str | None) -> None:
         try:
-            event = loads_event(data)
+            event = loads_event(data, self._response.warnings)
         except ParseError:
             self._response.warnings.append(f"unparseable event: {data[:200]}")
             return

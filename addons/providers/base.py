@@ -345,16 +345,22 @@ MAX_CONTAINERS = 100_000
 MAX_EVENT_CONTAINERS = 20_000
 
 
-def loads_event(data: bytes | str) -> Any:
-    """One event of a stream as `loads` reads it, or ParseError when it holds too many objects
-    and arrays to read on the loop."""
-    value = loads(data)
+def loads_event(data: bytes | str, warnings: list[str]) -> Any:
+    """One event of a stream as `read_json` reads it, or ParseError when it holds too many objects
+    and arrays to read on the loop. The first event read leniently says so in `warnings` (a
+    stream's events are written alike: one warning, not one per event)."""
+    value, note = read_json(data)
+    if note is not None and not any(w.startswith(LENIENT_EVENTS) for w in warnings):
+        warnings.append(f"{LENIENT_EVENTS}, the first {note.removeprefix('not strict JSON ')}")
     if len(data) <= 2 * MAX_EVENT_CONTAINERS:  # nearly every event: too short to hold that many
         return value
     raw = data.encode() if isinstance(data, str) else data
     if (why := too_many_containers(value, raw, MAX_EVENT_CONTAINERS)) is not None:
         raise ParseError(f"the event {why}")
     return value
+
+
+LENIENT_EVENTS = "events are not strict JSON"
 
 
 def too_many_containers(value: Any, data: bytes, bound: int = MAX_CONTAINERS) -> str | None:

@@ -236,7 +236,7 @@ class ConverseStream:
             r.finish_reason = "error"
             return
         try:
-            payload = loads_event(message.payload) if message.payload else {}
+            payload = loads_event(message.payload, r.warnings) if message.payload else {}
         except ParseError:
             r.warnings.append(f"unparseable event payload: {message.payload[:200]!r}")
             return

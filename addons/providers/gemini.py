@@ -279,7 +279,7 @@ class GeminiParser:
 
     def _element(self, data: str | bytes) -> None:
         try:
-            chunk = loads_event(data)
+            chunk = loads_event(data, self._response.warnings)
         except ParseError:
             self._response.warnings.append(f"unparseable element: {str(data)[:200]}")
             return

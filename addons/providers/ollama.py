@@ -216,7 +216,7 @@ class OllamaStream:
 
     def _line(self, line: bytes) -> None:
         try:
-            self._reply.line(loads_event(line), self._status)
+            self._reply.line(loads_event(line, self._reply.response.warnings), self._status)
         except ParseError:
             self._reply.response.warnings.append(f"unparseable line: {line[:200].decode('utf-8', 'replace')}")
 

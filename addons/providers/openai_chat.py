@@ -348,7 +348,7 @@ class ChatStream:
             self._response.complete = True
             return
         try:
-            chunk = loads_event(data)
+            chunk = loads_event(data, self._response.warnings)
         except ParseError:
             self._response.warnings.append(f"unparseable event: {data[:200]}")
             return

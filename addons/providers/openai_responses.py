@@ -364,7 +364,7 @@ class ResponsesStream:
 
     def _event(self, data: str) -> None:
         try:
-            event = loads_event(data)
+            event = loads_event(data, self._response.warnings)
         except ParseError:
             self._response.warnings.append(f"unparseable event: {data[:200]}")
             return
