@@ -16,7 +16,7 @@ from mitmproxy.test import tflow, tutils
 
 from addons.canonical import chain
 from addons.classify import Classifier
-from addons.grouping import Grouper
+from addons.grouping import Grouper, Index
 from addons.normalized import Error, Request
 from addons.outcome import Outcome
 from addons.pipeline import Pipeline, RecallStep
@@ -706,3 +706,12 @@ async def test_only_a_retry_brings_a_sent_step_back_and_a_committed_one_comes_wh
             "x-stainless-retry-count=1",
         ]
         assert stored["steps"][0]["response"]["content"][0]["text"] == "Everest"
+
+
+def test_the_longest_known_prefix_is_found_among_many_unknown() -> None:
+    index: Index[str] = Index(10, 60.0)
+    keys = [f"h{i}" for i in range(90_000)]
+    assert index.last_held(keys) == -1 and index.last_held([]) == -1
+    index.put("h7", "seven", 0.0)
+    index.put("h42", "forty-two", 0.0)
+    assert index.last_held(keys) == 42 and index.last_held(keys[:42]) == 7
