@@ -2,15 +2,16 @@
 
 Every flow shares the loop, so reading a large body there (decoding, JSON, the normalized
 models, their hashes and dumps: ~4 s for 15 MiB of short messages, 30 ms for a coding agent's
-0.7 MiB history) holds every other call for that long. Such work runs on this thread instead.
+0.7 MiB history) holds every other call for that long. Such work runs on the recording thread instead.
 It is pure Python and takes the GIL too, but the interpreter hands the GIL back to a waiting
 thread every switch interval (shortened to 0.5 ms while it works), so the traffic goes on beside
 it rather than after it.
 
 Short bodies, nearly every call, stay on the loop: the hand-off would cost more than the work.
-One thread for every flow, so recording's heavy work never takes more than one core. Readers (the
-API, the viewer, exports, a run recalled from the store) have a thread of their own for what
-they ask: a stored run of 90,000 messages takes ~0.2 s to decode and encode, and 2 s to render.
+One thread for every flow, so recording's heavy work never takes more than one core. The writer
+scrubs its rows on a thread of its own (one row of 90,000 messages naming keys takes a second),
+and readers (the API, the viewer, exports, a run recalled from the store) have one for what they
+ask (a stored run of 90,000 messages took 2 s to render): none waits behind another's work.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ def reader() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(1, thread_name_prefix="chatdebug-reading")
 
 
+@functools.cache
+def scrubber() -> ThreadPoolExecutor:
+    """The thread where the writer scrubs its batches (`storage.writer`): its own, so that rows
+    never wait behind a flood's reading (the write queue would fill and drop them)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="chatdebug-scrubbing")
+
+
 # How long a thread may keep the GIL while the loop waits for it. The loop lets the GIL go at
 # every wait for its sockets, and then waits for the thread to let it go in turn: at Python's 5 ms
 # every step of every flow waits as long, and a neighbour's call took 3 s under a flood of large
@@ -68,6 +76,11 @@ async def run[T](size: int, work: Callable[[], T]) -> T:
 async def beside[T](work: Callable[[], T]) -> T:
     """`work()` on the recording thread, whatever its size."""
     return await asyncio.get_running_loop().run_in_executor(worker(), _yielding, work)
+
+
+async def scrubbing[T](work: Callable[[], T]) -> T:
+    """`work()` on the scrubbing thread."""
+    return await asyncio.get_running_loop().run_in_executor(scrubber(), _yielding, work)
 
 
 async def reading[T](work: Callable[[], T]) -> T:

@@ -70,7 +70,7 @@ class Sidecar:
             lanes=store.write_lanes,
             linger=SHARED_LINGER if settings.postgres else LINGER,
             scrub=redactor.row,
-            beside=offloop.beside,  # with large bodies' reading, on the recording thread
+            beside=offloop.scrubbing,
         )
         writer.retry(end_previous_runs(now()))
         pipeline = Pipeline(
