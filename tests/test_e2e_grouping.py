@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -265,7 +266,11 @@ def test_a_forced_run_id_named_again_after_a_restart_adds_to_the_stored_run(
 
     def call(sidecar: Sidecar, text: str) -> None:
         upstream.push(Reply.json(wire.openai_completion(text, usage=wire.openai_usage(3, 1))))
-        with httpx.Client(proxy=sidecar.proxy_url, verify=str(sidecar.ca_file), timeout=10) as http:
+        with httpx.Client(
+            proxy=sidecar.proxy_url,
+            verify=ssl.create_default_context(cafile=str(sidecar.ca_file)),
+            timeout=10,
+        ) as http:
             body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": f"{run_id} {text}"}]}
             assert (
                 http.post(

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -66,7 +67,11 @@ def test_streams_the_sdk_closes_right_after_done_are_completed(sidecar: Sidecar,
             else:  # a client that hangs up the moment it reads [DONE]
                 body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": marker}], "stream": True}
                 with (
-                    httpx.Client(proxy=sidecar.proxy_url, verify=str(sidecar.ca_file), timeout=10) as http,
+                    httpx.Client(
+                        proxy=sidecar.proxy_url,
+                        verify=ssl.create_default_context(cafile=str(sidecar.ca_file)),
+                        timeout=10,
+                    ) as http,
                     http.stream("POST", f"{upstream.url}{CHAT}", json=body) as response,
                 ):
                     for line in response.iter_lines():
@@ -90,7 +95,11 @@ def test_a_client_that_goes_away_is_interrupted_at_once_and_its_retry_joins_the_
     started = time.monotonic()
     try:
         with (
-            httpx.Client(proxy=patient.proxy_url, verify=str(patient.ca_file), timeout=10) as http,
+            httpx.Client(
+                proxy=patient.proxy_url,
+                verify=ssl.create_default_context(cafile=str(patient.ca_file)),
+                timeout=10,
+            ) as http,
             http.stream("POST", f"{upstream.url}{CHAT}", json=body) as response,
         ):
             next(response.iter_bytes())  # the first event arrived; the user closes the tab
