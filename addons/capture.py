@@ -9,9 +9,12 @@ from __future__ import annotations
 import time
 
 from addons import offloop
-from addons.decoding import CHUNK_SECONDS, RESPONSE_BUDGET, STEP, BodyDecoder, decodable
+from addons.decoding import CHUNK_SECONDS, RESPONSE_BUDGET, RESPONSE_SECONDS, STEP, BodyDecoder, decodable
 from addons.normalized import Response
 from addons.providers.base import ResponseParser
+
+# Bytes of a plain stream's chunk read at a time, the chunk's CPU bound looked at between them.
+PIECE = 16 << 10
 
 
 class Capture:
@@ -33,6 +36,7 @@ class Capture:
         "_chunks",
         "_decoder",
         "_parser",
+        "_spent",
         "_whole",
         "_wire",
         "_wire_bound",
@@ -58,6 +62,7 @@ class Capture:
         # would be CPU spent for nothing
         budget = whole + 1 if isinstance(whole, int) else max(RESPONSE_BUDGET, 4 * limit)
         self._whole = isinstance(whole, int)
+        self._spent = 0.0  # CPU seconds its parser took, in all
         self.held = False  # mitmproxy holds the body, and `take_whole` is given it at the end
         # a whole body is decoded after the response, off the event loop, to a byte past its
         # parser's limit: no chunk's expansion needs a bound of its own (a stream's does)
@@ -103,11 +108,37 @@ class Capture:
             self.first_byte_at = time.time()
         self.size += len(data)
         if self._decoder is None:
-            self._use(data)
+            if self._whole:  # its parser only keeps the bytes until the end, to its limit
+                self._use(data)
+            elif not self.stopped:
+                self._stream(data)
         elif self._wire is not None:
             self._keep_wire(data)
         elif not self.stopped:
             self._decode(data)
+
+    def _stream(self, data: bytes) -> None:
+        """A plain stream's chunk, read within bounds of time as a decoded one is: `CHUNK_SECONDS`
+        of CPU a chunk (looked at between pieces of it: hostile events read slowly, 64 KiB of
+        `data: {` took 0.2 s) and `RESPONSE_SECONDS` in all. Not in bytes: a stream's events are
+        read as they come and kept within the text limits, so a long one is read to its end."""
+        started = time.thread_time()
+        for at in range(0, len(data), PIECE):
+            now = time.thread_time()
+            if at and now - started > CHUNK_SECONDS:
+                self._stop(f"cost over {CHUNK_SECONDS:g} s of CPU to read one chunk")
+            elif self._spent + now - started > RESPONSE_SECONDS:
+                self._stop(f"cost over {RESPONSE_SECONDS:g} s of CPU to read")
+            if self.stopped:
+                break
+            self._use(data[at : at + PIECE])
+        self._spent += time.thread_time() - started
+
+    def _stop(self, why: str) -> None:
+        self.stopped = self.truncated = True
+        self.fault = self.fault or (
+            f"the response stream {why}: recording stopped there, the stream passed untouched"
+        )
 
     def _keep_wire(self, data: bytes) -> None:
         assert self._wire is not None

@@ -29,6 +29,9 @@ EXPANSION = 64  # real text compresses 5-20x; far beyond that it is not text any
 # CPU one wire chunk's decoded pieces may cost the loop, parsing included: the bounds in bytes
 # alone do not bound time, as hostile content (all brackets, all empty lines) parses slowly
 CHUNK_SECONDS = 0.1
+# CPU one response's reading may cost the loop in all: a real stream of 128,000 tokens, one event
+# each, costs ~2.5 s; 64 MiB of empty events, each under the chunk bound, would cost 30 s
+RESPONSE_SECONDS = 5.0
 RESPONSE_BUDGET = 64 << 20  # decoded bytes of one response the parsers are given, at least
 # Request bodies past this (decoded) are passed on but not parsed for recording: parsing runs
 # on the proxy's one event loop, and real requests, long histories included, stay far below it.

@@ -434,6 +434,31 @@ def test_sse_data_lines_that_never_end_their_event(proxy: Sidecar, bombs: BombSe
     assert any(w.startswith("unparseable event: [an SSE event of ") for w in attempt["response"]["warnings"])
 
 
+@pytest.mark.parametrize("junk", [b"data: {\n\n", b"data: {}\n\n"], ids=["unreadable-events", "empty-events"])
+def test_a_stream_of_tiny_junk_events_costs_the_loop_a_bounded_time(
+    proxy: Sidecar, bombs: BombServer, junk: bytes
+) -> None:
+    """64 MiB of events of a few bytes each: millions of events, each read on the loop as it
+    comes (an unreadable one costs ~35 us, its lenient retry included). Bounded as a decoded
+    stream is: `CHUNK_SECONDS` of CPU a chunk and `RESPONSE_SECONDS` in all, past which the
+    recording stops with the reason and the client still gets every byte."""
+    events = wire.openai_stream(["kept"], usage=USAGE)
+    key = unique("junk-events")
+    parts = ((events[0] + events[1], 1), (junk * (64 * 1024 // len(junk)), 1024), (b"".join(events[2:]), 1))
+    bombs.prepared[key] = Prepared({"Content-Type": SSE}, parts=parts, length=False)
+    run_id, headers = run_headers(key)
+    with Watch(proxy, bombs) as watch:
+        size, digest, _ = receive(proxy, bombs.url(f"reply={key}"), chat(key, True), headers)
+    watch.report(f"64 MiB of {junk!r} events")
+    assert (size, digest) == (bombs.prepared[key].size, bombs.prepared[key].digest)
+    _, attempt = recorded(proxy, run_id)
+    assert (attempt["status"], attempt["error"]["class"]) == ("completed", "proxy_error")
+    message = attempt["error"]["message"]
+    assert re.match(r"the response stream cost over [0-9.]+ s of CPU to read", message), message
+    assert message.endswith("recording stopped there, the stream passed untouched")
+    assert [p["text"] for p in attempt["response"]["content"]] == ["kept"]  # what was read before
+
+
 # ---- depth -----------------------------------------------------------------------------------------------
 
 

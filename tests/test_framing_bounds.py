@@ -29,6 +29,7 @@ from addons.providers.base import (
     read_json,
     too_many_containers,
 )
+from addons.providers.boundary import MAX_WARNINGS, Guarded
 from addons.providers.framing import (
     MAX_ITEM,
     EventStreamDecoder,
@@ -566,3 +567,21 @@ def test_an_event_of_too_many_containers_is_skipped_and_the_stream_read_on() -> 
     with pytest.raises(ParseError, match=f"^the event holds more than {MAX_EVENT_CONTAINERS:,} JSON objects"):
         loads_event(huge.removeprefix(b"data: ").strip(), [])
     assert loads_event(events[1].removeprefix(b"data: ").strip(), [])["object"] == "chat.completion.chunk"
+
+
+def test_a_response_keeps_its_first_warnings_and_how_many_more_there_were() -> None:
+    """A stream of junk events warns once per event: the response keeps the first ones."""
+    body = (
+        b"".join(wire.openai_stream(["kept"])[:1])
+        + b"data: {\n\n" * 500
+        + b"".join(wire.openai_stream(["kept"])[1:])
+    )
+    parser = Guarded(openai_chat.API).response_parser(
+        Call("POST", "h", "/v1/chat/completions"), "text/event-stream", 200
+    )
+    parser.feed(body)
+    response = parser.finish()
+    assert len(response.warnings) == MAX_WARNINGS
+    assert response.warnings[0] == "unparseable event: {"
+    assert response.warnings[-1] == f"and {500 - MAX_WARNINGS + 1} more warnings"
+    assert [p.text for p in response.content] == ["kept"]  # type: ignore[union-attr]

@@ -66,7 +66,19 @@ class GuardedParser:
             raise ParseError(f"unexpected response shape ({type(e).__name__}: {e})") from e
         if self.fault:
             response.warnings.append(self.fault)
+        response.warnings = kept_warnings(response.warnings)
         return strings(response)
+
+
+# Warnings a response keeps: a stream of junk events has one per event (thousands, within the
+# stream's CPU bound), and a reader needs the first few and how many there were.
+MAX_WARNINGS = 50
+
+
+def kept_warnings(warnings: list[str]) -> list[str]:
+    if len(warnings) <= MAX_WARNINGS:
+        return warnings
+    return [*warnings[: MAX_WARNINGS - 1], f"and {len(warnings) - MAX_WARNINGS + 1} more warnings"]
 
 
 def _model(body: Any) -> str | None:
