@@ -9,9 +9,9 @@ it rather than after it.
 
 Short bodies, nearly every call, stay on the loop: the hand-off would cost more than the work.
 One thread for every flow, so recording's heavy work never takes more than one core. The writer
-scrubs its rows on a thread of its own (one row of 90,000 messages naming keys takes a second),
-and readers (the API, the viewer, exports, a run recalled from the store) have one for what they
-ask (a stored run of 90,000 messages took 2 s to render): none waits behind another's work.
+has a thread of its own (one row of 90,000 messages naming keys takes a second to scrub), and
+readers (the API, the viewer, exports) have theirs for what they ask (a stored run of 90,000
+messages took 2 s to render): none waits behind another's work.
 """
 
 from __future__ import annotations
@@ -45,17 +45,20 @@ def worker() -> ThreadPoolExecutor:
 
 @functools.cache
 def reader() -> ThreadPoolExecutor:
-    """The thread that shapes what readers asked for (a stored run decoded, a page rendered): its
+    """The threads that shape what readers asked for (a stored run decoded, a page rendered): their
     own, so that a person opening a large run never waits behind a flood's recording, nor the
-    recording behind a page."""
-    return ThreadPoolExecutor(1, thread_name_prefix="chatdebug-reading")
+    recording behind a page; two, so that a dashboard's small read does not wait behind one
+    large page (2 s for a run of 90,000 messages)."""
+    return ThreadPoolExecutor(2, thread_name_prefix="chatdebug-reading")
 
 
 @functools.cache
-def scrubber() -> ThreadPoolExecutor:
-    """The thread where the writer scrubs its batches (`storage.writer`): its own, so that rows
-    never wait behind a flood's reading (the write queue would fill and drop them)."""
-    return ThreadPoolExecutor(1, thread_name_prefix="chatdebug-scrubbing")
+def writer() -> ThreadPoolExecutor:
+    """The writer's thread: it scrubs the writer's batches (`storage.writer`) and shapes what the
+    recording reads back from the store (a run or step recalled). Its own, so that rows never
+    wait behind a flood's reading (the write queue would fill and drop them), nor a recall
+    behind a person's page."""
+    return ThreadPoolExecutor(1, thread_name_prefix="chatdebug-writing")
 
 
 # How long a thread may keep the GIL while the loop waits for it. The loop lets the GIL go at
@@ -78,9 +81,9 @@ async def beside[T](work: Callable[[], T]) -> T:
     return await asyncio.get_running_loop().run_in_executor(worker(), _yielding, work)
 
 
-async def scrubbing[T](work: Callable[[], T]) -> T:
-    """`work()` on the scrubbing thread."""
-    return await asyncio.get_running_loop().run_in_executor(scrubber(), _yielding, work)
+async def writing[T](work: Callable[[], T]) -> T:
+    """`work()` on the writer's thread."""
+    return await asyncio.get_running_loop().run_in_executor(writer(), _yielding, work)
 
 
 async def reading[T](work: Callable[[], T]) -> T:

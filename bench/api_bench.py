@@ -12,7 +12,7 @@
    (`storage.writer.Writer`), in time order, on a clock the seed sets (bench/api/seed.py). The
    data is fixed by --seed; only its time anchor moves (it ends at the minute the bench starts, so
    the default 24-hour stats window holds a day of traffic).
-2. Serves the real API (proxy.api.make_app over that store) on 127.0.0.1:0 in a child process,
+2. Serves the real API (proxy.api.app.make_app over that store) on 127.0.0.1:0 in a child process,
    as the sidecar does, one database after the other.
 3. Sends sequential keep-alive requests (200 per route, each route also bounded in time) and
    prints the machine and a markdown table of p50/p95/p99 per database, side by side (the goal:

@@ -61,7 +61,9 @@ class Sidecar:
         # The store opens on the writer's first turn, or later: until then records are spooled
         # and /readyz says why. A previous process's open runs are ended once it takes writes.
         store = store_for(settings.database, replica=settings.replica_name)
-        store.beside = offloop.reading  # a large run read back is decoded there, not on the loop
+        # a large run or step the recording reads back is decoded there, not on the loop (the
+        # API's and viewer's reads ask for the reading threads)
+        store.beside = offloop.writing
         spool = Spool(settings.spool_file, settings.spool_max_bytes)
         writer = Writer(
             store,
@@ -70,7 +72,7 @@ class Sidecar:
             lanes=store.write_lanes,
             linger=SHARED_LINGER if settings.postgres else LINGER,
             scrub=redactor.row,
-            beside=offloop.scrubbing,
+            beside=offloop.writing,
         )
         writer.retry(end_previous_runs(now()))
         pipeline = Pipeline(
@@ -87,7 +89,8 @@ class Sidecar:
             shared=settings.postgres,
         )
         api_store = AnsweringStore.of(store, lambda: writer.silent)
-        sidecar = cls(settings, store, writer, pipeline, EventHub(api_store.get_object), api_store)
+        replays = functools.partial(api_store.get_object, beside=offloop.reading)  # what /events replays
+        sidecar = cls(settings, store, writer, pipeline, EventHub(replays), api_store)
         try:
             await sidecar._start()
         except BaseException:

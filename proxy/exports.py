@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from proxy import VERSION
 from proxy.api import models as m
-from storage.base import RunFilter, Store
+from storage.base import Beside, RunFilter, Store
 from storage.records import ns, timestamp
 
 Format = Literal["json", "har", "otlp-json"]
@@ -61,10 +61,12 @@ class ExportQuery(BaseModel):
     content: bool = Field(True, description="otlp-json: include message content in the spans")
 
 
-async def load_run(store: Store, run_id: str, fmt: Format = "json") -> dict[str, Any] | None:
-    """The run detail with each attempt's raw (redacted, capped) bodies; for a JSON document its
-    payloads as stored, which it sends on as they are (`Store.get_run`)."""
-    run = await store.get_run(run_id, as_stored=fmt == "json")
+async def load_run(
+    store: Store, run_id: str, *, as_stored: bool = False, beside: Beside | None = None
+) -> dict[str, Any] | None:
+    """The run detail with each attempt's raw (redacted, capped) bodies (`as_stored`, `beside`:
+    as for `Store.get_run`; a JSON document sends stored payloads on as they are)."""
+    run = await store.get_run(run_id, as_stored=as_stored, beside=beside)
     if run is None:
         return None
     bodies = await store.attempt_bodies(run_id)
@@ -254,7 +256,7 @@ async def export_window(
         pages: list[dict[str, Any]] = []
         first = True
         for run_id in ids:
-            run = await load_run(store, run_id, fmt)
+            run = await load_run(store, run_id, as_stored=fmt == "json")
             if run is not None:
                 pages.append(har_page(run))
                 for entry in har_entries(run):
@@ -266,7 +268,7 @@ async def export_window(
         write(b'],"pages":' + orjson.dumps(pages) + b"}}\n")
         return done
     for run_id in ids:
-        run = await load_run(store, run_id, fmt)
+        run = await load_run(store, run_id, as_stored=fmt == "json")
         if run is not None:
             write(orjson.dumps(document(run, fmt, content=content)) + b"\n")
         done += 1

@@ -61,11 +61,15 @@ class RunFilter:
     q: str | None = None
 
 
+# runs a piece of work off the caller's event loop: a thread
+Beside = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
 class Store(Protocol):
     batch_rows: int  # rows per write the writer gathers at most: what this engine commits best
     write_lanes: int  # batches the writer may have in flight at once (one connection each)
     # where reads shape rows holding large texts (decoding their JSON): beside the caller's loop
-    beside: Callable[[Callable[[], Any]], Awaitable[Any]]
+    beside: Beside
 
     @property
     def location(self) -> str:
@@ -116,15 +120,22 @@ class Store(Protocol):
     ) -> list[dict[str, Any]]:
         """Runs newest first, keyset-paginated after (started_at, id)."""
 
-    async def get_run(self, run_id: str, *, as_stored: bool = False) -> dict[str, Any] | None:
+    async def get_run(
+        self, run_id: str, *, as_stored: bool = False, beside: Beside | None = None
+    ) -> dict[str, Any] | None:
         """A run with its steps, each with its attempts; `as_stored`: their payloads (requests,
-        responses) as the stored JSON text, `orjson.Fragment`s for a reader that only sends them on."""
+        responses) as the stored JSON text, `orjson.Fragment`s for a reader that only sends them on;
+        `beside`: where large rows are decoded, when not the store's own `beside`."""
 
-    async def get_object(self, kind: str, object_id: str) -> dict[str, Any] | None:
+    async def get_object(
+        self, kind: str, object_id: str, *, beside: Beside | None = None
+    ) -> dict[str, Any] | None:
         """A run, step or attempt row (`kind`), shaped as its change event carries it."""
 
-    async def get_attempt(self, attempt_id: str, *, as_stored: bool = False) -> dict[str, Any] | None:
-        """An attempt with its raw (redacted, capped) bodies (`as_stored`: as for `get_run`)."""
+    async def get_attempt(
+        self, attempt_id: str, *, as_stored: bool = False, beside: Beside | None = None
+    ) -> dict[str, Any] | None:
+        """An attempt with its raw (redacted, capped) bodies (`as_stored`, `beside`: as for `get_run`)."""
 
     async def attempt_bodies(self, run_id: str) -> dict[str, dict[str, Any]]:
         """The raw bodies of every attempt of a run, by attempt id (for exports)."""

@@ -14,11 +14,10 @@ from typing import Any
 import orjson
 
 from storage import stats
-from storage.base import RunFilter
+from storage.base import Beside, RunFilter
 from storage.records import USAGE_FIELDS, AttemptRow, BodyRow, Row, RunRow, StepRow, names
 
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Mapping[str, Any]]]]
-Beside = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 # Bytes of stored text a read's rows hold from which they are shaped beside the loop (`Beside`):
 # decoding is ~20 ms a MiB of JSON (a step of 90,000 messages: 0.12 s), and the proxy's traffic
@@ -260,8 +259,8 @@ async def list_conversations(
 class Reads:
     """The read half of a store, over its `_fetch`: every backend answers from the same SQL."""
 
-    # where rows holding large texts are shaped: a thread, the process's own reading thread once
-    # it sets one (`addons.offloop.reading`)
+    # where rows holding large texts are shaped unless a read names its own place (`beside`): a
+    # thread, the one the process gives (the sidecar's writer thread, `addons.offloop.writing`)
     beside: Beside = staticmethod(asyncio.to_thread)
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
@@ -275,14 +274,20 @@ class Reads:
     async def find_history(self, hashes: list[str], response_id: str | None) -> list[dict[str, Any]]:
         return await find_history(self._fetch, hashes, response_id)
 
-    async def get_run(self, run_id: str, *, as_stored: bool = False) -> dict[str, Any] | None:
-        return await get_run(self._fetch, run_id, self.beside, as_stored)
+    async def get_run(
+        self, run_id: str, *, as_stored: bool = False, beside: Beside | None = None
+    ) -> dict[str, Any] | None:
+        return await get_run(self._fetch, run_id, beside or self.beside, as_stored)
 
-    async def get_attempt(self, attempt_id: str, *, as_stored: bool = False) -> dict[str, Any] | None:
-        return await get_attempt(self._fetch, attempt_id, self.beside, as_stored)
+    async def get_attempt(
+        self, attempt_id: str, *, as_stored: bool = False, beside: Beside | None = None
+    ) -> dict[str, Any] | None:
+        return await get_attempt(self._fetch, attempt_id, beside or self.beside, as_stored)
 
-    async def get_object(self, kind: str, object_id: str) -> dict[str, Any] | None:
-        return await get_object(self._fetch, kind, object_id, self.beside)
+    async def get_object(
+        self, kind: str, object_id: str, *, beside: Beside | None = None
+    ) -> dict[str, Any] | None:
+        return await get_object(self._fetch, kind, object_id, beside or self.beside)
 
     async def attempt_bodies(self, run_id: str) -> dict[str, dict[str, Any]]:
         return await attempt_bodies(self._fetch, run_id)

@@ -34,14 +34,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage import sql
-from storage.base import Store, StoreSilent, StoreUnavailable, abandon, within
+from storage.base import Beside, Store, StoreSilent, StoreUnavailable, abandon, within
 from storage.records import AttemptRow, Row, RunRow
 from storage.spool import Spool
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[list[Row], float], None]
-Beside = Callable[[Callable[[], Any]], Awaitable[Any]]
 Job = Callable[[Store], Awaitable[list[Row]]]
 
 DROP_REASONS = {
@@ -344,7 +343,10 @@ class Writer:
         cannot be scrubbed is lost, and counted."""
         if self.scrub is None:
             return rows
-        scrubbed, failures = await self.beside(functools.partial(_scrub_each, self.scrub, rows))
+        try:
+            scrubbed, failures = await self.beside(functools.partial(_scrub_each, self.scrub, rows))
+        except Exception as e:  # the hand-off itself failed (its thread is gone): none is written
+            scrubbed, failures = [], [e] * len(rows)
         for failure in failures:  # never an unscrubbable row
             self._drop(1, "unscrubbable", exc_info=failure)
             self._queue.task_done()

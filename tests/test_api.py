@@ -342,6 +342,14 @@ async def test_a_read_of_large_payloads_is_shaped_beside_the_loop_or_passed_on_a
         assert run is not None and run["steps"][0]["request"] == history and asked == [1]
         stored = await store.get_run(large[0].id, as_stored=True)
         assert stored is not None and asked == [1]
+        elsewhere: list[int] = []
+
+        async def reading(work: Callable[[], Any]) -> Any:  # a reader names its own place
+            elsewhere.append(1)
+            return await asyncio.to_thread(work)
+
+        assert (await store.get_run(large[0].id, beside=reading)) == run
+        assert asked == [1] and elsewhere == [1]
         assert isinstance(stored["steps"][0]["request"], orjson.Fragment)
         assert orjson.loads(orjson.dumps(stored))["steps"][0]["request"] == history
     finally:

@@ -23,13 +23,13 @@ async def test_each_kind_of_work_has_its_own_thread_and_none_waits_behind_anothe
         names[kind] = threading.current_thread().name
 
     reading = asyncio.ensure_future(offloop.beside(long_read))
-    await asyncio.wait_for(offloop.scrubbing(lambda: named("scrub")), 5)
+    await asyncio.wait_for(offloop.writing(lambda: named("scrub")), 5)
     await asyncio.wait_for(offloop.reading(lambda: named("page")), 5)
     assert not reading.done()  # both finished while the read still held its thread
     release.set()
     await reading
     assert names["read"].startswith("chatdebug-recording")
-    assert names["scrub"].startswith("chatdebug-scrubbing")
+    assert names["scrub"].startswith("chatdebug-writing")
     assert names["page"].startswith("chatdebug-reading")
 
 

@@ -108,7 +108,7 @@ async def test_a_very_long_history_shows_its_newest_messages_and_all_on_request(
         client = await aiohttp_client(api.app)
         page, _ = await timed(client, "/runs/run_long_1")
         shown = present.ADDED_MESSAGES
-        assert f"the last {shown} shown; {3001 - shown} earlier messages in the full transcript" in page
+        assert f"the last {shown} shown; {3001 - shown} earlier messages: open the full transcript" in page
         assert (
             page.count('class="bubble user"') == shown
             and "message 3000<" in page

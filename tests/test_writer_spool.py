@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -590,4 +591,33 @@ async def test_a_replay_the_store_cannot_answer_stops_before_the_object_it_misse
         "run_0003",
     ]
     await writer.close()
+    await store.close()
+
+
+async def test_a_failed_hand_off_to_the_scrubbing_thread_loses_that_batch_counted_not_the_writer(
+    tmp_path: Path,
+) -> None:
+    """The thread a batch is scrubbed on may be gone (a stop under way): that batch is dropped and
+    counted as unscrubbable, never written unscrubbed, and the next batch is written."""
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    broken = True
+
+    async def beside(work: Callable[[], Any]) -> Any:
+        if broken:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        return work()
+
+    writer = Writer(store, scrub=lambda row: row, beside=beside, max_batch=1000, linger=0)
+    writer.submit(run(1))
+    writer.submit(run(2))
+    writer.start()
+    await asyncio.wait_for(writer.flush(), 5)
+    assert writer.drops["unscrubbable"] == 2
+    broken = False
+    writer.submit(run(3))
+    await asyncio.wait_for(writer.flush(), 5)
+    await writer.close()
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        assert [r[0] for r in conn.execute("SELECT id FROM runs")] == [run(3).id]
     await store.close()

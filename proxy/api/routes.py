@@ -67,7 +67,10 @@ async def get_run(request: web.Request) -> web.Response:
 async def export_run(request: web.Request) -> web.Response:
     q = params(request, exports.ExportQuery)
     run_id = request.match_info["id"]
-    run = or_404(await exports.load_run(request.app[CTX].store, run_id, q.format), "run", run_id)
+    found = exports.load_run(
+        request.app[CTX].store, run_id, as_stored=q.format == "json", beside=offloop.reading
+    )
+    run = or_404(await found, "run", run_id)
     body = await offloop.reading(lambda: orjson.dumps(exports.document(run, q.format, content=q.content)))
     response = web.Response(body=body, content_type=exports.MEDIA_TYPES[q.format])
     response.headers["Content-Disposition"] = f'attachment; filename="{exports.filename(run_id, q.format)}"'

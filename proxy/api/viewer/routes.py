@@ -192,7 +192,7 @@ async def conversation(request: web.Request) -> web.Response:
 
 async def _run(request: web.Request) -> dict[str, Any]:
     run_id = request.match_info["id"]
-    found = await request.app[CTX].store.get_run(run_id)
+    found = await request.app[CTX].store.get_run(run_id, beside=offloop.reading)
     if found is None:
         raise ApiError(404, "not_found", f"no run {run_id!r}")
     return found
@@ -244,7 +244,7 @@ async def step_transcript(request: web.Request) -> web.Response:
 async def attempt(request: web.Request) -> web.Response:
     """An attempt's raw (redacted) bodies and its curl command, loaded when opened."""
     attempt_id = request.match_info["id"]
-    found = await request.app[CTX].store.get_attempt(attempt_id)
+    found = await request.app[CTX].store.get_attempt(attempt_id, beside=offloop.reading)
     if found is None:
         raise ApiError(404, "not_found", f"no attempt {attempt_id!r}")
 
