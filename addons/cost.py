@@ -140,12 +140,6 @@ def priced(price: ModelPrice, usage: Usage, source: str) -> Cost | None:
     return Cost(*parts, total=total, source=source)
 
 
-def warm() -> None:
-    """Load the price table (tens of ms of validation), so that the first priced call does not
-    pay for it on the proxy's loop."""
-    data_snapshot.get_snapshot()
-
-
 @lru_cache(maxsize=4096)
 def _model_price(provider_id: str | None, model: str, day: Any) -> tuple[ModelPrice, str] | None:
     """The model's prices on that day (looked up once per model and day: the lookup walks regexes)."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from addons import cost, offloop
+from addons import offloop
 from addons.pipeline import Pipeline
 from addons.recorder import Recorder
 from addons.redact import Redactor, install_log_redaction
@@ -111,7 +111,6 @@ class Sidecar:
             self.traces = otlp.attach(settings, self.store, self.writer, metrics)
         self.writer.start()
         self.pipeline.start()
-        await offloop.beside(cost.warm)
         recorder = Recorder(
             self.pipeline, text_limit=settings.text_limit, capture_limit=settings.capture_limit
         )
