@@ -126,14 +126,20 @@ class Capture:
         for at in range(0, len(data), PIECE):
             if at:
                 now = time.thread_time()
-            if now - started > CHUNK_SECONDS:
-                self._stop(f"cost over {CHUNK_SECONDS:g} s of CPU to read one chunk")
-            elif self._spent + now - started > RESPONSE_SECONDS:
-                self._stop(f"cost over {RESPONSE_SECONDS:g} s of CPU to read")
-            if self.stopped:
+            if (why := self._over_time(started, now, "read")) is not None:
+                self._stop(why)
                 break
             self._use(data[at : at + PIECE])
         self._spent += time.thread_time() - started
+
+    def _over_time(self, started: float, now: float, what: str) -> str | None:
+        """Why reading stops here, if it does: this chunk took `CHUNK_SECONDS` of CPU since
+        `started`, or the response `RESPONSE_SECONDS` in all (a plain stream's or a decoded one's)."""
+        if now - started > CHUNK_SECONDS:
+            return f"cost over {CHUNK_SECONDS:g} s of CPU to {what} one chunk"
+        if self._spent + now - started > RESPONSE_SECONDS:
+            return f"cost over {RESPONSE_SECONDS:g} s of CPU to {what}"
+        return None
 
     def _stop(self, why: str) -> None:
         self.stopped = self.truncated = True
@@ -155,12 +161,13 @@ class Capture:
     def _decode(self, data: bytes) -> None:
         decoder = self._decoder
         assert decoder is not None
-        deadline = time.thread_time() + CHUNK_SECONDS
+        started = time.thread_time()
         for piece in decoder.feed(data):
-            if time.thread_time() > deadline:  # and there is more: one piece is always taken
-                decoder.stop(f"cost over {CHUNK_SECONDS:g} s of CPU to decode and parse one chunk")
+            if (why := self._over_time(started, time.thread_time(), "decode and read")) is not None:
+                decoder.stop(why)  # and there is more: one piece is always taken
                 break
             self._use(piece)
+        self._spent += time.thread_time() - started
         if decoder.stopped is not None:
             self.stopped = self.truncated = True
             # a whole body decoded a byte past its parser's limit is no fault of the recording:

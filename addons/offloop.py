@@ -78,17 +78,21 @@ async def run[T](size: int, work: Callable[[], T]) -> T:
 
 async def beside[T](work: Callable[[], T]) -> T:
     """`work()` on the recording thread, whatever its size."""
-    return await asyncio.get_running_loop().run_in_executor(worker(), _yielding, work)
+    return await _on(worker(), work)
 
 
 async def writing[T](work: Callable[[], T]) -> T:
     """`work()` on the writer's thread."""
-    return await asyncio.get_running_loop().run_in_executor(writer(), _yielding, work)
+    return await _on(writer(), work)
 
 
 async def reading[T](work: Callable[[], T]) -> T:
-    """`work()` on the reading thread: what a reader waits for, never the traffic."""
-    return await asyncio.get_running_loop().run_in_executor(reader(), _yielding, work)
+    """`work()` on a reading thread: what a reader waits for, never the traffic."""
+    return await _on(reader(), work)
+
+
+async def _on[T](threads: ThreadPoolExecutor, work: Callable[[], T]) -> T:
+    return await asyncio.get_running_loop().run_in_executor(threads, _yielding, work)
 
 
 class _Switching:

@@ -28,9 +28,8 @@ VERSION = "0.1.0"
 
 
 def json_response(model: BaseModel, status: int = 200) -> web.Response:
-    return web.Response(
-        body=model.model_dump_json(by_alias=True), status=status, content_type="application/json"
-    )
+    """A small body, built on the loop (health, a count)."""
+    return web.Response(body=_encode(model), status=status, content_type="application/json")
 
 
 async def shaped(build: Callable[[], BaseModel]) -> web.Response:
